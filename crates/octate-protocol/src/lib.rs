@@ -1,0 +1,35 @@
+//! Octate's wire types: what crosses the network and nothing else.
+//!
+//! Signaling messages travel over a WebSocket as JSON text frames in the envelope
+//! `{ "type", "userId"?, "roomId"?, "data"? }`. [`ClientMessage::decode`] is the one
+//! entry point from client bytes to a typed message; it never panics and returns a
+//! [`ProtocolError`] with a stable [`ErrorCode`]. SDP and ICE payloads are kept as raw
+//! JSON and relayed byte for byte. HTTP bodies live in [`http`].
+//!
+//! This crate performs no I/O.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod client;
+mod envelope;
+mod error;
+pub mod http;
+mod ids;
+mod model;
+mod raw;
+mod server;
+
+pub use client::{
+    ClientMessage, DEFAULT_MAX_MESSAGE_BYTES, MAX_NAME_CHARS, SignalKind, UpdateKind,
+};
+pub use error::{CloseCode, ErrorCode, ProtocolError};
+pub use ids::{MAX_ID_LEN, RoomId, UserId};
+pub use model::{
+    AuthToken, OperationType, PeerInfo, RemoteOperation, RoomMetadata, RoomState, UnixMillis,
+};
+pub use raw::RawJson;
+pub use server::{ErrorBody, LeaveReason, RoomCloseReason, ServerMessage};
+
+/// Version of the signaling protocol described in `docs/protocol.md`.
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,301 @@
+//! Messages the server sends over the signaling WebSocket.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::client::{SignalKind, UpdateKind};
+use crate::envelope::{Envelope, OutEnvelope};
+use crate::{ErrorCode, PeerInfo, ProtocolError, RawJson, RoomId, RoomMetadata, UserId};
+
+/// Why a peer left a room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum LeaveReason {
+    /// The peer sent `leave-room`.
+    Left,
+    /// The peer's connection closed or dropped.
+    Disconnected,
+    /// The peer was silent longer than the heartbeat timeout.
+    Timeout,
+    /// The same user joined again from another connection.
+    Replaced,
+    /// The server dropped the idle peer under memory pressure.
+    MemoryPressure,
+}
+
+/// Why a room was closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum RoomCloseReason {
+    /// Deleted through the HTTP API.
+    Deleted,
+    /// Nothing happened for the configured inactivity time.
+    Inactive,
+    /// Closed while idle to relieve memory pressure.
+    MemoryPressure,
+    /// The last peer left (or nobody ever joined).
+    Empty,
+}
+
+/// A message from the server.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServerMessage {
+    /// `auth-ok`: the token verified and the peer is in its room.
+    AuthOk {
+        /// The authenticated user, from the token.
+        user_id: UserId,
+        /// The room with every peer, this one included.
+        room: RoomMetadata,
+    },
+    /// `room-joined`: answer to `create-room` / `join-room` on an authenticated connection.
+    RoomJoined {
+        /// The user who joined, from the token.
+        user_id: UserId,
+        /// The room with every peer, this one included.
+        room: RoomMetadata,
+    },
+    /// `room-left`: answer to `leave-room`.
+    RoomLeft {
+        /// The room that was left.
+        room_id: RoomId,
+    },
+    /// `peer-joined`: another peer entered the room.
+    PeerJoined {
+        /// The room.
+        room_id: RoomId,
+        /// The new peer.
+        peer: PeerInfo,
+    },
+    /// `peer-left`: another peer left the room.
+    PeerLeft {
+        /// The room.
+        room_id: RoomId,
+        /// The peer as it was when it left.
+        peer: PeerInfo,
+        /// Why it left.
+        reason: LeaveReason,
+    },
+    /// `host-changed`: the host left and another peer now hosts the room.
+    HostChanged {
+        /// The room.
+        room_id: RoomId,
+        /// The new host.
+        host_id: UserId,
+        /// The new host's display name.
+        host_name: String,
+    },
+    /// `room-closed`: the room is gone; the connection will be closed.
+    RoomClosed {
+        /// The room.
+        room_id: RoomId,
+        /// Why it was closed.
+        reason: RoomCloseReason,
+    },
+    /// `sdp-offer`, `sdp-answer` or `ice-candidate` from another peer.
+    Signal {
+        /// Which signal.
+        kind: SignalKind,
+        /// The sender, stamped by the server from its verified token.
+        from: UserId,
+        /// The room.
+        room_id: RoomId,
+        /// The sender's `data`, byte for byte.
+        data: RawJson,
+    },
+    /// `presence` or `cursor-update` from another peer.
+    Update {
+        /// Which update.
+        kind: UpdateKind,
+        /// The sender, stamped by the server from its verified token.
+        from: UserId,
+        /// The room.
+        room_id: RoomId,
+        /// The sender's `data`, byte for byte.
+        data: RawJson,
+    },
+    /// `heartbeat`: answer with `pong` (any message also counts).
+    Heartbeat,
+    /// `error`: a request failed; the connection stays open unless a close follows.
+    Error {
+        /// Stable machine-readable code.
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct RoomData<R> {
+    room: R,
+    peers: Vec<PeerInfo>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PeerData<P> {
+    peer: P,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<LeaveReason>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HostData<U, S> {
+    host_id: U,
+    host_name: S,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ReasonData {
+    reason: RoomCloseReason,
+}
+
+/// The body of an `error` message (and of every HTTP error, under `error`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl ServerMessage {
+    /// The message `type` on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::AuthOk { .. } => "auth-ok",
+            Self::RoomJoined { .. } => "room-joined",
+            Self::RoomLeft { .. } => "room-left",
+            Self::PeerJoined { .. } => "peer-joined",
+            Self::PeerLeft { .. } => "peer-left",
+            Self::HostChanged { .. } => "host-changed",
+            Self::RoomClosed { .. } => "room-closed",
+            Self::Signal { kind, .. } => kind.as_str(),
+            Self::Update { kind, .. } => kind.as_str(),
+            Self::Heartbeat => "heartbeat",
+            Self::Error { .. } => "error",
+        }
+    }
+
+    /// Builds an `error` message.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error { code, message: message.into() }
+    }
+
+    /// Serializes the message once, ready to be shared by every recipient.
+    pub fn encode(&self) -> Vec<u8> {
+        let kind = self.kind();
+        match self {
+            Self::AuthOk { user_id, room } => encode_room(kind, user_id, room),
+            Self::RoomJoined { user_id, room } => encode_room(kind, user_id, room),
+            Self::RoomLeft { room_id } => OutEnvelope::<()>::new(kind).room(Some(room_id)).to_vec(),
+            Self::PeerJoined { room_id, peer } => OutEnvelope::new(kind)
+                .room(Some(room_id))
+                .data(&PeerData { peer, reason: None })
+                .to_vec(),
+            Self::PeerLeft { room_id, peer, reason } => OutEnvelope::new(kind)
+                .room(Some(room_id))
+                .data(&PeerData { peer, reason: Some(*reason) })
+                .to_vec(),
+            Self::HostChanged { room_id, host_id, host_name } => OutEnvelope::new(kind)
+                .room(Some(room_id))
+                .data(&HostData { host_id, host_name })
+                .to_vec(),
+            Self::RoomClosed { room_id, reason } => OutEnvelope::new(kind)
+                .room(Some(room_id))
+                .data(&ReasonData { reason: *reason })
+                .to_vec(),
+            Self::Signal { from, room_id, data, .. } | Self::Update { from, room_id, data, .. } => {
+                OutEnvelope::new(kind)
+                    .user(Some(from))
+                    .room(Some(room_id))
+                    .data(data)
+                    .to_vec()
+            }
+            Self::Heartbeat => OutEnvelope::<()>::new(kind).to_vec(),
+            Self::Error { code, message } => OutEnvelope::new(kind)
+                .data(&ErrorBody { code: *code, message: message.clone() })
+                .to_vec(),
+        }
+    }
+
+    /// Decodes a server message, as a client does; never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let env = Envelope::parse(bytes)?;
+        let room_id = || -> Result<RoomId, ProtocolError> {
+            RoomId::new(env.room_id.as_deref().ok_or(ProtocolError::MissingField("roomId"))?)
+        };
+        let from = || -> Result<UserId, ProtocolError> {
+            UserId::new(env.user_id.as_deref().ok_or(ProtocolError::MissingField("userId"))?)
+        };
+        let data = || env.data.ok_or(ProtocolError::MissingField("data"));
+        fn parse<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Result<T, ProtocolError> {
+            serde_json::from_str(raw.get()).map_err(|e| ProtocolError::from_serde(&e))
+        }
+        Ok(match env.kind.as_ref() {
+            "auth-ok" => {
+                let d: RoomData<RoomMetadata> = parse(data()?)?;
+                Self::AuthOk { user_id: from()?, room: d.room }
+            }
+            "room-joined" => {
+                let d: RoomData<RoomMetadata> = parse(data()?)?;
+                Self::RoomJoined { user_id: from()?, room: d.room }
+            }
+            "room-left" => Self::RoomLeft { room_id: room_id()? },
+            "peer-joined" => Self::PeerJoined {
+                room_id: room_id()?,
+                peer: parse::<PeerData<PeerInfo>>(data()?)?.peer,
+            },
+            "peer-left" => {
+                let d: PeerData<PeerInfo> = parse(data()?)?;
+                Self::PeerLeft {
+                    room_id: room_id()?,
+                    peer: d.peer,
+                    reason: d.reason.unwrap_or(LeaveReason::Left),
+                }
+            }
+            "host-changed" => {
+                let d: HostData<UserId, String> = parse(data()?)?;
+                Self::HostChanged { room_id: room_id()?, host_id: d.host_id, host_name: d.host_name }
+            }
+            "room-closed" => Self::RoomClosed {
+                room_id: room_id()?,
+                reason: parse::<ReasonData>(data()?)?.reason,
+            },
+            "sdp-offer" | "sdp-answer" | "ice-candidate" => Self::Signal {
+                kind: match env.kind.as_ref() {
+                    "sdp-offer" => SignalKind::Offer,
+                    "sdp-answer" => SignalKind::Answer,
+                    _ => SignalKind::IceCandidate,
+                },
+                from: from()?,
+                room_id: room_id()?,
+                data: RawJson::from_raw(data()?),
+            },
+            "presence" | "cursor-update" => Self::Update {
+                kind: if env.kind == "presence" { UpdateKind::Presence } else { UpdateKind::Cursor },
+                from: from()?,
+                room_id: room_id()?,
+                data: RawJson::from_raw(data()?),
+            },
+            "heartbeat" => Self::Heartbeat,
+            "error" => {
+                let d: ErrorBody = parse(data()?)?;
+                Self::Error { code: d.code, message: d.message }
+            }
+            other => return Err(ProtocolError::UnknownType(other.chars().take(64).collect())),
+        })
+    }
+}
+
+/// `auth-ok` and `room-joined` carry the room and, apart, the peers other than the recipient.
+fn encode_room(kind: &str, user: &UserId, room: &RoomMetadata) -> Vec<u8> {
+    let others: Vec<PeerInfo> =
+        room.peers.iter().filter(|p| &p.user_id != user).cloned().collect();
+    OutEnvelope::new(kind)
+        .user(Some(user))
+        .room(Some(&room.room_id))
+        .data(&RoomData { room, peers: others })
+        .to_vec()
+}
