@@ -148,7 +148,12 @@ struct CursorData {
 pub const MAX_NAME_CHARS: usize = 64;
 
 fn clean_name(name: Option<String>) -> Option<String> {
-    name.map(|n| n.chars().filter(|c| !c.is_control()).take(MAX_NAME_CHARS).collect())
+    name.map(|n| {
+        n.chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_NAME_CHARS)
+            .collect()
+    })
 }
 
 fn parse_data<'a, T: Deserialize<'a>>(data: Option<&'a RawValue>) -> Result<T, ProtocolError> {
@@ -177,7 +182,10 @@ impl ClientMessage {
     /// because identity comes from the verified token.
     pub fn decode(bytes: &[u8], max_len: usize) -> Result<Self, ProtocolError> {
         if bytes.len() > max_len {
-            return Err(ProtocolError::TooLarge { len: bytes.len(), limit: max_len });
+            return Err(ProtocolError::TooLarge {
+                len: bytes.len(),
+                limit: max_len,
+            });
         }
         let env = Envelope::parse(bytes)?;
         let msg = match env.kind.as_ref() {
@@ -196,7 +204,10 @@ impl ClientMessage {
                 let token = data_token
                     .or_else(|| env.token.map(|t| t.into_owned()))
                     .ok_or(ProtocolError::MissingField("token"))?;
-                Self::Auth { token, user_name: clean_name(user_name) }
+                Self::Auth {
+                    token,
+                    user_name: clean_name(user_name),
+                }
             }
             "create-room" => {
                 let data: RoomData = parse_optional_data(env.data)?;
@@ -223,17 +234,27 @@ impl ClientMessage {
                 };
                 let target: SignalTarget = parse_data(env.data)?;
                 let data = env.data.ok_or(ProtocolError::MissingField("data"))?;
-                Self::Signal { kind, target: target.peer, data: RawJson::from_raw(data) }
+                Self::Signal {
+                    kind,
+                    target: target.peer,
+                    data: RawJson::from_raw(data),
+                }
             }
             "presence" => {
                 let _: PresenceData = parse_data(env.data)?;
                 let data = env.data.ok_or(ProtocolError::MissingField("data"))?;
-                Self::Update { kind: UpdateKind::Presence, data: RawJson::from_raw(data) }
+                Self::Update {
+                    kind: UpdateKind::Presence,
+                    data: RawJson::from_raw(data),
+                }
             }
             "cursor-update" => {
                 let _: CursorData = parse_data(env.data)?;
                 let data = env.data.ok_or(ProtocolError::MissingField("data"))?;
-                Self::Update { kind: UpdateKind::Cursor, data: RawJson::from_raw(data) }
+                Self::Update {
+                    kind: UpdateKind::Cursor,
+                    data: RawJson::from_raw(data),
+                }
             }
             "heartbeat" => Self::Heartbeat,
             "pong" => Self::Pong,
@@ -278,21 +299,31 @@ impl ClientMessage {
         let kind = self.kind();
         match self {
             Self::Auth { token, user_name } => OutEnvelope::new(kind)
-                .data(&AuthOut { token, user_name: user_name.as_deref() })
+                .data(&AuthOut {
+                    token,
+                    user_name: user_name.as_deref(),
+                })
                 .to_string(),
-            Self::CreateRoom { room_id, room_name, file_id, user_name } => {
-                OutEnvelope::new(kind)
-                    .room(room_id.as_ref())
-                    .data(&RoomOut {
-                        room_name: room_name.as_deref(),
-                        file_id: file_id.as_deref(),
-                        user_name: user_name.as_deref(),
-                    })
-                    .to_string()
-            }
+            Self::CreateRoom {
+                room_id,
+                room_name,
+                file_id,
+                user_name,
+            } => OutEnvelope::new(kind)
+                .room(room_id.as_ref())
+                .data(&RoomOut {
+                    room_name: room_name.as_deref(),
+                    file_id: file_id.as_deref(),
+                    user_name: user_name.as_deref(),
+                })
+                .to_string(),
             Self::JoinRoom { room_id, user_name } => OutEnvelope::new(kind)
                 .room(room_id.as_ref())
-                .data(&RoomOut { room_name: None, file_id: None, user_name: user_name.as_deref() })
+                .data(&RoomOut {
+                    room_name: None,
+                    file_id: None,
+                    user_name: user_name.as_deref(),
+                })
                 .to_string(),
             Self::Signal { data, .. } | Self::Update { data, .. } => {
                 OutEnvelope::new(kind).data(data).to_string()

@@ -43,7 +43,12 @@ pub(crate) struct OutEnvelope<'a, D: ?Sized + Serialize> {
 
 impl<'a, D: ?Sized + Serialize> OutEnvelope<'a, D> {
     pub(crate) fn new(kind: &'a str) -> Self {
-        Self { kind, user_id: None, room_id: None, data: None }
+        Self {
+            kind,
+            user_id: None,
+            room_id: None,
+            data: None,
+        }
     }
 
     pub(crate) fn user(mut self, user: Option<&'a UserId>) -> Self {

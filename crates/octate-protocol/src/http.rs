@@ -187,6 +187,11 @@ pub struct HttpError {
 impl HttpError {
     /// Builds an error body.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { error: ErrorBody { code, message: message.into() } }
+        Self {
+            error: ErrorBody {
+                code,
+                message: message.into(),
+            },
+        }
     }
 }

@@ -180,7 +180,10 @@ impl ServerMessage {
 
     /// Builds an `error` message.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self::Error { code, message: message.into() }
+        Self::Error {
+            code,
+            message: message.into(),
+        }
     }
 
     /// Serializes the message once, ready to be shared by every recipient.
@@ -194,11 +197,22 @@ impl ServerMessage {
                 .room(Some(room_id))
                 .data(&PeerData { peer, reason: None })
                 .to_vec(),
-            Self::PeerLeft { room_id, peer, reason } => OutEnvelope::new(kind)
+            Self::PeerLeft {
+                room_id,
+                peer,
+                reason,
+            } => OutEnvelope::new(kind)
                 .room(Some(room_id))
-                .data(&PeerData { peer, reason: Some(*reason) })
+                .data(&PeerData {
+                    peer,
+                    reason: Some(*reason),
+                })
                 .to_vec(),
-            Self::HostChanged { room_id, host_id, host_name } => OutEnvelope::new(kind)
+            Self::HostChanged {
+                room_id,
+                host_id,
+                host_name,
+            } => OutEnvelope::new(kind)
                 .room(Some(room_id))
                 .data(&HostData { host_id, host_name })
                 .to_vec(),
@@ -206,16 +220,28 @@ impl ServerMessage {
                 .room(Some(room_id))
                 .data(&ReasonData { reason: *reason })
                 .to_vec(),
-            Self::Signal { from, room_id, data, .. } | Self::Update { from, room_id, data, .. } => {
-                OutEnvelope::new(kind)
-                    .user(Some(from))
-                    .room(Some(room_id))
-                    .data(data)
-                    .to_vec()
+            Self::Signal {
+                from,
+                room_id,
+                data,
+                ..
             }
+            | Self::Update {
+                from,
+                room_id,
+                data,
+                ..
+            } => OutEnvelope::new(kind)
+                .user(Some(from))
+                .room(Some(room_id))
+                .data(data)
+                .to_vec(),
             Self::Heartbeat => OutEnvelope::<()>::new(kind).to_vec(),
             Self::Error { code, message } => OutEnvelope::new(kind)
-                .data(&ErrorBody { code: *code, message: message.clone() })
+                .data(&ErrorBody {
+                    code: *code,
+                    message: message.clone(),
+                })
                 .to_vec(),
         }
     }
@@ -224,10 +250,18 @@ impl ServerMessage {
     pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
         let env = Envelope::parse(bytes)?;
         let room_id = || -> Result<RoomId, ProtocolError> {
-            RoomId::new(env.room_id.as_deref().ok_or(ProtocolError::MissingField("roomId"))?)
+            RoomId::new(
+                env.room_id
+                    .as_deref()
+                    .ok_or(ProtocolError::MissingField("roomId"))?,
+            )
         };
         let from = || -> Result<UserId, ProtocolError> {
-            UserId::new(env.user_id.as_deref().ok_or(ProtocolError::MissingField("userId"))?)
+            UserId::new(
+                env.user_id
+                    .as_deref()
+                    .ok_or(ProtocolError::MissingField("userId"))?,
+            )
         };
         let data = || env.data.ok_or(ProtocolError::MissingField("data"));
         fn parse<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Result<T, ProtocolError> {
@@ -236,13 +270,21 @@ impl ServerMessage {
         Ok(match env.kind.as_ref() {
             "auth-ok" => {
                 let d: RoomData<RoomMetadata> = parse(data()?)?;
-                Self::AuthOk { user_id: from()?, room: d.room }
+                Self::AuthOk {
+                    user_id: from()?,
+                    room: d.room,
+                }
             }
             "room-joined" => {
                 let d: RoomData<RoomMetadata> = parse(data()?)?;
-                Self::RoomJoined { user_id: from()?, room: d.room }
+                Self::RoomJoined {
+                    user_id: from()?,
+                    room: d.room,
+                }
             }
-            "room-left" => Self::RoomLeft { room_id: room_id()? },
+            "room-left" => Self::RoomLeft {
+                room_id: room_id()?,
+            },
             "peer-joined" => Self::PeerJoined {
                 room_id: room_id()?,
                 peer: parse::<PeerData<PeerInfo>>(data()?)?.peer,
@@ -257,7 +299,11 @@ impl ServerMessage {
             }
             "host-changed" => {
                 let d: HostData<UserId, String> = parse(data()?)?;
-                Self::HostChanged { room_id: room_id()?, host_id: d.host_id, host_name: d.host_name }
+                Self::HostChanged {
+                    room_id: room_id()?,
+                    host_id: d.host_id,
+                    host_name: d.host_name,
+                }
             }
             "room-closed" => Self::RoomClosed {
                 room_id: room_id()?,
@@ -274,7 +320,11 @@ impl ServerMessage {
                 data: RawJson::from_raw(data()?),
             },
             "presence" | "cursor-update" => Self::Update {
-                kind: if env.kind == "presence" { UpdateKind::Presence } else { UpdateKind::Cursor },
+                kind: if env.kind == "presence" {
+                    UpdateKind::Presence
+                } else {
+                    UpdateKind::Cursor
+                },
                 from: from()?,
                 room_id: room_id()?,
                 data: RawJson::from_raw(data()?),
@@ -282,7 +332,10 @@ impl ServerMessage {
             "heartbeat" => Self::Heartbeat,
             "error" => {
                 let d: ErrorBody = parse(data()?)?;
-                Self::Error { code: d.code, message: d.message }
+                Self::Error {
+                    code: d.code,
+                    message: d.message,
+                }
             }
             other => return Err(ProtocolError::UnknownType(other.chars().take(64).collect())),
         })
@@ -291,11 +344,18 @@ impl ServerMessage {
 
 /// `auth-ok` and `room-joined` carry the room and, apart, the peers other than the recipient.
 fn encode_room(kind: &str, user: &UserId, room: &RoomMetadata) -> Vec<u8> {
-    let others: Vec<PeerInfo> =
-        room.peers.iter().filter(|p| &p.user_id != user).cloned().collect();
+    let others: Vec<PeerInfo> = room
+        .peers
+        .iter()
+        .filter(|p| &p.user_id != user)
+        .cloned()
+        .collect();
     OutEnvelope::new(kind)
         .user(Some(user))
         .room(Some(&room.room_id))
-        .data(&RoomData { room, peers: others })
+        .data(&RoomData {
+            room,
+            peers: others,
+        })
         .to_vec()
 }

@@ -1,0 +1,799 @@
+//! The signaling state machine: connections, rooms, routing, timers and memory policy.
+
+use std::collections::{HashMap, VecDeque};
+
+use octate_protocol::{
+    ClientMessage, CloseCode, ErrorCode, LeaveReason, PeerInfo, RoomCloseReason, RoomId,
+    RoomMetadata, RoomState, ServerMessage, UnixMillis, UserId,
+};
+
+use crate::config::millis;
+use crate::room::Room;
+use crate::{ConnId, CoreConfig, CoreError, MemoryLevel, Output};
+
+/// Who a connection is, as proven by its verified token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's user.
+    pub user_id: UserId,
+    /// The one room the token authorizes.
+    pub room_id: RoomId,
+}
+
+/// Room details for a room created through the HTTP API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRoom {
+    /// Identifier.
+    pub room_id: RoomId,
+    /// Display name.
+    pub room_name: String,
+    /// The user meant to host it.
+    pub host_id: UserId,
+    /// The host's display name.
+    pub host_name: String,
+    /// File the room is about.
+    pub file_id: Option<String>,
+    /// Version number.
+    pub version: Option<u64>,
+}
+
+/// Counters and gauges of the core, for `/stats` and `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    /// Rooms in memory.
+    pub rooms: usize,
+    /// Peers in rooms.
+    pub peers: usize,
+    /// Authenticated connections.
+    pub connections: usize,
+    /// Rooms created since start.
+    pub rooms_created: u64,
+    /// Rooms removed since start.
+    pub rooms_closed: u64,
+    /// Peers removed for silence since start.
+    pub peers_timed_out: u64,
+    /// Memory readings at warning level or above since start.
+    pub memory_cleanups: u64,
+    /// Signals and updates delivered to a peer since start.
+    pub messages_relayed: u64,
+}
+
+/// An authenticated connection of this process.
+#[derive(Clone, Debug)]
+struct Conn {
+    identity: Identity,
+    user_name: String,
+    /// The room the connection is in, if any (always its token's room).
+    joined: bool,
+    last_seen: UnixMillis,
+}
+
+/// The whole signaling state of one server process, driven by its caller.
+///
+/// # Driving the core
+///
+/// - Getters (`room`, `peers`, `stats`, `poll_timeout`) take `&self`.
+/// - `handle_*` methods feed in what happened: a verified connection, a message,
+///   a pong, a disconnect, a timer, a heap reading. Each takes `now`, in Unix
+///   milliseconds; the core never reads a clock.
+/// - Commands from the HTTP API (`create_room`, `delete_room`) return a `Result`.
+/// - After every call, drain [`Core::poll_output`] until it returns `None` and carry out
+///   each [`Output`]. Call [`Core::handle_timeout`] at [`Core::poll_timeout`]; early or
+///   extra calls are harmless no-ops.
+///
+/// ```
+/// use octate_core::{ConnId, Core, CoreConfig, Identity, Output};
+/// use octate_protocol::{ClientMessage, RoomId, ServerMessage, UserId};
+///
+/// let mut core = Core::new(CoreConfig::default(), 0);
+/// let room = RoomId::new("room-1").unwrap();
+/// for (n, user) in ["alice", "bob"].into_iter().enumerate() {
+///     let id = Identity { user_id: UserId::new(user).unwrap(), room_id: room.clone() };
+///     core.handle_authenticated(1_000, ConnId(n as u64), id, None);
+/// }
+/// while let Some(out) = core.poll_output() {
+///     // deliver `out` to sockets
+///     # let _ = out;
+/// }
+/// let offer = ClientMessage::decode(
+///     br#"{"type":"sdp-offer","data":{"peer":"bob","offer":{"type":"offer","sdp":"v=0"}}}"#,
+///     64 * 1024,
+/// ).unwrap();
+/// core.handle_message(2_000, ConnId(0), offer);
+/// match core.poll_output() {
+///     Some(Output::Send { to, msg: ServerMessage::Signal { from, .. } }) => {
+///         assert_eq!(to, ConnId(1));
+///         assert_eq!(from.as_str(), "alice");
+///     }
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Core {
+    config: CoreConfig,
+    rooms: HashMap<RoomId, Room>,
+    conns: HashMap<ConnId, Conn>,
+    /// How many existing rooms each user created, for `max_rooms_per_user`.
+    created_by: HashMap<UserId, usize>,
+    outputs: VecDeque<Output>,
+    next_heartbeat: UnixMillis,
+    next_cleanup: UnixMillis,
+    stats: CoreStats,
+}
+
+impl Core {
+    /// Creates an empty core; timers start counting from `now`.
+    pub fn new(config: CoreConfig, now: UnixMillis) -> Self {
+        let next_heartbeat = now.saturating_add(millis(config.heartbeat_interval));
+        let next_cleanup = now.saturating_add(millis(config.cleanup_interval));
+        Self {
+            config,
+            rooms: HashMap::new(),
+            conns: HashMap::new(),
+            created_by: HashMap::new(),
+            outputs: VecDeque::new(),
+            next_heartbeat,
+            next_cleanup,
+            stats: CoreStats::default(),
+        }
+    }
+
+    // ---- A. Getters ------------------------------------------------------------------
+
+    /// The configuration in force.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// A room's metadata, peers included.
+    pub fn room(&self, room_id: &RoomId) -> Option<RoomMetadata> {
+        self.rooms.get(room_id).map(Room::metadata)
+    }
+
+    /// A room's peers, longest connected first.
+    pub fn peers(&self, room_id: &RoomId) -> Option<Vec<PeerInfo>> {
+        self.rooms.get(room_id).map(Room::peers)
+    }
+
+    /// Every room's id.
+    pub fn room_ids(&self) -> impl Iterator<Item = &RoomId> {
+        self.rooms.keys()
+    }
+
+    /// Whether a connection is authenticated in this core.
+    pub fn is_authenticated(&self, conn: ConnId) -> bool {
+        self.conns.contains_key(&conn)
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> CoreStats {
+        CoreStats {
+            rooms: self.rooms.len(),
+            peers: self.rooms.values().map(|r| r.members.len()).sum(),
+            connections: self.conns.len(),
+            ..self.stats
+        }
+    }
+
+    /// When [`Core::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> UnixMillis {
+        self.next_heartbeat.min(self.next_cleanup)
+    }
+
+    // ---- B. Handlers for what happened -----------------------------------------------
+
+    /// A connection proved `identity` with a verified token: it joins its room.
+    pub fn handle_authenticated(
+        &mut self,
+        now: UnixMillis,
+        conn: ConnId,
+        identity: Identity,
+        user_name: Option<String>,
+    ) {
+        if self.conns.contains_key(&conn) {
+            self.send_error(
+                conn,
+                ErrorCode::AlreadyAuthenticated,
+                "connection is authenticated",
+            );
+            return;
+        }
+        let user_name = user_name.unwrap_or_else(|| identity.user_id.to_string());
+        self.conns.insert(
+            conn,
+            Conn {
+                identity,
+                user_name,
+                joined: false,
+                last_seen: now,
+            },
+        );
+        if let Err(err) = self.join(now, conn, JoinMode::Auth) {
+            self.send_error(conn, err.code(), err.to_string());
+            self.close(now, conn, CloseCode::PolicyViolation);
+        }
+    }
+
+    /// A message arrived from a connection.
+    pub fn handle_message(&mut self, now: UnixMillis, conn: ConnId, msg: ClientMessage) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            self.send_error(conn, ErrorCode::NotAuthenticated, "send auth first");
+            return;
+        };
+        state.last_seen = now;
+        let (user, room_id, joined) = (
+            state.identity.user_id.clone(),
+            state.identity.room_id.clone(),
+            state.joined,
+        );
+        if joined
+            && let Some(member) = self
+                .rooms
+                .get_mut(&room_id)
+                .and_then(|r| r.member_mut(&user))
+        {
+            member.info.last_heartbeat = now;
+        }
+        let result = match msg {
+            ClientMessage::Auth { .. } => Err(CoreError::AlreadyAuthenticated),
+            ClientMessage::CreateRoom {
+                room_id: asked,
+                room_name,
+                file_id,
+                user_name,
+            } => self
+                .check_room(&room_id, asked.as_ref())
+                .map(|()| self.rename(conn, user_name))
+                .and_then(|()| self.join(now, conn, JoinMode::Create { room_name, file_id })),
+            ClientMessage::JoinRoom {
+                room_id: asked,
+                user_name,
+            } => self
+                .check_room(&room_id, asked.as_ref())
+                .map(|()| self.rename(conn, user_name))
+                .and_then(|()| self.join(now, conn, JoinMode::Join)),
+            ClientMessage::LeaveRoom => self.leave_by_request(now, conn),
+            ClientMessage::Signal { kind, target, data } => self.route_signal(
+                now,
+                conn,
+                &user,
+                &room_id,
+                joined,
+                target,
+                |from, room_id| ServerMessage::Signal {
+                    kind,
+                    from,
+                    room_id,
+                    data,
+                },
+            ),
+            ClientMessage::Update { kind, data } => {
+                self.route_update(now, &user, &room_id, joined, |from, room_id| {
+                    ServerMessage::Update {
+                        kind,
+                        from,
+                        room_id,
+                        data,
+                    }
+                })
+            }
+            ClientMessage::Heartbeat | ClientMessage::Pong => Ok(()),
+        };
+        if let Err(err) = result {
+            self.send_error(conn, err.code(), err.to_string());
+        }
+    }
+
+    /// A connection answered a ping (or sent anything that proves it is alive).
+    pub fn handle_pong(&mut self, now: UnixMillis, conn: ConnId) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        state.last_seen = now;
+        if state.joined {
+            let (room_id, user) = (&state.identity.room_id, &state.identity.user_id);
+            if let Some(member) = self.rooms.get_mut(room_id).and_then(|r| r.member_mut(user)) {
+                member.info.last_heartbeat = now;
+            }
+        }
+    }
+
+    /// A connection closed or dropped; the others are told.
+    pub fn handle_disconnect(&mut self, now: UnixMillis, conn: ConnId) {
+        self.forget(now, conn, LeaveReason::Disconnected);
+    }
+
+    /// Runs the heartbeat and cleanup timers that are due; early calls do nothing.
+    pub fn handle_timeout(&mut self, now: UnixMillis) {
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now.saturating_add(millis(self.config.heartbeat_interval));
+            self.heartbeat(now);
+        }
+        if now >= self.next_cleanup {
+            self.next_cleanup = now.saturating_add(millis(self.config.cleanup_interval));
+            self.cleanup(now);
+        }
+    }
+
+    /// Applies the memory policy to a heap reading and returns the level it falls into.
+    pub fn handle_memory(&mut self, now: UnixMillis, heap_bytes: u64) -> MemoryLevel {
+        let level = MemoryLevel::classify(
+            heap_bytes,
+            self.config.memory_warning_bytes,
+            self.config.memory_critical_bytes,
+        );
+        if level >= MemoryLevel::Warning {
+            self.stats.memory_cleanups += 1;
+            self.drop_silent_peers(now);
+            self.cleanup(now);
+        }
+        if level == MemoryLevel::Critical {
+            self.drop_idle(now);
+        }
+        level
+    }
+
+    // ---- C. Commands from the HTTP API -----------------------------------------------
+
+    /// Creates an empty room that its host is expected to join.
+    pub fn create_room(
+        &mut self,
+        now: UnixMillis,
+        new: NewRoom,
+    ) -> Result<RoomMetadata, CoreError> {
+        if self.rooms.contains_key(&new.room_id) {
+            return Err(CoreError::RoomExists);
+        }
+        self.check_room_limits(&new.host_id)?;
+        let mut room = Room::new(new.room_id, new.room_name, new.host_id, new.host_name, now);
+        room.file_id = new.file_id;
+        room.version = new.version;
+        let meta = room.metadata();
+        self.insert_room(room);
+        Ok(meta)
+    }
+
+    /// Closes a room: its peers are told `room-closed` and disconnected.
+    pub fn delete_room(&mut self, now: UnixMillis, room_id: &RoomId) -> Result<(), CoreError> {
+        if !self.rooms.contains_key(room_id) {
+            return Err(CoreError::RoomNotFound);
+        }
+        self.close_room(now, room_id, RoomCloseReason::Deleted);
+        Ok(())
+    }
+
+    // ---- D. Output -------------------------------------------------------------------
+
+    /// The next effect to carry out, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    // ---- Internals -------------------------------------------------------------------
+
+    fn send_error(&mut self, conn: ConnId, code: ErrorCode, message: impl Into<String>) {
+        self.outputs.push_back(Output::Send {
+            to: conn,
+            msg: ServerMessage::error(code, message),
+        });
+    }
+
+    fn check_room(&self, authorized: &RoomId, asked: Option<&RoomId>) -> Result<(), CoreError> {
+        match asked {
+            Some(asked) if asked != authorized => Err(CoreError::Forbidden),
+            _ => Ok(()),
+        }
+    }
+
+    fn rename(&mut self, conn: ConnId, user_name: Option<String>) {
+        if let (Some(state), Some(name)) = (self.conns.get_mut(&conn), user_name)
+            && !state.joined
+        {
+            state.user_name = name;
+        }
+    }
+
+    fn check_room_limits(&self, creator: &UserId) -> Result<(), CoreError> {
+        if self.rooms.len() >= self.config.max_rooms {
+            return Err(CoreError::TooManyRooms);
+        }
+        if self.created_by.get(creator).copied().unwrap_or(0) >= self.config.max_rooms_per_user {
+            return Err(CoreError::TooManyRoomsForUser);
+        }
+        Ok(())
+    }
+
+    fn insert_room(&mut self, room: Room) {
+        *self.created_by.entry(room.created_by.clone()).or_default() += 1;
+        self.stats.rooms_created += 1;
+        self.rooms.insert(room.id.clone(), room);
+    }
+
+    fn join(&mut self, now: UnixMillis, conn: ConnId, mode: JoinMode) -> Result<(), CoreError> {
+        let state = self.conns.get(&conn).ok_or(CoreError::NotAuthenticated)?;
+        let (user, room_id, name) = (
+            state.identity.user_id.clone(),
+            state.identity.room_id.clone(),
+            state.user_name.clone(),
+        );
+        if state.joined {
+            return match mode {
+                JoinMode::Create { .. } => Err(CoreError::RoomExists),
+                _ => {
+                    self.reply_joined(conn, &user, &room_id, mode.is_auth());
+                    Ok(())
+                }
+            };
+        }
+        match self.rooms.get(&room_id) {
+            Some(_) if matches!(mode, JoinMode::Create { .. }) => {
+                return Err(CoreError::RoomExists);
+            }
+            Some(room) => {
+                let replaced = room.member(&user).map(|m| m.conn);
+                let count = room.members.len() - usize::from(replaced.is_some());
+                if count >= self.config.max_peers_per_room {
+                    return Err(CoreError::RoomFull);
+                }
+                if let Some(old) = replaced {
+                    self.outputs.push_back(Output::Close {
+                        conn: old,
+                        code: CloseCode::Replaced,
+                    });
+                    self.forget(now, old, LeaveReason::Replaced);
+                }
+            }
+            None => {
+                self.check_room_limits(&user)?;
+                let mut room = Room::new(
+                    room_id.clone(),
+                    room_id.to_string(),
+                    user.clone(),
+                    name.clone(),
+                    now,
+                );
+                if let JoinMode::Create { room_name, file_id } = &mode {
+                    if let Some(room_name) = room_name {
+                        room.name.clone_from(room_name);
+                    }
+                    room.file_id.clone_from(file_id);
+                }
+                self.insert_room(room);
+            }
+        }
+        // Invariant: the room exists: it was found above or just inserted, and
+        // `forget` of a replaced member never empties a room we are about to join.
+        let room = self
+            .rooms
+            .get_mut(&room_id)
+            .ok_or(CoreError::RoomNotFound)?;
+        room.add(user.clone(), name, conn, now);
+        let others = room.conns_except(Some(&user));
+        let joined = room.member(&user).map(|m| m.info.clone());
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.joined = true;
+        }
+        self.reply_joined(conn, &user, &room_id, mode.is_auth());
+        if let (Some(peer), false) = (joined, others.is_empty()) {
+            self.outputs.push_back(Output::Broadcast {
+                to: others,
+                msg: ServerMessage::PeerJoined { room_id, peer },
+            });
+        }
+        Ok(())
+    }
+
+    fn reply_joined(&mut self, conn: ConnId, user: &UserId, room_id: &RoomId, auth: bool) {
+        let Some(room) = self.rooms.get(room_id).map(Room::metadata) else {
+            return;
+        };
+        let user_id = user.clone();
+        let msg = if auth {
+            ServerMessage::AuthOk { user_id, room }
+        } else {
+            ServerMessage::RoomJoined { user_id, room }
+        };
+        self.outputs.push_back(Output::Send { to: conn, msg });
+    }
+
+    fn leave_by_request(&mut self, now: UnixMillis, conn: ConnId) -> Result<(), CoreError> {
+        let state = self
+            .conns
+            .get_mut(&conn)
+            .ok_or(CoreError::NotAuthenticated)?;
+        if !state.joined {
+            return Err(CoreError::NotInRoom);
+        }
+        state.joined = false;
+        let (user, room_id) = (
+            state.identity.user_id.clone(),
+            state.identity.room_id.clone(),
+        );
+        self.outputs.push_back(Output::Send {
+            to: conn,
+            msg: ServerMessage::RoomLeft {
+                room_id: room_id.clone(),
+            },
+        });
+        self.remove_member(now, &room_id, &user, LeaveReason::Left);
+        Ok(())
+    }
+
+    /// Drops a connection from the core and its peer from its room.
+    fn forget(&mut self, now: UnixMillis, conn: ConnId, reason: LeaveReason) {
+        let Some(state) = self.conns.remove(&conn) else {
+            return;
+        };
+        if state.joined {
+            let Identity { user_id, room_id } = state.identity;
+            // Only remove the member if it is still reached through this connection.
+            let same_conn = self
+                .rooms
+                .get(&room_id)
+                .and_then(|r| r.member(&user_id))
+                .is_some_and(|m| m.conn == conn);
+            if same_conn {
+                self.remove_member(now, &room_id, &user_id, reason);
+            }
+        }
+    }
+
+    /// Closes a connection: the driver closes the socket, the core forgets it at once.
+    fn close(&mut self, now: UnixMillis, conn: ConnId, code: CloseCode) {
+        let reason = match code {
+            CloseCode::HeartbeatTimeout => LeaveReason::Timeout,
+            CloseCode::MemoryPressure => LeaveReason::MemoryPressure,
+            _ => LeaveReason::Disconnected,
+        };
+        self.outputs.push_back(Output::Close { conn, code });
+        self.forget(now, conn, reason);
+    }
+
+    fn remove_member(
+        &mut self,
+        now: UnixMillis,
+        room_id: &RoomId,
+        user: &UserId,
+        reason: LeaveReason,
+    ) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some((member, new_host)) = room.remove(user, now) else {
+            return;
+        };
+        if room.members.is_empty() {
+            self.remove_room(room_id, RoomCloseReason::Empty);
+            return;
+        }
+        let others = room.conns_except(None);
+        if let Some(host) = new_host {
+            self.outputs.push_back(Output::Broadcast {
+                to: others.clone(),
+                msg: ServerMessage::PeerLeft {
+                    room_id: room_id.clone(),
+                    peer: member.info,
+                    reason,
+                },
+            });
+            self.outputs.push_back(Output::Broadcast {
+                to: others,
+                msg: ServerMessage::HostChanged {
+                    room_id: room_id.clone(),
+                    host_id: host.user_id,
+                    host_name: host.user_name,
+                },
+            });
+        } else {
+            self.outputs.push_back(Output::Broadcast {
+                to: others,
+                msg: ServerMessage::PeerLeft {
+                    room_id: room_id.clone(),
+                    peer: member.info,
+                    reason,
+                },
+            });
+        }
+    }
+
+    fn remove_room(&mut self, room_id: &RoomId, reason: RoomCloseReason) {
+        let Some(room) = self.rooms.remove(room_id) else {
+            return;
+        };
+        if let Some(count) = self.created_by.get_mut(&room.created_by) {
+            *count -= 1;
+            if *count == 0 {
+                self.created_by.remove(&room.created_by);
+            }
+        }
+        self.stats.rooms_closed += 1;
+        self.outputs.push_back(Output::RoomRemoved {
+            room_id: room.id,
+            reason,
+        });
+    }
+
+    /// Tells every member the room is closed, disconnects them, and removes the room.
+    fn close_room(&mut self, now: UnixMillis, room_id: &RoomId, reason: RoomCloseReason) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let conns = room.conns_except(None);
+        if !conns.is_empty() {
+            self.outputs.push_back(Output::Broadcast {
+                to: conns.clone(),
+                msg: ServerMessage::RoomClosed {
+                    room_id: room_id.clone(),
+                    reason,
+                },
+            });
+        }
+        for conn in &conns {
+            self.outputs.push_back(Output::Close {
+                conn: *conn,
+                code: CloseCode::RoomClosed,
+            });
+            if let Some(state) = self.conns.get_mut(conn) {
+                state.joined = false;
+            }
+            self.conns.remove(conn);
+        }
+        self.remove_room(room_id, reason);
+        let _ = now;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn route_signal(
+        &mut self,
+        now: UnixMillis,
+        conn: ConnId,
+        user: &UserId,
+        room_id: &RoomId,
+        joined: bool,
+        target: UserId,
+        build: impl FnOnce(UserId, RoomId) -> ServerMessage,
+    ) -> Result<(), CoreError> {
+        if !joined {
+            return Err(CoreError::NotInRoom);
+        }
+        let room = self.rooms.get_mut(room_id).ok_or(CoreError::NotInRoom)?;
+        if &target == user {
+            return Err(CoreError::PeerNotFound);
+        }
+        let to = room.member(&target).ok_or(CoreError::PeerNotFound)?.conn;
+        debug_assert_ne!(to, conn);
+        room.touch(now);
+        self.stats.messages_relayed += 1;
+        self.outputs.push_back(Output::Send {
+            to,
+            msg: build(user.clone(), room_id.clone()),
+        });
+        Ok(())
+    }
+
+    fn route_update(
+        &mut self,
+        now: UnixMillis,
+        user: &UserId,
+        room_id: &RoomId,
+        joined: bool,
+        build: impl FnOnce(UserId, RoomId) -> ServerMessage,
+    ) -> Result<(), CoreError> {
+        if !joined {
+            return Err(CoreError::NotInRoom);
+        }
+        let room = self.rooms.get_mut(room_id).ok_or(CoreError::NotInRoom)?;
+        room.touch(now);
+        let to = room.conns_except(Some(user));
+        if !to.is_empty() {
+            self.stats.messages_relayed += to.len() as u64;
+            self.outputs.push_back(Output::Broadcast {
+                to,
+                msg: build(user.clone(), room_id.clone()),
+            });
+        }
+        Ok(())
+    }
+
+    fn heartbeat(&mut self, now: UnixMillis) {
+        self.drop_silent_peers(now);
+        if !self.conns.is_empty() {
+            let mut to: Vec<ConnId> = self.conns.keys().copied().collect();
+            to.sort_unstable();
+            self.outputs.push_back(Output::Heartbeat { to });
+        }
+    }
+
+    /// Closes every connection silent for longer than the peer timeout.
+    fn drop_silent_peers(&mut self, now: UnixMillis) {
+        let timeout = millis(self.config.peer_timeout);
+        self.close_where(now, CloseCode::HeartbeatTimeout, |c| {
+            now.saturating_sub(c.last_seen) > timeout
+        });
+    }
+
+    fn close_where(&mut self, now: UnixMillis, code: CloseCode, pred: impl Fn(&Conn) -> bool) {
+        let mut doomed: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| pred(c))
+            .map(|(id, _)| *id)
+            .collect();
+        doomed.sort_unstable();
+        for conn in doomed {
+            if code == CloseCode::HeartbeatTimeout {
+                self.stats.peers_timed_out += 1;
+            }
+            self.close(now, conn, code);
+        }
+    }
+
+    /// Removes empty and inactive rooms and refreshes every room's state.
+    fn cleanup(&mut self, now: UnixMillis) {
+        let grace = millis(self.config.empty_room_grace);
+        let inactive = millis(self.config.room_inactive_timeout);
+        let idle = millis(self.config.room_idle_after);
+        let mut empty = Vec::new();
+        let mut stale = Vec::new();
+        for room in self.rooms.values_mut() {
+            let quiet = now.saturating_sub(room.last_activity);
+            if room.members.is_empty() {
+                if quiet >= grace {
+                    empty.push(room.id.clone());
+                }
+            } else if quiet > inactive {
+                stale.push(room.id.clone());
+            } else if quiet > idle {
+                room.state = RoomState::Idle;
+            }
+        }
+        empty.sort_unstable();
+        stale.sort_unstable();
+        for room_id in empty {
+            self.remove_room(&room_id, RoomCloseReason::Empty);
+        }
+        for room_id in stale {
+            self.close_room(now, &room_id, RoomCloseReason::Inactive);
+        }
+    }
+
+    /// Under critical memory pressure: closes idle rooms and drops idle peers.
+    fn drop_idle(&mut self, now: UnixMillis) {
+        let idle_rooms_after = millis(self.config.room_idle_after);
+        let mut idle: Vec<RoomId> = self
+            .rooms
+            .values()
+            .filter(|r| {
+                now.saturating_sub(r.last_activity) > idle_rooms_after || r.state == RoomState::Idle
+            })
+            .map(|r| r.id.clone())
+            .collect();
+        idle.sort_unstable();
+        for room_id in idle {
+            self.close_room(now, &room_id, RoomCloseReason::MemoryPressure);
+        }
+        let idle_peer = millis(self.config.idle_peer_after);
+        self.close_where(now, CloseCode::MemoryPressure, |c| {
+            now.saturating_sub(c.last_seen) > idle_peer
+        });
+    }
+}
+
+/// How a connection asks to be in its room.
+enum JoinMode {
+    /// Right after authentication: create the room if needed, answer `auth-ok`.
+    Auth,
+    /// `join-room`: create the room if needed, answer `room-joined`.
+    Join,
+    /// `create-room`: the room must not exist yet.
+    Create {
+        room_name: Option<String>,
+        file_id: Option<String>,
+    },
+}
+
+impl JoinMode {
+    fn is_auth(&self) -> bool {
+        matches!(self, Self::Auth)
+    }
+}

@@ -1,0 +1,51 @@
+//! Effects the core asks its driver to carry out.
+
+use octate_protocol::{CloseCode, RoomCloseReason, RoomId, ServerMessage};
+
+/// Identifies one connection of this process; assigned by the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// One effect for the driver; drain them with [`Core::poll_output`](crate::Core::poll_output).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Send a message to one connection.
+    Send {
+        /// Recipient.
+        to: ConnId,
+        /// The message.
+        msg: ServerMessage,
+    },
+    /// Send the same message to several connections (serialize it once).
+    Broadcast {
+        /// Recipients.
+        to: Vec<ConnId>,
+        /// The message.
+        msg: ServerMessage,
+    },
+    /// Send a heartbeat message and a WebSocket ping to these connections.
+    Heartbeat {
+        /// Recipients.
+        to: Vec<ConnId>,
+    },
+    /// Close a connection; the core has already forgotten it.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        code: CloseCode,
+    },
+    /// A room was removed from memory.
+    RoomRemoved {
+        /// The room.
+        room_id: RoomId,
+        /// Why.
+        reason: RoomCloseReason,
+    },
+}

@@ -1,0 +1,172 @@
+//! One room: who is in it, who hosts it, and when anything last happened.
+//!
+//! A room knows users, not sockets: each member carries the [`ConnId`] of the
+//! connection that reaches it, and nothing else about transport.
+
+use octate_protocol::{PeerInfo, RoomId, RoomMetadata, RoomState, UnixMillis, UserId};
+
+use crate::ConnId;
+
+/// A user in a room and the connection that reaches it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub(crate) info: PeerInfo,
+    pub(crate) conn: ConnId,
+}
+
+/// A room in memory.
+#[derive(Clone, Debug)]
+pub(crate) struct Room {
+    pub(crate) id: RoomId,
+    pub(crate) name: String,
+    pub(crate) host_id: UserId,
+    pub(crate) host_name: String,
+    pub(crate) created_by: UserId,
+    pub(crate) file_id: Option<String>,
+    pub(crate) version: Option<u64>,
+    pub(crate) created_at: UnixMillis,
+    pub(crate) last_activity: UnixMillis,
+    pub(crate) state: RoomState,
+    /// Members in the order they joined: the first is the longest connected.
+    pub(crate) members: Vec<Member>,
+}
+
+impl Room {
+    pub(crate) fn new(
+        id: RoomId,
+        name: String,
+        host_id: UserId,
+        host_name: String,
+        now: UnixMillis,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            created_by: host_id.clone(),
+            host_id,
+            host_name,
+            file_id: None,
+            version: None,
+            created_at: now,
+            last_activity: now,
+            state: RoomState::Active,
+            members: Vec::new(),
+        }
+    }
+
+    pub(crate) fn member(&self, user: &UserId) -> Option<&Member> {
+        self.members.iter().find(|m| &m.info.user_id == user)
+    }
+
+    pub(crate) fn member_mut(&mut self, user: &UserId) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| &m.info.user_id == user)
+    }
+
+    /// Records activity: the room is active again.
+    pub(crate) fn touch(&mut self, now: UnixMillis) {
+        self.last_activity = self.last_activity.max(now);
+        self.state = RoomState::Active;
+    }
+
+    /// Adds a member; the first member of an empty room becomes its host.
+    pub(crate) fn add(&mut self, user: UserId, user_name: String, conn: ConnId, now: UnixMillis) {
+        let is_host = self.members.is_empty();
+        if is_host {
+            self.host_id = user.clone();
+            self.host_name = user_name.clone();
+        }
+        let info = PeerInfo {
+            user_id: user,
+            user_name,
+            is_host,
+            connected_at: now,
+            last_heartbeat: now,
+        };
+        self.members.push(Member { info, conn });
+        self.touch(now);
+    }
+
+    /// Removes a member; returns it and, when it hosted a room with peers left, the new host.
+    pub(crate) fn remove(
+        &mut self,
+        user: &UserId,
+        now: UnixMillis,
+    ) -> Option<(Member, Option<PeerInfo>)> {
+        let index = self.members.iter().position(|m| &m.info.user_id == user)?;
+        let member = self.members.remove(index);
+        self.touch(now);
+        let mut new_host = None;
+        if member.info.is_host
+            && let Some(next) = self.members.first_mut()
+        {
+            next.info.is_host = true;
+            self.host_id = next.info.user_id.clone();
+            self.host_name = next.info.user_name.clone();
+            new_host = Some(next.info.clone());
+        }
+        Some((member, new_host))
+    }
+
+    /// Connections of every member except `except`.
+    pub(crate) fn conns_except(&self, except: Option<&UserId>) -> Vec<ConnId> {
+        self.members
+            .iter()
+            .filter(|m| Some(&m.info.user_id) != except)
+            .map(|m| m.conn)
+            .collect()
+    }
+
+    pub(crate) fn peers(&self) -> Vec<PeerInfo> {
+        self.members.iter().map(|m| m.info.clone()).collect()
+    }
+
+    pub(crate) fn metadata(&self) -> RoomMetadata {
+        let peers = self.peers();
+        RoomMetadata {
+            room_id: self.id.clone(),
+            room_name: self.name.clone(),
+            host_id: self.host_id.clone(),
+            host_name: self.host_name.clone(),
+            file_id: self.file_id.clone(),
+            content: None,
+            version: self.version,
+            created_at: self.created_at,
+            last_activity: self.last_activity,
+            state: self.state,
+            peer_count: peers.len(),
+            peers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uid(s: &str) -> UserId {
+        UserId::new(s).expect("valid id")
+    }
+
+    #[test]
+    fn first_member_hosts_and_host_passes_to_longest_connected() {
+        let mut room = Room::new(
+            RoomId::new("r").expect("id"),
+            "R".into(),
+            uid("a"),
+            "A".into(),
+            0,
+        );
+        room.add(uid("a"), "A".into(), ConnId(1), 1);
+        room.add(uid("b"), "B".into(), ConnId(2), 2);
+        room.add(uid("c"), "C".into(), ConnId(3), 3);
+        assert!(room.members[0].info.is_host);
+        let (gone, new_host) = room.remove(&uid("a"), 4).expect("a is a member");
+        assert_eq!(gone.conn, ConnId(1));
+        let new_host = new_host.expect("someone takes over");
+        assert_eq!(new_host.user_id, uid("b"));
+        assert_eq!(room.host_id, uid("b"));
+        assert_eq!(room.members.iter().filter(|m| m.info.is_host).count(), 1);
+        let (_, none) = room.remove(&uid("c"), 5).expect("c is a member");
+        assert!(none.is_none(), "a non-host leaving changes no host");
+    }
+}
