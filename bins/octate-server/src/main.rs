@@ -1,1 +1,112 @@
-fn main() {}
+//! `octate-server`: configuration, logging, signals, and composition of the Octate crates.
+
+mod config;
+mod heap;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use octate_transport::{App, Listeners, serve};
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, LogFormat};
+
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+fn main() -> ExitCode {
+    // A missing .env file is normal; a malformed one is reported.
+    if let Err(err) = dotenvy::dotenv()
+        && !err.not_found()
+    {
+        eprintln!("octate-server: .env: {err}");
+        return ExitCode::from(2);
+    }
+    let config = Config::parse();
+    init_logging(config.log_format);
+    let built = match config.build() {
+        Ok(built) => built,
+        Err(message) => {
+            eprintln!("octate-server: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    for warning in &built.warnings {
+        warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("octate-server: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, built)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            error!("{message}");
+            eprintln!("octate-server: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config, built: config::Built) -> Result<(), String> {
+    let http_addr = SocketAddr::new(config.host, config.port);
+    let http = TcpListener::bind(http_addr).await.map_err(|e| format!("bind {http_addr}: {e}"))?;
+    let signaling = if config.no_signaling_port {
+        None
+    } else {
+        let addr = SocketAddr::new(config.host, config.signaling_port);
+        Some(TcpListener::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?)
+    };
+    let http_local = http.local_addr().map_err(|e| e.to_string())?;
+    let signaling_local = signaling.as_ref().and_then(|l| l.local_addr().ok());
+    let app = App::new(built.transport, built.authority, Box::new(heap::JemallocProbe::new()));
+    // One machine-readable line on stdout, for scripts and tests that pass port 0.
+    match signaling_local {
+        Some(sig) => println!("octate-server listening http={http_local} signaling={sig}"),
+        None => println!("octate-server listening http={http_local}"),
+    }
+    info!(http = %http_local, signaling = ?signaling_local, "listening");
+    serve(Listeners { http, signaling }, app, shutdown_signal()).await.map_err(|e| e.to_string())?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

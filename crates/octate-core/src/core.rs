@@ -462,7 +462,7 @@ impl Core {
             }
         }
         // Invariant: the room exists: it was found above or just inserted, and
-        // `forget` of a replaced member never empties a room we are about to join.
+        // `remove_member` keeps a room emptied by a replacement (`LeaveReason::Replaced`).
         let room = self
             .rooms
             .get_mut(&room_id)
@@ -563,7 +563,10 @@ impl Core {
             return;
         };
         if room.members.is_empty() {
-            self.remove_room(room_id, RoomCloseReason::Empty);
+            // A replaced member is re-added at once by `join`: keep its room.
+            if reason != LeaveReason::Replaced {
+                self.remove_room(room_id, RoomCloseReason::Empty);
+            }
             return;
         }
         let others = room.conns_except(None);

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::envelope::{Envelope, OutEnvelope};
+use crate::error::truncate;
 use crate::{ProtocolError, RawJson, RoomId, UserId};
 
 /// Largest client message accepted by default, in bytes.
@@ -102,7 +103,7 @@ pub enum ClientMessage {
     Pong,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct AuthData {
     token: Option<String>,
@@ -118,68 +119,114 @@ struct RoomData {
 }
 
 #[derive(Deserialize)]
-struct SignalTarget {
-    peer: UserId,
+struct SignalData<'a> {
+    #[serde(default, borrow)]
+    peer: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum PresenceStatus {
-    Active,
-    Idle,
-    Away,
+struct PresenceData<'a> {
+    #[serde(default, borrow)]
+    status: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
-struct PresenceData {
-    #[allow(dead_code)]
-    status: PresenceStatus,
-}
-
-#[derive(Deserialize)]
-struct CursorData {
-    #[allow(dead_code)]
-    line: u64,
-    #[allow(dead_code)]
-    column: u64,
+struct CursorData<'a> {
+    #[serde(default, borrow)]
+    line: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    column: Option<&'a RawValue>,
 }
 
 /// Longest display name kept, in characters; longer names are cut.
 pub const MAX_NAME_CHARS: usize = 64;
 
+/// Longest `fileId` accepted, in bytes.
+pub const MAX_FILE_ID_LEN: usize = 256;
+
+/// Presence statuses a client may send.
+pub const PRESENCE_STATUSES: &[&str] = &["active", "idle", "away"];
+
+/// Drops control characters, trims, and cuts to [`MAX_NAME_CHARS`]; empty means absent.
 fn clean_name(name: Option<String>) -> Option<String> {
-    name.map(|n| {
-        n.chars()
-            .filter(|c| !c.is_control())
-            .take(MAX_NAME_CHARS)
-            .collect()
-    })
+    let name: String = name?
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
+        .chars()
+        .take(MAX_NAME_CHARS)
+        .collect();
+    let name = name.trim_end();
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
+fn check_file_id(file_id: Option<String>) -> Result<Option<String>, ProtocolError> {
+    match file_id {
+        Some(f) if f.len() > MAX_FILE_ID_LEN => Err(ProtocolError::InvalidField {
+            field: "fileId",
+            reason: "must be at most 256 bytes",
+        }),
+        other => Ok(other),
+    }
+}
+
+/// `data` must be a JSON object: serde would otherwise accept an array for a struct.
+fn require_object(raw: &RawValue) -> Result<(), ProtocolError> {
+    if raw.get().starts_with('{') {
+        Ok(())
+    } else {
+        Err(ProtocolError::InvalidShape(
+            "`data` must be a JSON object".into(),
+        ))
+    }
+}
+
+/// Parses a required `data` object (absent or `null` is a missing field).
 fn parse_data<'a, T: Deserialize<'a>>(data: Option<&'a RawValue>) -> Result<T, ProtocolError> {
     let raw = data.ok_or(ProtocolError::MissingField("data"))?;
+    require_object(raw)?;
     serde_json::from_str(raw.get()).map_err(|e| ProtocolError::from_serde(&e))
 }
 
+/// Parses an optional `data` object (absent or `null` gives the default).
 fn parse_optional_data<'a, T: Deserialize<'a> + Default>(
     data: Option<&'a RawValue>,
 ) -> Result<T, ProtocolError> {
     match data {
         None => Ok(T::default()),
-        Some(raw) if raw.get() == "null" => Ok(T::default()),
-        Some(raw) => serde_json::from_str(raw.get()).map_err(|e| ProtocolError::from_serde(&e)),
+        Some(raw) => {
+            require_object(raw)?;
+            serde_json::from_str(raw.get()).map_err(|e| ProtocolError::from_serde(&e))
+        }
     }
 }
 
-fn optional_room(room_id: Option<&str>) -> Result<Option<RoomId>, ProtocolError> {
-    room_id.map(RoomId::new).transpose()
+/// A required field of `data`, parsed as `T`; a value of another type is an invalid field.
+fn required<'a, T: Deserialize<'a>>(
+    raw: Option<&'a RawValue>,
+    field: &'static str,
+    reason: &'static str,
+) -> Result<T, ProtocolError> {
+    let raw = raw.ok_or(ProtocolError::MissingField(field))?;
+    serde_json::from_str(raw.get()).map_err(|_| ProtocolError::InvalidField { field, reason })
+}
+
+/// Renames the field of an id validation error (`peer` is a user id).
+fn as_field(err: ProtocolError, field: &'static str) -> ProtocolError {
+    match err {
+        ProtocolError::InvalidField { reason, .. } => ProtocolError::InvalidField { field, reason },
+        other => other,
+    }
 }
 
 impl ClientMessage {
     /// Decodes one client message; never panics, whatever the bytes.
     ///
-    /// `max_len` bounds the input; the `userId` field is accepted and ignored,
-    /// because identity comes from the verified token.
+    /// `max_len` bounds the input. The input must be UTF-8, a JSON object, and nest no
+    /// deeper than [`MAX_NESTING_DEPTH`](crate::MAX_NESTING_DEPTH). The `userId` field is
+    /// ignored whatever its value, because identity comes from the verified token; so is
+    /// `roomId` on messages other than `create-room` and `join-room`.
     pub fn decode(bytes: &[u8], max_len: usize) -> Result<Self, ProtocolError> {
         if bytes.len() > max_len {
             return Err(ProtocolError::TooLarge {
@@ -190,70 +237,71 @@ impl ClientMessage {
         let env = Envelope::parse(bytes)?;
         let msg = match env.kind.as_ref() {
             "auth" => {
-                let data: Option<AuthData> = match env.data {
-                    Some(raw) if raw.get() != "null" => Some(
-                        serde_json::from_str(raw.get())
-                            .map_err(|e| ProtocolError::from_serde(&e))?,
-                    ),
-                    _ => None,
+                let data: AuthData = parse_optional_data(env.data)?;
+                let token = match data.token {
+                    Some(token) => token,
+                    None => env.token()?.ok_or(ProtocolError::MissingField("token"))?,
                 };
-                let (data_token, user_name) = match data {
-                    Some(d) => (d.token, d.user_name),
-                    None => (None, None),
-                };
-                let token = data_token
-                    .or_else(|| env.token.map(|t| t.into_owned()))
-                    .ok_or(ProtocolError::MissingField("token"))?;
                 Self::Auth {
                     token,
-                    user_name: clean_name(user_name),
+                    user_name: clean_name(data.user_name),
                 }
             }
             "create-room" => {
                 let data: RoomData = parse_optional_data(env.data)?;
                 Self::CreateRoom {
-                    room_id: optional_room(env.room_id.as_deref())?,
+                    room_id: env.room_id()?,
                     room_name: clean_name(data.room_name),
-                    file_id: data.file_id,
+                    file_id: check_file_id(data.file_id)?,
                     user_name: clean_name(data.user_name),
                 }
             }
             "join-room" => {
                 let data: RoomData = parse_optional_data(env.data)?;
                 Self::JoinRoom {
-                    room_id: optional_room(env.room_id.as_deref())?,
+                    room_id: env.room_id()?,
                     user_name: clean_name(data.user_name),
                 }
             }
             "leave-room" => Self::LeaveRoom,
-            "sdp-offer" | "sdp-answer" | "ice-candidate" => {
-                let kind = match env.kind.as_ref() {
+            kind @ ("sdp-offer" | "sdp-answer" | "ice-candidate") => {
+                let kind = match kind {
                     "sdp-offer" => SignalKind::Offer,
                     "sdp-answer" => SignalKind::Answer,
                     _ => SignalKind::IceCandidate,
                 };
-                let target: SignalTarget = parse_data(env.data)?;
-                let data = env.data.ok_or(ProtocolError::MissingField("data"))?;
+                let data: SignalData<'_> = parse_data(env.data)?;
+                let peer: String = required(data.peer, "peer", "must be a user id string")?;
+                let target = UserId::new(peer).map_err(|e| as_field(e, "peer"))?;
                 Self::Signal {
                     kind,
-                    target: target.peer,
-                    data: RawJson::from_raw(data),
+                    target,
+                    data: RawJson::from_raw(env.data.ok_or(ProtocolError::MissingField("data"))?),
                 }
             }
             "presence" => {
-                let _: PresenceData = parse_data(env.data)?;
-                let data = env.data.ok_or(ProtocolError::MissingField("data"))?;
+                let data: PresenceData<'_> = parse_data(env.data)?;
+                let reason = "must be \"active\", \"idle\" or \"away\"";
+                let status: String = required(data.status, "status", reason)?;
+                if !PRESENCE_STATUSES.contains(&status.as_str()) {
+                    return Err(ProtocolError::InvalidField {
+                        field: "status",
+                        reason,
+                    });
+                }
                 Self::Update {
                     kind: UpdateKind::Presence,
-                    data: RawJson::from_raw(data),
+                    data: RawJson::from_raw(env.data.ok_or(ProtocolError::MissingField("data"))?),
                 }
             }
             "cursor-update" => {
-                let _: CursorData = parse_data(env.data)?;
-                let data = env.data.ok_or(ProtocolError::MissingField("data"))?;
+                let data: CursorData<'_> = parse_data(env.data)?;
+                let reason = "must be a non-negative integer";
+                let _: u64 = required(data.line, "line", reason)?;
+                let _: u64 = required(data.column, "column", reason)?;
                 Self::Update {
                     kind: UpdateKind::Cursor,
-                    data: RawJson::from_raw(data),
+                    data: RawJson::from_raw(env.data.ok_or(ProtocolError::MissingField("data"))?),
                 }
             }
             "heartbeat" => Self::Heartbeat,
@@ -335,7 +383,5 @@ impl ClientMessage {
     }
 }
 
-/// Keeps error messages bounded when echoing client-supplied text.
-fn truncate(s: &str) -> String {
-    s.chars().take(64).collect()
-}
+#[cfg(test)]
+mod tests;

@@ -52,16 +52,31 @@ impl ProtocolError {
     pub(crate) fn from_serde(err: &serde_json::Error) -> Self {
         use serde_json::error::Category;
         match err.classify() {
-            Category::Syntax | Category::Eof | Category::Io => Self::InvalidJson(err.to_string()),
+            Category::Syntax | Category::Eof | Category::Io => {
+                Self::InvalidJson(truncate(&err.to_string()))
+            }
             Category::Data => {
                 let text = err.to_string();
                 match missing_field_name(&text) {
                     Some(field) => Self::MissingField(field),
-                    None => Self::InvalidShape(text),
+                    None => Self::InvalidShape(truncate(&text)),
                 }
             }
         }
     }
+}
+
+/// Longest client-derived text kept in an error, in characters.
+const MAX_ERROR_TEXT_CHARS: usize = 160;
+
+/// Keeps error messages bounded: serde's messages may quote the client's input.
+pub(crate) fn truncate(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = chars.by_ref().take(MAX_ERROR_TEXT_CHARS).collect();
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Maps serde's "missing field `x`" text onto the static field names we know.
@@ -317,6 +332,7 @@ impl CloseCode {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -355,5 +371,145 @@ mod tests {
         codes.sort_unstable();
         codes.dedup();
         assert_eq!(codes.len(), all.len());
+    }
+
+    #[test]
+    fn protocol_errors_map_to_the_expected_codes() {
+        let cases = [
+            (
+                ProtocolError::InvalidJson("x".into()),
+                ErrorCode::InvalidJson,
+                "invalid-json",
+            ),
+            (
+                ProtocolError::InvalidShape("x".into()),
+                ErrorCode::InvalidMessage,
+                "invalid-message",
+            ),
+            (
+                ProtocolError::UnknownType("x".into()),
+                ErrorCode::UnknownType,
+                "unknown-type",
+            ),
+            (
+                ProtocolError::MissingField("type"),
+                ErrorCode::MissingField,
+                "missing-field",
+            ),
+            (
+                ProtocolError::InvalidField {
+                    field: "roomId",
+                    reason: "bad",
+                },
+                ErrorCode::InvalidField,
+                "invalid-field",
+            ),
+            (
+                ProtocolError::TooLarge { len: 2, limit: 1 },
+                ErrorCode::TooLarge,
+                "too-large",
+            ),
+        ];
+        for (err, code, wire) in cases {
+            assert_eq!(err.code(), code, "{err}");
+            assert_eq!(err.code().as_str(), wire);
+            assert_eq!(err.code().to_string(), wire);
+        }
+    }
+
+    #[test]
+    fn error_messages_name_the_problem() {
+        assert_eq!(
+            ProtocolError::MissingField("peer").to_string(),
+            "missing field `peer`"
+        );
+        assert_eq!(
+            ProtocolError::TooLarge {
+                len: 70_000,
+                limit: 65_536
+            }
+            .to_string(),
+            "message of 70000 bytes exceeds the 65536-byte limit"
+        );
+        assert_eq!(
+            ProtocolError::UnknownType("x".into()).to_string(),
+            "unknown message type \"x\""
+        );
+    }
+
+    #[test]
+    fn all_lists_every_code_once() {
+        let mut wire: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        let n = wire.len();
+        wire.sort_unstable();
+        wire.dedup();
+        assert_eq!(wire.len(), n);
+        assert_eq!(n, 32);
+    }
+
+    #[test]
+    fn close_code_numbers() {
+        let expected = [
+            (CloseCode::Normal, 1000),
+            (CloseCode::GoingAway, 1001),
+            (CloseCode::ProtocolError, 1002),
+            (CloseCode::UnsupportedData, 1003),
+            (CloseCode::InvalidPayload, 1007),
+            (CloseCode::PolicyViolation, 1008),
+            (CloseCode::MessageTooBig, 1009),
+            (CloseCode::InternalError, 1011),
+            (CloseCode::TryAgainLater, 1013),
+            (CloseCode::HeartbeatTimeout, 4000),
+            (CloseCode::AuthFailed, 4001),
+            (CloseCode::AuthTimeout, 4002),
+            (CloseCode::RoomClosed, 4003),
+            (CloseCode::Replaced, 4004),
+            (CloseCode::SlowConsumer, 4008),
+            (CloseCode::MemoryPressure, 4010),
+            (CloseCode::RateLimited, 4029),
+        ];
+        for (code, number) in expected {
+            assert_eq!(code.code(), number, "{code:?}");
+            // Close reasons must fit a control frame (123 bytes).
+            assert!(!code.reason().is_empty() && code.reason().len() <= 123);
+        }
+    }
+
+    #[test]
+    fn serde_errors_are_classified() {
+        let syntax = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        assert!(matches!(
+            ProtocolError::from_serde(&syntax),
+            ProtocolError::InvalidJson(_)
+        ));
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct NeedsPeer {
+            peer: String,
+        }
+        let missing = serde_json::from_str::<NeedsPeer>("{}").unwrap_err();
+        assert_eq!(
+            ProtocolError::from_serde(&missing),
+            ProtocolError::MissingField("peer")
+        );
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct NeedsOdd {
+            odd: String,
+        }
+        let unknown = serde_json::from_str::<NeedsOdd>("{}").unwrap_err();
+        assert!(matches!(
+            ProtocolError::from_serde(&unknown),
+            ProtocolError::InvalidShape(_)
+        ));
+    }
+
+    #[test]
+    fn truncate_bounds_text() {
+        assert_eq!(truncate("short"), "short");
+        let long = "é".repeat(1_000);
+        let cut = truncate(&long);
+        assert_eq!(cut.chars().count(), MAX_ERROR_TEXT_CHARS + 1);
+        assert!(cut.ends_with('…'));
     }
 }

@@ -21,8 +21,10 @@ mod raw;
 mod server;
 
 pub use client::{
-    ClientMessage, DEFAULT_MAX_MESSAGE_BYTES, MAX_NAME_CHARS, SignalKind, UpdateKind,
+    ClientMessage, DEFAULT_MAX_MESSAGE_BYTES, MAX_FILE_ID_LEN, MAX_NAME_CHARS, PRESENCE_STATUSES,
+    SignalKind, UpdateKind,
 };
+pub use envelope::MAX_NESTING_DEPTH;
 pub use error::{CloseCode, ErrorCode, ProtocolError};
 pub use ids::{MAX_ID_LEN, RoomId, UserId};
 pub use model::{

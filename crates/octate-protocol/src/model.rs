@@ -80,9 +80,11 @@ pub struct AuthToken {
     pub issued_at: UnixMillis,
     /// When the token stops being valid.
     pub expires_at: UnixMillis,
-    /// Unique token id, used for revocation.
+    /// Unique token id, used for revocation (absent from the seed's shape: empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub token_id: String,
-    /// Id of the key that signed the token.
+    /// Id of the key that signed the token (absent from the seed's shape: empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub key_id: String,
     /// URL-safe base64 of the HMAC-SHA256 signature.
     pub signature: String,

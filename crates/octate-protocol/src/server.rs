@@ -5,6 +5,7 @@ use serde_json::value::RawValue;
 
 use crate::client::{SignalKind, UpdateKind};
 use crate::envelope::{Envelope, OutEnvelope};
+use crate::error::truncate;
 use crate::{ErrorCode, PeerInfo, ProtocolError, RawJson, RoomId, RoomMetadata, UserId};
 
 /// Why a peer left a room.
@@ -250,18 +251,10 @@ impl ServerMessage {
     pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
         let env = Envelope::parse(bytes)?;
         let room_id = || -> Result<RoomId, ProtocolError> {
-            RoomId::new(
-                env.room_id
-                    .as_deref()
-                    .ok_or(ProtocolError::MissingField("roomId"))?,
-            )
+            env.room_id()?.ok_or(ProtocolError::MissingField("roomId"))
         };
         let from = || -> Result<UserId, ProtocolError> {
-            UserId::new(
-                env.user_id
-                    .as_deref()
-                    .ok_or(ProtocolError::MissingField("userId"))?,
-            )
+            env.user_id()?.ok_or(ProtocolError::MissingField("userId"))
         };
         let data = || env.data.ok_or(ProtocolError::MissingField("data"));
         fn parse<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Result<T, ProtocolError> {
@@ -337,7 +330,7 @@ impl ServerMessage {
                     message: d.message,
                 }
             }
-            other => return Err(ProtocolError::UnknownType(other.chars().take(64).collect())),
+            other => return Err(ProtocolError::UnknownType(truncate(other))),
         })
     }
 }
@@ -359,3 +352,6 @@ fn encode_room(kind: &str, user: &UserId, room: &RoomMetadata) -> Vec<u8> {
         })
         .to_vec()
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,32 @@
-//! Octate transport.
+//! Octate's network layer: the HTTP API and WebSocket signaling on raw hyper 1.x and
+//! fastwebsockets, plus the timers that drive [`octate_core::Core`].
+//!
+//! One [`App`] holds the core behind a single short-held lock, the token authority,
+//! the map of open connections, metrics and the heap probe. [`serve`] runs the
+//! accept loops until its shutdown future completes, then closes every WebSocket
+//! with 1001 and waits (bounded) for connections to finish.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod app;
+mod assemble;
+mod auth;
+mod config;
+mod error;
+mod heap;
+mod http;
+mod metrics;
+mod registry;
+mod server;
+mod session;
+mod static_files;
+mod timers;
+
+pub use app::App;
+pub use config::{CorsOrigins, TransportConfig};
+pub use error::TransportError;
+pub use heap::{HeapProbe, HeapSample, RssProbe, rss_bytes};
+pub use http::Listener;
+pub use metrics::{Gauges, Metrics};
+pub use server::{Listeners, serve};

@@ -1,0 +1,291 @@
+//! Command-line and environment configuration, with validation.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use octate_auth::{KeyRing, TokenAuthority};
+use octate_core::CoreConfig;
+use octate_transport::{CorsOrigins, TransportConfig};
+
+/// Deployment mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Mode {
+    /// Open token issuance allowed, random secret allowed, warnings only.
+    Development,
+    /// Requires a token secret and an admin key.
+    Production,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Octate: a WebRTC signaling server for peer-to-peer collaborative editing.
+///
+/// Every option can also be set in the environment (shown in brackets) or in a `.env` file.
+#[derive(Debug, Parser)]
+#[command(name = "octate-server", version, about, long_about = None)]
+pub(crate) struct Config {
+    /// Address to bind both listeners to.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub(crate) host: IpAddr,
+    /// HTTP port (API, metrics, and WebSocket upgrades at /ws); 0 picks a free port.
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub(crate) port: u16,
+    /// WebSocket signaling port (upgrades on any path); 0 picks a free port.
+    #[arg(long, env = "SIGNALING_PORT", default_value_t = 3001)]
+    pub(crate) signaling_port: u16,
+    /// Serve signaling only at /ws on the HTTP port, with no separate signaling listener.
+    #[arg(long, env = "OCTATE_NO_SIGNALING_PORT", default_value_t = false)]
+    pub(crate) no_signaling_port: bool,
+    /// Comma-separated browser origins allowed by CORS and on WebSocket upgrades; `*` allows any.
+    #[arg(long, env = "CORS_ORIGINS", default_value = "*")]
+    pub(crate) cors_origins: String,
+    /// development or production; production requires a token secret and an admin key.
+    #[arg(long = "env", env = "OCTATE_ENV", value_enum, default_value = "development")]
+    pub(crate) mode: Mode,
+    /// Token signing secret, at least 32 bytes; random per start when unset.
+    #[arg(long, env = "OCTATE_TOKEN_SECRET", hide_env_values = true)]
+    pub(crate) token_secret: Option<String>,
+    /// Id of the signing key, carried in every token.
+    #[arg(long, env = "OCTATE_TOKEN_KEY_ID", default_value = "k1")]
+    pub(crate) token_key_id: String,
+    /// Older keys that still verify tokens, as `id:secret,id:secret` (key rotation).
+    #[arg(long, env = "OCTATE_TOKEN_VERIFY_KEYS", hide_env_values = true)]
+    pub(crate) token_verify_keys: Option<String>,
+    /// Default token lifetime in seconds.
+    #[arg(long, env = "OCTATE_TOKEN_TTL_SECS", default_value_t = 3600)]
+    pub(crate) token_ttl_secs: u64,
+    /// Longest token lifetime a caller may ask for, in seconds.
+    #[arg(long, env = "OCTATE_TOKEN_MAX_TTL_SECS", default_value_t = 86_400)]
+    pub(crate) token_max_ttl_secs: u64,
+    /// Admin key guarding token issuance and room create/delete (Authorization: Bearer).
+    #[arg(long, env = "OCTATE_ADMIN_KEY", hide_env_values = true)]
+    pub(crate) admin_key: Option<String>,
+    /// Heartbeat interval in milliseconds.
+    #[arg(long, env = "OCTATE_HEARTBEAT_INTERVAL_MS", default_value_t = 30_000)]
+    pub(crate) heartbeat_interval_ms: u64,
+    /// Silence after which a peer is removed, in milliseconds.
+    #[arg(long, env = "OCTATE_PEER_TIMEOUT_MS", default_value_t = 300_000)]
+    pub(crate) peer_timeout_ms: u64,
+    /// Cleanup interval in milliseconds.
+    #[arg(long, env = "OCTATE_CLEANUP_INTERVAL_MS", default_value_t = 60_000)]
+    pub(crate) cleanup_interval_ms: u64,
+    /// Inactivity after which a room is closed, in milliseconds.
+    #[arg(long, env = "OCTATE_ROOM_INACTIVE_TIMEOUT_MS", default_value_t = 10_800_000)]
+    pub(crate) room_inactive_timeout_ms: u64,
+    /// Inactivity after which a room is marked IDLE, in milliseconds.
+    #[arg(long, env = "OCTATE_ROOM_IDLE_AFTER_MS", default_value_t = 600_000)]
+    pub(crate) room_idle_after_ms: u64,
+    /// How long a room created over HTTP may stay empty, in milliseconds.
+    #[arg(long, env = "OCTATE_EMPTY_ROOM_GRACE_MS", default_value_t = 300_000)]
+    pub(crate) empty_room_grace_ms: u64,
+    /// Silence after which a peer counts as idle under critical memory pressure, in milliseconds.
+    #[arg(long, env = "OCTATE_IDLE_PEER_AFTER_MS", default_value_t = 60_000)]
+    pub(crate) idle_peer_after_ms: u64,
+    /// Memory check interval in milliseconds.
+    #[arg(long, env = "OCTATE_MEMORY_CHECK_INTERVAL_MS", default_value_t = 30_000)]
+    pub(crate) memory_check_interval_ms: u64,
+    /// Heap size in MiB at which the normal cleanup runs at once.
+    #[arg(long, env = "OCTATE_MEMORY_WARNING_MB", default_value_t = 200)]
+    pub(crate) memory_warning_mb: u64,
+    /// Heap size in MiB at which idle rooms and idle peers are dropped.
+    #[arg(long, env = "OCTATE_MEMORY_CRITICAL_MB", default_value_t = 300)]
+    pub(crate) memory_critical_mb: u64,
+    /// Time a new WebSocket has to send `auth`, in milliseconds.
+    #[arg(long, env = "OCTATE_AUTH_TIMEOUT_MS", default_value_t = 10_000)]
+    pub(crate) auth_timeout_ms: u64,
+    /// Most peers in one room.
+    #[arg(long, env = "OCTATE_MAX_PEERS_PER_ROOM", default_value_t = 50)]
+    pub(crate) max_peers_per_room: usize,
+    /// Most rooms in the server.
+    #[arg(long, env = "OCTATE_MAX_ROOMS", default_value_t = 10_000)]
+    pub(crate) max_rooms: usize,
+    /// Most rooms one user may create.
+    #[arg(long, env = "OCTATE_MAX_ROOMS_PER_USER", default_value_t = 10)]
+    pub(crate) max_rooms_per_user: usize,
+    /// Most open WebSocket connections.
+    #[arg(long, env = "OCTATE_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub(crate) max_connections: usize,
+    /// Largest WebSocket message in bytes.
+    #[arg(long, env = "OCTATE_MAX_MESSAGE_BYTES", default_value_t = 65_536)]
+    pub(crate) max_message_bytes: usize,
+    /// Largest HTTP request body in bytes.
+    #[arg(long, env = "OCTATE_MAX_BODY_BYTES", default_value_t = 65_536)]
+    pub(crate) max_body_bytes: usize,
+    /// Most messages waiting to be written to one connection.
+    #[arg(long, env = "OCTATE_OUTBOUND_QUEUE_MESSAGES", default_value_t = 256)]
+    pub(crate) outbound_queue_messages: usize,
+    /// Most bytes waiting to be written to one connection.
+    #[arg(long, env = "OCTATE_OUTBOUND_QUEUE_BYTES", default_value_t = 1_048_576)]
+    pub(crate) outbound_queue_bytes: usize,
+    /// Directory of static files to serve at / (e.g. examples/browser for the demo).
+    #[arg(long, env = "OCTATE_STATIC_DIR")]
+    pub(crate) static_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "OCTATE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub(crate) log_format: LogFormat,
+}
+
+/// What `Config::build` produces.
+pub(crate) struct Built {
+    pub(crate) transport: TransportConfig,
+    pub(crate) authority: TokenAuthority,
+    pub(crate) warnings: Vec<String>,
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+impl Config {
+    /// Checks the settings together and builds the server's parts; errors are for the operator.
+    pub(crate) fn build(&self) -> Result<Built, String> {
+        let mut warnings = Vec::new();
+        if self.memory_warning_mb >= self.memory_critical_mb {
+            return Err("OCTATE_MEMORY_WARNING_MB must be below OCTATE_MEMORY_CRITICAL_MB".into());
+        }
+        for (name, v) in [
+            ("OCTATE_HEARTBEAT_INTERVAL_MS", self.heartbeat_interval_ms),
+            ("OCTATE_PEER_TIMEOUT_MS", self.peer_timeout_ms),
+            ("OCTATE_CLEANUP_INTERVAL_MS", self.cleanup_interval_ms),
+            ("OCTATE_MEMORY_CHECK_INTERVAL_MS", self.memory_check_interval_ms),
+            ("OCTATE_AUTH_TIMEOUT_MS", self.auth_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be greater than 0"));
+            }
+        }
+        for (name, v) in [
+            ("OCTATE_MAX_PEERS_PER_ROOM", self.max_peers_per_room),
+            ("OCTATE_MAX_ROOMS", self.max_rooms),
+            ("OCTATE_MAX_ROOMS_PER_USER", self.max_rooms_per_user),
+            ("OCTATE_MAX_CONNECTIONS", self.max_connections),
+            ("OCTATE_OUTBOUND_QUEUE_MESSAGES", self.outbound_queue_messages),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be greater than 0"));
+            }
+        }
+        if self.max_message_bytes < 1024 || self.max_body_bytes < 1024 {
+            return Err("OCTATE_MAX_MESSAGE_BYTES and OCTATE_MAX_BODY_BYTES must be at least 1024".into());
+        }
+        if self.outbound_queue_bytes < self.max_message_bytes {
+            return Err("OCTATE_OUTBOUND_QUEUE_BYTES must be at least OCTATE_MAX_MESSAGE_BYTES".into());
+        }
+        if let Some(dir) = &self.static_dir
+            && !dir.is_dir()
+        {
+            return Err(format!("OCTATE_STATIC_DIR {} is not a directory", dir.display()));
+        }
+        let production = self.mode == Mode::Production;
+        let mut keys = match &self.token_secret {
+            Some(secret) => KeyRing::new(self.token_key_id.clone(), secret.as_bytes())
+                .map_err(|e| format!("OCTATE_TOKEN_SECRET: {e}"))?,
+            None if production => {
+                return Err("OCTATE_TOKEN_SECRET is required when OCTATE_ENV=production".into());
+            }
+            None => {
+                warnings.push(
+                    "no OCTATE_TOKEN_SECRET: using a random one; tokens will not survive a restart".into(),
+                );
+                KeyRing::generate().map_err(|e| format!("generating a token secret: {e}"))?
+            }
+        };
+        if let Some(list) = &self.token_verify_keys {
+            for pair in list.split(',').filter(|p| !p.trim().is_empty()) {
+                let (id, secret) = pair
+                    .split_once(':')
+                    .ok_or_else(|| "OCTATE_TOKEN_VERIFY_KEYS must be id:secret,id:secret".to_string())?;
+                keys.add_verifying_key(id.trim(), secret.as_bytes())
+                    .map_err(|e| format!("OCTATE_TOKEN_VERIFY_KEYS {id}: {e}"))?;
+            }
+        }
+        let authority = TokenAuthority::new(keys)
+            .with_ttls(Duration::from_secs(self.token_ttl_secs), Duration::from_secs(self.token_max_ttl_secs))
+            .map_err(|e| format!("token lifetimes: {e}"))?;
+        match &self.admin_key {
+            Some(key) if key.len() < 16 => return Err("OCTATE_ADMIN_KEY must be at least 16 characters".into()),
+            Some(_) => {}
+            None if production => return Err("OCTATE_ADMIN_KEY is required when OCTATE_ENV=production".into()),
+            None => warnings.push(
+                "no OCTATE_ADMIN_KEY: anyone can issue tokens and create or delete rooms (development only)".into(),
+            ),
+        }
+        let cors_origins = CorsOrigins::parse(&self.cors_origins);
+        if production && cors_origins == CorsOrigins::Any {
+            warnings.push("CORS_ORIGINS is * in production: any web page may call this server".into());
+        }
+        let core = CoreConfig {
+            heartbeat_interval: ms(self.heartbeat_interval_ms),
+            peer_timeout: ms(self.peer_timeout_ms),
+            cleanup_interval: ms(self.cleanup_interval_ms),
+            room_inactive_timeout: ms(self.room_inactive_timeout_ms),
+            room_idle_after: ms(self.room_idle_after_ms),
+            empty_room_grace: ms(self.empty_room_grace_ms),
+            idle_peer_after: ms(self.idle_peer_after_ms),
+            max_peers_per_room: self.max_peers_per_room,
+            max_rooms: self.max_rooms,
+            max_rooms_per_user: self.max_rooms_per_user,
+            memory_warning_bytes: self.memory_warning_mb * 1024 * 1024,
+            memory_critical_bytes: self.memory_critical_mb * 1024 * 1024,
+        };
+        let transport = TransportConfig {
+            core,
+            cors_origins,
+            admin_key: self.admin_key.clone(),
+            auth_timeout: ms(self.auth_timeout_ms),
+            max_message_bytes: self.max_message_bytes,
+            max_body_bytes: self.max_body_bytes,
+            outbound_queue_messages: self.outbound_queue_messages,
+            outbound_queue_bytes: self.outbound_queue_bytes,
+            memory_check_interval: ms(self.memory_check_interval_ms),
+            max_connections: self.max_connections,
+            static_dir: self.static_dir.clone(),
+            ..TransportConfig::default()
+        };
+        Ok(Built { transport, authority, warnings })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["octate-server"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).expect("arguments parse")
+    }
+
+    #[test]
+    fn defaults_build_in_development() {
+        let built = parse(&[]).build().expect("defaults are valid");
+        assert_eq!(built.transport.core, CoreConfig::default());
+        assert_eq!(built.warnings.len(), 2, "{:?}", built.warnings);
+    }
+
+    #[test]
+    fn production_requires_secret_and_admin_key() {
+        assert!(parse(&["--env", "production"]).build().is_err());
+        let secret = "0123456789abcdef0123456789abcdef";
+        assert!(parse(&["--env", "production", "--token-secret", secret]).build().is_err());
+        let ok = parse(&["--env", "production", "--token-secret", secret, "--admin-key", "admin-key-0123456789"]);
+        assert!(ok.build().is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_combinations() {
+        assert!(parse(&["--token-secret", "short"]).build().is_err());
+        assert!(parse(&["--memory-warning-mb", "300", "--memory-critical-mb", "200"]).build().is_err());
+        assert!(parse(&["--heartbeat-interval-ms", "0"]).build().is_err());
+        assert!(Config::try_parse_from(["octate-server", "--port", "seventy"]).is_err());
+    }
+}

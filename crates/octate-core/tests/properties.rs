@@ -1,0 +1,610 @@
+//! Random event sequences against the core, with its invariants checked after every step.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::{Harness, ms, rid, uid};
+use octate_core::{ConnId, CoreConfig, CoreError, MemoryLevel, NewRoom, Output};
+use octate_protocol::{CloseCode, ErrorCode, RoomId, ServerMessage, UserId};
+use proptest::prelude::*;
+
+const USERS: [&str; 4] = ["ann", "ben", "cat", "dan"];
+const ROOMS: [&str; 3] = ["r0", "r1", "r2"];
+const CONNS: u64 = 6;
+const SIGNALS: [&str; 3] = ["sdp-offer", "sdp-answer", "ice-candidate"];
+
+#[derive(Clone, Debug)]
+enum Msg {
+    Signal { kind: usize, target: usize, spoof: usize },
+    Update { cursor: bool, spoof: usize },
+    Join { room: Option<usize> },
+    Create { room: Option<usize> },
+    Leave,
+    Heartbeat,
+    Pong,
+    Auth,
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Auth { conn: u64, user: usize, room: usize, named: bool },
+    Msg { conn: u64, msg: Msg },
+    Pong { conn: u64 },
+    Disconnect { conn: u64 },
+    Advance { ms: u64 },
+    Memory { level: usize },
+    CreateRoom { room: usize, host: usize },
+    DeleteRoom { room: usize },
+}
+
+fn msg() -> impl Strategy<Value = Msg> {
+    let user = 0..USERS.len();
+    let room = prop::option::of(0..ROOMS.len());
+    prop_oneof![
+        5 => (0..SIGNALS.len(), user.clone(), user.clone())
+            .prop_map(|(kind, target, spoof)| Msg::Signal { kind, target, spoof }),
+        3 => (any::<bool>(), user).prop_map(|(cursor, spoof)| Msg::Update { cursor, spoof }),
+        2 => room.clone().prop_map(|room| Msg::Join { room }),
+        1 => room.prop_map(|room| Msg::Create { room }),
+        2 => Just(Msg::Leave),
+        1 => Just(Msg::Heartbeat),
+        1 => Just(Msg::Pong),
+        1 => Just(Msg::Auth),
+    ]
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    let conn = 0..CONNS;
+    prop_oneof![
+        5 => (conn.clone(), 0..USERS.len(), 0..ROOMS.len(), any::<bool>())
+            .prop_map(|(conn, user, room, named)| Event::Auth { conn, user, room, named }),
+        8 => (conn.clone(), msg()).prop_map(|(conn, msg)| Event::Msg { conn, msg }),
+        2 => conn.clone().prop_map(|conn| Event::Pong { conn }),
+        2 => conn.prop_map(|conn| Event::Disconnect { conn }),
+        3 => (0..=600_000u64).prop_map(|ms| Event::Advance { ms }),
+        1 => (0..3usize).prop_map(|level| Event::Memory { level }),
+        1 => (0..ROOMS.len(), 0..USERS.len())
+            .prop_map(|(room, host)| Event::CreateRoom { room, host }),
+        1 => (0..ROOMS.len()).prop_map(|room| Event::DeleteRoom { room }),
+    ]
+}
+
+fn config() -> impl Strategy<Value = CoreConfig> {
+    (
+        1..=4usize,
+        1..=4usize,
+        1..=3usize,
+        prop::sample::select(vec![2u64, 5]),
+        prop::sample::select(vec![3u64, 10]),
+        prop::sample::select(vec![15u64, 180]),
+        prop::sample::select(vec![30u64, 60, 90]),
+    )
+        .prop_map(
+            |(peers, rooms, per_user, peer_timeout, idle, inactive, cleanup)| CoreConfig {
+                heartbeat_interval: Duration::from_secs(30),
+                peer_timeout: Duration::from_secs(peer_timeout * 60),
+                cleanup_interval: Duration::from_secs(cleanup),
+                room_inactive_timeout: Duration::from_secs(inactive * 60),
+                room_idle_after: Duration::from_secs(idle * 60),
+                empty_room_grace: Duration::ZERO,
+                idle_peer_after: Duration::from_secs(60),
+                max_peers_per_room: peers,
+                max_rooms: rooms,
+                max_rooms_per_user: per_user,
+                memory_warning_bytes: 1_000,
+                memory_critical_bytes: 2_000,
+            },
+        )
+}
+
+fn encode(msg: &Msg, nonce: usize) -> String {
+    match msg {
+        Msg::Signal { kind, target, spoof } => format!(
+            r#"{{"type":"{}","userId":"{}","data":{{"peer":"{}","sdp":"v=0 {nonce}"}}}}"#,
+            SIGNALS[*kind], USERS[*spoof], USERS[*target]
+        ),
+        Msg::Update { cursor: true, spoof } => format!(
+            r#"{{"type":"cursor-update","userId":"{}","data":{{"line":{nonce},"column":1}}}}"#,
+            USERS[*spoof]
+        ),
+        Msg::Update { cursor: false, spoof } => format!(
+            r#"{{"type":"presence","userId":"{}","data":{{"status":"away","n":{nonce}}}}}"#,
+            USERS[*spoof]
+        ),
+        Msg::Join { room: None } => r#"{"type":"join-room"}"#.into(),
+        Msg::Join { room: Some(r) } => format!(r#"{{"type":"join-room","roomId":"{}"}}"#, ROOMS[*r]),
+        Msg::Create { room: None } => {
+            r#"{"type":"create-room","data":{"roomName":"made"}}"#.into()
+        }
+        Msg::Create { room: Some(r) } => {
+            format!(r#"{{"type":"create-room","roomId":"{}"}}"#, ROOMS[*r])
+        }
+        Msg::Leave => r#"{"type":"leave-room"}"#.into(),
+        Msg::Heartbeat => r#"{"type":"heartbeat"}"#.into(),
+        Msg::Pong => r#"{"type":"pong"}"#.into(),
+        Msg::Auth => r#"{"type":"auth","token":"t"}"#.into(),
+    }
+}
+
+/// Who is in which room, and through which connection.
+type Members = HashMap<RoomId, Vec<(UserId, ConnId)>>;
+
+/// What the test knows besides the core's public getters.
+struct Model {
+    h: Harness,
+    /// Identity each authenticated connection was given.
+    identity: HashMap<ConnId, (UserId, RoomId)>,
+    /// The connection each (room, user) was last acknowledged on (`auth-ok` / `room-joined`).
+    acked: HashMap<(RoomId, UserId), ConnId>,
+    /// When the cleanup timer is next due (the harness fires timers exactly on time).
+    next_cleanup: u64,
+    nonce: usize,
+}
+
+impl Model {
+    fn new(config: CoreConfig) -> Self {
+        let h = Harness::with_config(config);
+        let next_cleanup = h.now + ms(h.config().cleanup_interval);
+        Self {
+            h,
+            identity: HashMap::new(),
+            acked: HashMap::new(),
+            next_cleanup,
+            nonce: 0,
+        }
+    }
+
+    fn members(&self) -> Members {
+        let mut members = Members::new();
+        for room_id in self.h.core.room_ids() {
+            let peers = self.h.core.peers(room_id).unwrap();
+            let list = peers
+                .into_iter()
+                .map(|p| {
+                    let conn = *self
+                        .acked
+                        .get(&(room_id.clone(), p.user_id.clone()))
+                        .unwrap_or_else(|| panic!("{} in {room_id} was never acknowledged", p.user_id));
+                    (p.user_id, conn)
+                })
+                .collect();
+            members.insert(room_id.clone(), list);
+        }
+        members
+    }
+
+    fn assert_no_empty_room(&self, when: &str) {
+        for room_id in self.h.core.room_ids() {
+            let room = self.h.core.room(room_id).unwrap();
+            assert!(room.peer_count > 0, "empty room {room_id} survived {when}");
+        }
+    }
+
+    /// Advances time timer by timer, checking the cleanup rule after each cleanup.
+    fn advance(&mut self, d: u64) {
+        let target = self.h.now + d;
+        loop {
+            let due = self.h.core.poll_timeout();
+            if due > target {
+                break;
+            }
+            assert!(due >= self.h.now);
+            self.h.now = due;
+            self.h.tick();
+            if due >= self.next_cleanup {
+                self.next_cleanup = due + ms(self.h.config().cleanup_interval);
+                self.assert_no_empty_room("a cleanup with no grace");
+            }
+            assert!(self.h.core.poll_timeout() > due, "deadline did not move");
+        }
+        self.h.now = target;
+        self.h.tick();
+    }
+
+    fn step(&mut self, event: &Event) {
+        let before = self.members();
+        let member_conn = |room: &RoomId, user: &UserId| {
+            before
+                .get(room)
+                .and_then(|m| m.iter().find(|(u, _)| u == user))
+                .map(|(_, c)| *c)
+        };
+        let was_authenticated: HashSet<ConnId> = (0..CONNS)
+            .map(ConnId)
+            .filter(|c| self.h.core.is_authenticated(*c))
+            .collect();
+        let rooms_before = before.len();
+        self.nonce += 1;
+        let mut actor = None;
+
+        match event {
+            Event::Auth {
+                conn,
+                user,
+                room,
+                named,
+            } => {
+                actor = Some(ConnId(*conn));
+                let name = named.then(|| format!("{} the great", USERS[*user]));
+                self.h
+                    .auth_named(*conn, USERS[*user], ROOMS[*room], name.as_deref());
+                let c = ConnId(*conn);
+                if was_authenticated.contains(&c) {
+                    assert_eq!(self.h.errors_to(*conn), [ErrorCode::AlreadyAuthenticated]);
+                } else if self.h.core.is_authenticated(c) {
+                    self.identity.insert(c, (uid(USERS[*user]), rid(ROOMS[*room])));
+                    assert_eq!(self.h.kinds_to(*conn), ["auth-ok"]);
+                } else {
+                    // Refused: an error, then a close.
+                    let errors = self.h.errors_to(*conn);
+                    assert_eq!(errors.len(), 1, "{:?}", self.h.out);
+                    assert!(
+                        matches!(
+                            errors[0],
+                            ErrorCode::RoomFull
+                                | ErrorCode::TooManyRooms
+                                | ErrorCode::TooManyRoomsForUser
+                        ),
+                        "{errors:?}"
+                    );
+                    assert!(self.h.closed(*conn).is_some());
+                }
+            }
+            Event::Msg { conn, msg } => {
+                let c = ConnId(*conn);
+                actor = Some(c);
+                let json = encode(msg, self.nonce);
+                self.h.send(*conn, &json);
+                let Some((user, room)) = self.identity.get(&c).cloned() else {
+                    assert_eq!(self.h.errors_to(*conn), [ErrorCode::NotAuthenticated]);
+                    assert_eq!(self.h.out.len(), 1);
+                    return self.check_after(&before, &was_authenticated, actor);
+                };
+                let joined = member_conn(&room, &user) == Some(c);
+                match msg {
+                    Msg::Signal { target, .. } => {
+                        let target = uid(USERS[*target]);
+                        let target_conn = member_conn(&room, &target).filter(|_| target != user);
+                        let signals: Vec<_> = self
+                            .h
+                            .out
+                            .iter()
+                            .filter(|o| matches!(o, Output::Send { msg: ServerMessage::Signal { .. }, .. }))
+                            .collect();
+                        match (joined, target_conn) {
+                            (true, Some(to)) => {
+                                assert_eq!(signals.len(), 1, "{:?}", self.h.out);
+                                assert!(
+                                    matches!(signals[0], Output::Send { to: t, .. } if *t == to),
+                                    "{signals:?}"
+                                );
+                                assert!(self.h.errors_to(*conn).is_empty());
+                            }
+                            (false, _) => {
+                                assert!(signals.is_empty());
+                                assert_eq!(self.h.errors_to(*conn), [ErrorCode::NotInRoom]);
+                            }
+                            (true, None) => {
+                                assert!(signals.is_empty());
+                                assert_eq!(self.h.errors_to(*conn), [ErrorCode::PeerNotFound]);
+                            }
+                        }
+                    }
+                    Msg::Update { .. } => {
+                        if joined {
+                            let mut expected: Vec<ConnId> = before[&room]
+                                .iter()
+                                .filter(|(u, _)| *u != user)
+                                .map(|(_, c)| *c)
+                                .collect();
+                            expected.sort();
+                            let mut got: Vec<ConnId> = self
+                                .h
+                                .out
+                                .iter()
+                                .flat_map(|o| match o {
+                                    Output::Broadcast {
+                                        to,
+                                        msg: ServerMessage::Update { .. },
+                                    } => to.clone(),
+                                    _ => Vec::new(),
+                                })
+                                .collect();
+                            got.sort();
+                            assert_eq!(got, expected);
+                        } else {
+                            assert_eq!(self.h.errors_to(*conn), [ErrorCode::NotInRoom]);
+                            assert_eq!(self.h.out.len(), 1);
+                        }
+                    }
+                    Msg::Leave => {
+                        if joined {
+                            assert_eq!(self.h.kinds_to(*conn), ["room-left"]);
+                            assert!(!self.h.peer_ids(room.as_str()).contains(&user.to_string()));
+                        } else {
+                            assert_eq!(self.h.errors_to(*conn), [ErrorCode::NotInRoom]);
+                        }
+                    }
+                    Msg::Join { room: asked } | Msg::Create { room: asked } => {
+                        let forbidden = asked.is_some_and(|r| rid(ROOMS[r]) != room);
+                        if forbidden {
+                            assert_eq!(self.h.errors_to(*conn), [ErrorCode::Forbidden]);
+                            assert_eq!(self.h.out.len(), 1);
+                        }
+                        let joined_now = self.h.kinds_to(*conn) == ["room-joined"];
+                        if let Msg::Create { .. } = msg
+                            && before.contains_key(&room)
+                        {
+                            assert!(!joined_now, "create-room joined an existing room");
+                        }
+                        if joined_now {
+                            assert!(self.h.peer_ids(room.as_str()).contains(&user.to_string()));
+                        }
+                    }
+                    Msg::Heartbeat | Msg::Pong => assert!(self.h.out.is_empty()),
+                    Msg::Auth => {
+                        assert_eq!(self.h.errors_to(*conn), [ErrorCode::AlreadyAuthenticated]);
+                    }
+                }
+            }
+            Event::Pong { conn } => {
+                self.h.pong(*conn);
+                assert!(self.h.out.is_empty());
+            }
+            Event::Disconnect { conn } => {
+                let c = ConnId(*conn);
+                self.h.disconnect(*conn);
+                assert!(!self.h.core.is_authenticated(c));
+                assert!(self.h.out.iter().all(|o| message_recipients(o).all(|r| r != c)));
+                if let Some((user, room)) = self.identity.get(&c)
+                    && member_conn(room, user) == Some(c)
+                {
+                    assert!(!self.h.peer_ids(room.as_str()).contains(&user.to_string()));
+                }
+            }
+            Event::Advance { ms } => self.advance(*ms),
+            Event::Memory { level } => {
+                let config = self.h.config();
+                let bytes = [0, config.memory_warning_bytes, config.memory_critical_bytes][*level];
+                let expected = [MemoryLevel::Normal, MemoryLevel::Warning, MemoryLevel::Critical];
+                assert_eq!(self.h.memory(bytes), expected[*level]);
+                if *level == 0 {
+                    assert!(self.h.out.is_empty());
+                } else {
+                    self.assert_no_empty_room("a memory cleanup with no grace");
+                }
+            }
+            Event::CreateRoom { room, host } => {
+                let room_id = rid(ROOMS[*room]);
+                let result = self.h.core.create_room(
+                    self.h.now,
+                    NewRoom {
+                        room_id: room_id.clone(),
+                        room_name: "http".into(),
+                        host_id: uid(USERS[*host]),
+                        host_name: USERS[*host].into(),
+                        file_id: None,
+                        version: None,
+                    },
+                );
+                match result {
+                    Ok(meta) => {
+                        assert!(!before.contains_key(&room_id));
+                        assert_eq!(meta.peer_count, 0);
+                        assert_eq!(self.h.core.room(&room_id).unwrap(), meta);
+                    }
+                    Err(CoreError::RoomExists) => assert!(before.contains_key(&room_id)),
+                    Err(CoreError::TooManyRooms) => {
+                        assert!(rooms_before >= self.h.config().max_rooms);
+                    }
+                    Err(CoreError::TooManyRoomsForUser) => {}
+                    Err(other) => panic!("create_room: {other:?}"),
+                }
+                assert!(self.h.drain().is_empty());
+            }
+            Event::DeleteRoom { room } => {
+                let room_id = rid(ROOMS[*room]);
+                let result = self.h.delete_room(ROOMS[*room]);
+                assert_eq!(result.is_ok(), before.contains_key(&room_id));
+                assert!(self.h.core.room(&room_id).is_none());
+                for (_, conn) in before.get(&room_id).into_iter().flatten() {
+                    assert_eq!(self.h.closed(conn.0), Some(CloseCode::RoomClosed));
+                }
+            }
+        }
+        self.check_after(&before, &was_authenticated, actor);
+    }
+
+    fn check_after(
+        &mut self,
+        before: &Members,
+        was_authenticated: &HashSet<ConnId>,
+        actor: Option<ConnId>,
+    ) {
+        let out = self.h.drain();
+        let config = self.h.config();
+
+        // Signals and updates stay inside the sender's room, as it was before the step.
+        for o in &out {
+            let (msg, recipients): (&ServerMessage, Vec<ConnId>) = match o {
+                Output::Send { to, msg } => (msg, vec![*to]),
+                Output::Broadcast { to, msg } => (msg, to.clone()),
+                _ => continue,
+            };
+            let (from, room) = match msg {
+                ServerMessage::Signal { from, room_id, .. }
+                | ServerMessage::Update { from, room_id, .. } => (from, room_id),
+                ServerMessage::Error { .. } => {
+                    assert_eq!(recipients, [actor.expect("errors answer an actor")]);
+                    continue;
+                }
+                ServerMessage::AuthOk { user_id, room } | ServerMessage::RoomJoined { user_id, room } => {
+                    assert_eq!(recipients, [actor.expect("joins answer an actor")]);
+                    assert_eq!(self.identity[&recipients[0]], (user_id.clone(), room.room_id.clone()));
+                    self.acked.insert((room.room_id.clone(), user_id.clone()), recipients[0]);
+                    continue;
+                }
+                _ => continue,
+            };
+            let members = before.get(room).unwrap_or_else(|| panic!("{o:?}: room did not exist"));
+            let sender = members
+                .iter()
+                .find(|(u, _)| u == from)
+                .unwrap_or_else(|| panic!("{o:?}: {from} was not in {room}"));
+            assert_eq!(Some(sender.1), actor, "{o:?}: stamped with someone else's id");
+            for to in &recipients {
+                let (user, _) = members
+                    .iter()
+                    .find(|(_, c)| c == to)
+                    .unwrap_or_else(|| panic!("{o:?}: {to} was not a member of {room}"));
+                assert_ne!(user, from, "{o:?}: echoed to the sender");
+            }
+            assert!(!recipients.is_empty(), "{o:?}: nobody to send to");
+        }
+
+        // A closed connection hears nothing more and is forgotten.
+        let mut closed = HashSet::new();
+        for o in &out {
+            match o {
+                Output::Close { conn, code } => {
+                    assert!(closed.insert(*conn), "{conn} closed twice");
+                    assert!(
+                        was_authenticated.contains(conn) || Some(*conn) == actor,
+                        "closing {conn} ({code:?}), which was never open"
+                    );
+                }
+                Output::Heartbeat { to } => {
+                    assert!(!to.is_empty());
+                    assert!(to.windows(2).all(|w| w[0] < w[1]), "{to:?}");
+                    assert!(to.iter().all(|c| !closed.contains(c)), "{o:?} after a close");
+                }
+                _ => {
+                    for c in message_recipients(o) {
+                        assert!(!closed.contains(&c), "{o:?} to {c} after its close");
+                    }
+                }
+            }
+        }
+        for conn in &closed {
+            assert!(!self.h.core.is_authenticated(*conn), "{conn} closed but remembered");
+        }
+
+        // Identities of live connections.
+        self.identity.retain(|c, _| self.h.core.is_authenticated(*c));
+        let authenticated = (0..CONNS)
+            .filter(|c| self.h.core.is_authenticated(ConnId(*c)))
+            .count();
+        assert_eq!(authenticated, self.identity.len());
+
+        // Room structure.
+        let mut total_peers = 0;
+        let mut member_conns = HashSet::new();
+        let room_ids: Vec<RoomId> = self.h.core.room_ids().cloned().collect();
+        for room_id in &room_ids {
+            let room = self.h.core.room(room_id).unwrap();
+            assert_eq!(room.room_id, *room_id);
+            assert_eq!(room.peer_count, room.peers.len(), "{room:?}");
+            assert!(room.peer_count <= config.max_peers_per_room, "{room:?}");
+            assert!(room.created_at <= room.last_activity && room.last_activity <= self.h.now);
+            total_peers += room.peer_count;
+            let users: HashSet<_> = room.peers.iter().map(|p| &p.user_id).collect();
+            assert_eq!(users.len(), room.peers.len(), "a user twice in {room:?}");
+            if !room.peers.is_empty() {
+                let hosts: Vec<_> = room.peers.iter().filter(|p| p.is_host).collect();
+                assert_eq!(hosts.len(), 1, "{room:?}");
+                assert_eq!(hosts[0].user_id, room.host_id, "{room:?}");
+            }
+            assert!(
+                room.peers.windows(2).all(|w| w[0].connected_at <= w[1].connected_at),
+                "not longest-connected first: {room:?}"
+            );
+            for p in &room.peers {
+                assert!(p.connected_at <= p.last_heartbeat && p.last_heartbeat <= self.h.now);
+                let conn = self.acked[&(room_id.clone(), p.user_id.clone())];
+                assert!(self.h.core.is_authenticated(conn), "{} in {room_id} via a dead {conn}", p.user_id);
+                assert_eq!(self.identity[&conn], (p.user_id.clone(), room_id.clone()));
+                assert!(member_conns.insert(conn), "{conn} is two members");
+            }
+        }
+        let stats = self.h.core.stats();
+        assert_eq!(stats.rooms, room_ids.len());
+        assert!(stats.rooms <= config.max_rooms);
+        assert_eq!(stats.peers, total_peers);
+        assert_eq!(stats.connections, authenticated);
+    }
+}
+
+fn message_recipients(o: &Output) -> impl Iterator<Item = ConnId> + '_ {
+    let to: &[ConnId] = match o {
+        Output::Send { to, .. } => std::slice::from_ref(to),
+        Output::Broadcast { to, .. } | Output::Heartbeat { to } => to,
+        Output::Close { .. } | Output::RoomRemoved { .. } => &[],
+    };
+    to.iter().copied()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_after_every_step(
+        config in config(),
+        events in prop::collection::vec(event(), 1..60),
+    ) {
+        let mut model = Model::new(config);
+        for event in &events {
+            model.step(event);
+        }
+    }
+}
+
+/// The invariant checks must be able to fail: a forged signal is caught.
+#[test]
+#[should_panic(expected = "was not a member")]
+fn the_routing_check_catches_a_signal_to_a_stranger() {
+    let mut model = Model::new(CoreConfig::default());
+    model.step(&Event::Auth { conn: 0, user: 0, room: 0, named: false });
+    model.step(&Event::Auth { conn: 1, user: 1, room: 0, named: false });
+    let before = model.members();
+    let was = (0..2).map(ConnId).collect();
+    model.h.out.push(Output::Send {
+        to: ConnId(5),
+        msg: ServerMessage::Signal {
+            kind: octate_protocol::SignalKind::Offer,
+            from: uid("ann"),
+            room_id: rid("r0"),
+            data: octate_protocol::RawJson::from_string("{}".into()).unwrap(),
+        },
+    });
+    model.check_after(&before, &was, Some(ConnId(0)));
+}
+
+#[test]
+fn a_long_idle_sequence_stays_consistent() {
+    // A fixed scenario through every kind of event, as a smoke test of the model itself.
+    let mut model = Model::new(CoreConfig {
+        empty_room_grace: Duration::ZERO,
+        ..CoreConfig::default()
+    });
+    let events = [
+        Event::CreateRoom { room: 2, host: 3 },
+        Event::Auth { conn: 0, user: 0, room: 0, named: true },
+        Event::Auth { conn: 1, user: 1, room: 0, named: false },
+        Event::Auth { conn: 2, user: 0, room: 0, named: false },
+        Event::Msg { conn: 1, msg: Msg::Signal { kind: 0, target: 0, spoof: 2 } },
+        Event::Msg { conn: 2, msg: Msg::Update { cursor: true, spoof: 1 } },
+        Event::Msg { conn: 1, msg: Msg::Leave },
+        Event::Msg { conn: 1, msg: Msg::Join { room: None } },
+        Event::Advance { ms: 600_000 },
+        Event::Memory { level: 2 },
+        Event::DeleteRoom { room: 0 },
+    ];
+    for e in &events {
+        model.step(e);
+    }
+    assert!(model.h.core.room(&rid("r2")).is_none(), "empty room removed at the first cleanup");
+    assert_eq!(model.h.core.stats().rooms, 0);
+}
