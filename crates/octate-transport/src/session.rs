@@ -196,7 +196,7 @@ impl Session {
         };
         match self.verify(&token) {
             Ok(identity) => {
-                info!(%conn, user = %identity.user_id, room = %identity.room_id, "authenticated");
+                debug!(%conn, user = %identity.user_id, room = %identity.room_id, "authenticated");
                 self.identity = Some(identity.clone());
                 app.drive(|core, now| core.handle_authenticated(now, conn, identity, user_name));
                 None

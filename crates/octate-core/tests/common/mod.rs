@@ -6,7 +6,7 @@
 //! virtual time cost microseconds.
 
 // Each test binary uses a different subset of the helpers.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::time::Duration;
 

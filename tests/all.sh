@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project; installs what the tests need when missing.
+#   bash tests/all.sh            everything
+#   OCTATE_SKIP_BROWSER=1 ...    everything but the browser end-to-end test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "layering: octate-core has no I/O dependency"
+if cargo tree -p octate-core -e normal --prefix none --locked | grep -Eq '^(tokio|hyper|mio|socket2|parking_lot|fastwebsockets) '; then
+    echo "octate-core depends on an I/O crate:" >&2
+    cargo tree -p octate-core -e normal --locked >&2
+    exit 1
+fi
+echo "ok: $(cargo tree -p octate-core -e normal --prefix none --locked | sort -u | wc -l) crates, none doing I/O"
+
+step "licenses and bans"
+if ! command -v cargo-deny >/dev/null 2>&1; then
+    cargo install --locked cargo-deny
+fi
+cargo deny --offline check licenses bans
+
+step "unit, property and integration tests"
+cargo test --workspace --all-targets --locked
+cargo test --workspace --doc --locked
+
+if [ -x tests/fuzz-smoke.sh ]; then
+    step "fuzz smoke run"
+    bash tests/fuzz-smoke.sh
+fi
+
+if [ "${OCTATE_SKIP_BROWSER:-0}" != "1" ] && [ -f tests/browser/run.sh ]; then
+    step "browser end-to-end (real Chromium, loopback-only network namespace)"
+    bash tests/browser/run.sh
+fi
+
+step "all checks passed"
