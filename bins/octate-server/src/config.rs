@@ -49,7 +49,12 @@ pub(crate) struct Config {
     #[arg(long, env = "CORS_ORIGINS", default_value = "*")]
     pub(crate) cors_origins: String,
     /// development or production; production requires a token secret and an admin key.
-    #[arg(long = "env", env = "OCTATE_ENV", value_enum, default_value = "development")]
+    #[arg(
+        long = "env",
+        env = "OCTATE_ENV",
+        value_enum,
+        default_value = "development"
+    )]
     pub(crate) mode: Mode,
     /// Token signing secret, at least 32 bytes; random per start when unset.
     #[arg(long, env = "OCTATE_TOKEN_SECRET", hide_env_values = true)]
@@ -79,7 +84,11 @@ pub(crate) struct Config {
     #[arg(long, env = "OCTATE_CLEANUP_INTERVAL_MS", default_value_t = 60_000)]
     pub(crate) cleanup_interval_ms: u64,
     /// Inactivity after which a room is closed, in milliseconds.
-    #[arg(long, env = "OCTATE_ROOM_INACTIVE_TIMEOUT_MS", default_value_t = 10_800_000)]
+    #[arg(
+        long,
+        env = "OCTATE_ROOM_INACTIVE_TIMEOUT_MS",
+        default_value_t = 10_800_000
+    )]
     pub(crate) room_inactive_timeout_ms: u64,
     /// Inactivity after which a room is marked IDLE, in milliseconds.
     #[arg(long, env = "OCTATE_ROOM_IDLE_AFTER_MS", default_value_t = 600_000)]
@@ -91,7 +100,11 @@ pub(crate) struct Config {
     #[arg(long, env = "OCTATE_IDLE_PEER_AFTER_MS", default_value_t = 60_000)]
     pub(crate) idle_peer_after_ms: u64,
     /// Memory check interval in milliseconds.
-    #[arg(long, env = "OCTATE_MEMORY_CHECK_INTERVAL_MS", default_value_t = 30_000)]
+    #[arg(
+        long,
+        env = "OCTATE_MEMORY_CHECK_INTERVAL_MS",
+        default_value_t = 30_000
+    )]
     pub(crate) memory_check_interval_ms: u64,
     /// Heap size in MiB at which the normal cleanup runs at once.
     #[arg(long, env = "OCTATE_MEMORY_WARNING_MB", default_value_t = 200)]
@@ -114,6 +127,21 @@ pub(crate) struct Config {
     /// Most open WebSocket connections.
     #[arg(long, env = "OCTATE_MAX_CONNECTIONS", default_value_t = 16_384)]
     pub(crate) max_connections: usize,
+    /// Most open WebSocket connections from one IP address (0 = no cap).
+    #[arg(long, env = "OCTATE_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub(crate) max_connections_per_ip: usize,
+    /// Messages per second one connection may send, sustained.
+    #[arg(long, env = "OCTATE_MESSAGES_PER_SECOND", default_value_t = 50)]
+    pub(crate) messages_per_second: u32,
+    /// Messages one connection may send at once above the sustained rate.
+    #[arg(long, env = "OCTATE_MESSAGE_BURST", default_value_t = 200)]
+    pub(crate) message_burst: u32,
+    /// Rejected messages in a row before a flooding connection is closed (4029).
+    #[arg(long, env = "OCTATE_RATE_LIMIT_STRIKES", default_value_t = 50)]
+    pub(crate) rate_limit_strikes: u32,
+    /// Time a client has to send complete HTTP request headers, in milliseconds.
+    #[arg(long, env = "OCTATE_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub(crate) header_read_timeout_ms: u64,
     /// Largest WebSocket message in bytes.
     #[arg(long, env = "OCTATE_MAX_MESSAGE_BYTES", default_value_t = 65_536)]
     pub(crate) max_message_bytes: usize,
@@ -156,8 +184,20 @@ impl Config {
             ("OCTATE_HEARTBEAT_INTERVAL_MS", self.heartbeat_interval_ms),
             ("OCTATE_PEER_TIMEOUT_MS", self.peer_timeout_ms),
             ("OCTATE_CLEANUP_INTERVAL_MS", self.cleanup_interval_ms),
-            ("OCTATE_MEMORY_CHECK_INTERVAL_MS", self.memory_check_interval_ms),
+            (
+                "OCTATE_MEMORY_CHECK_INTERVAL_MS",
+                self.memory_check_interval_ms,
+            ),
             ("OCTATE_AUTH_TIMEOUT_MS", self.auth_timeout_ms),
+            ("OCTATE_HEADER_READ_TIMEOUT_MS", self.header_read_timeout_ms),
+            (
+                "OCTATE_MESSAGES_PER_SECOND",
+                u64::from(self.messages_per_second),
+            ),
+            (
+                "OCTATE_RATE_LIMIT_STRIKES",
+                u64::from(self.rate_limit_strikes),
+            ),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be greater than 0"));
@@ -168,22 +208,32 @@ impl Config {
             ("OCTATE_MAX_ROOMS", self.max_rooms),
             ("OCTATE_MAX_ROOMS_PER_USER", self.max_rooms_per_user),
             ("OCTATE_MAX_CONNECTIONS", self.max_connections),
-            ("OCTATE_OUTBOUND_QUEUE_MESSAGES", self.outbound_queue_messages),
+            (
+                "OCTATE_OUTBOUND_QUEUE_MESSAGES",
+                self.outbound_queue_messages,
+            ),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be greater than 0"));
             }
         }
         if self.max_message_bytes < 1024 || self.max_body_bytes < 1024 {
-            return Err("OCTATE_MAX_MESSAGE_BYTES and OCTATE_MAX_BODY_BYTES must be at least 1024".into());
+            return Err(
+                "OCTATE_MAX_MESSAGE_BYTES and OCTATE_MAX_BODY_BYTES must be at least 1024".into(),
+            );
         }
         if self.outbound_queue_bytes < self.max_message_bytes {
-            return Err("OCTATE_OUTBOUND_QUEUE_BYTES must be at least OCTATE_MAX_MESSAGE_BYTES".into());
+            return Err(
+                "OCTATE_OUTBOUND_QUEUE_BYTES must be at least OCTATE_MAX_MESSAGE_BYTES".into(),
+            );
         }
         if let Some(dir) = &self.static_dir
             && !dir.is_dir()
         {
-            return Err(format!("OCTATE_STATIC_DIR {} is not a directory", dir.display()));
+            return Err(format!(
+                "OCTATE_STATIC_DIR {} is not a directory",
+                dir.display()
+            ));
         }
         let production = self.mode == Mode::Production;
         let mut keys = match &self.token_secret {
@@ -194,22 +244,26 @@ impl Config {
             }
             None => {
                 warnings.push(
-                    "no OCTATE_TOKEN_SECRET: using a random one; tokens will not survive a restart".into(),
+                    "no OCTATE_TOKEN_SECRET: using a random one; tokens will not survive a restart"
+                        .into(),
                 );
                 KeyRing::generate().map_err(|e| format!("generating a token secret: {e}"))?
             }
         };
         if let Some(list) = &self.token_verify_keys {
             for pair in list.split(',').filter(|p| !p.trim().is_empty()) {
-                let (id, secret) = pair
-                    .split_once(':')
-                    .ok_or_else(|| "OCTATE_TOKEN_VERIFY_KEYS must be id:secret,id:secret".to_string())?;
+                let (id, secret) = pair.split_once(':').ok_or_else(|| {
+                    "OCTATE_TOKEN_VERIFY_KEYS must be id:secret,id:secret".to_string()
+                })?;
                 keys.add_verifying_key(id.trim(), secret.as_bytes())
                     .map_err(|e| format!("OCTATE_TOKEN_VERIFY_KEYS {id}: {e}"))?;
             }
         }
         let authority = TokenAuthority::new(keys)
-            .with_ttls(Duration::from_secs(self.token_ttl_secs), Duration::from_secs(self.token_max_ttl_secs))
+            .with_ttls(
+                Duration::from_secs(self.token_ttl_secs),
+                Duration::from_secs(self.token_max_ttl_secs),
+            )
             .map_err(|e| format!("token lifetimes: {e}"))?;
         match &self.admin_key {
             Some(key) if key.len() < 16 => return Err("OCTATE_ADMIN_KEY must be at least 16 characters".into()),
@@ -221,7 +275,8 @@ impl Config {
         }
         let cors_origins = CorsOrigins::parse(&self.cors_origins);
         if production && cors_origins == CorsOrigins::Any {
-            warnings.push("CORS_ORIGINS is * in production: any web page may call this server".into());
+            warnings
+                .push("CORS_ORIGINS is * in production: any web page may call this server".into());
         }
         let core = CoreConfig {
             heartbeat_interval: ms(self.heartbeat_interval_ms),
@@ -248,10 +303,19 @@ impl Config {
             outbound_queue_bytes: self.outbound_queue_bytes,
             memory_check_interval: ms(self.memory_check_interval_ms),
             max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            messages_per_second: self.messages_per_second,
+            message_burst: self.message_burst,
+            rate_limit_strikes: self.rate_limit_strikes,
+            header_read_timeout: ms(self.header_read_timeout_ms),
             static_dir: self.static_dir.clone(),
             ..TransportConfig::default()
         };
-        Ok(Built { transport, authority, warnings })
+        Ok(Built {
+            transport,
+            authority,
+            warnings,
+        })
     }
 }
 
@@ -276,15 +340,30 @@ mod tests {
     fn production_requires_secret_and_admin_key() {
         assert!(parse(&["--env", "production"]).build().is_err());
         let secret = "0123456789abcdef0123456789abcdef";
-        assert!(parse(&["--env", "production", "--token-secret", secret]).build().is_err());
-        let ok = parse(&["--env", "production", "--token-secret", secret, "--admin-key", "admin-key-0123456789"]);
+        assert!(
+            parse(&["--env", "production", "--token-secret", secret])
+                .build()
+                .is_err()
+        );
+        let ok = parse(&[
+            "--env",
+            "production",
+            "--token-secret",
+            secret,
+            "--admin-key",
+            "admin-key-0123456789",
+        ]);
         assert!(ok.build().is_ok());
     }
 
     #[test]
     fn rejects_bad_combinations() {
         assert!(parse(&["--token-secret", "short"]).build().is_err());
-        assert!(parse(&["--memory-warning-mb", "300", "--memory-critical-mb", "200"]).build().is_err());
+        assert!(
+            parse(&["--memory-warning-mb", "300", "--memory-critical-mb", "200"])
+                .build()
+                .is_err()
+        );
         assert!(parse(&["--heartbeat-interval-ms", "0"]).build().is_err());
         assert!(Config::try_parse_from(["octate-server", "--port", "seventy"]).is_err());
     }

@@ -24,9 +24,10 @@ impl HeapProbe for JemallocProbe {
             return RssProbe.sample();
         }
         match (stats::allocated::read(), stats::resident::read()) {
-            (Ok(allocated), Ok(resident)) => {
-                HeapSample { allocated: allocated as u64, resident: resident as u64 }
-            }
+            (Ok(allocated), Ok(resident)) => HeapSample {
+                allocated: allocated as u64,
+                resident: resident as u64,
+            },
             _ => RssProbe.sample(),
         }
     }

@@ -38,7 +38,10 @@ fn main() -> ExitCode {
     for warning in &built.warnings {
         warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("octate-server: cannot start the runtime: {err}");
@@ -57,23 +60,35 @@ fn main() -> ExitCode {
 
 async fn run(config: Config, built: config::Built) -> Result<(), String> {
     let http_addr = SocketAddr::new(config.host, config.port);
-    let http = TcpListener::bind(http_addr).await.map_err(|e| format!("bind {http_addr}: {e}"))?;
+    let http = TcpListener::bind(http_addr)
+        .await
+        .map_err(|e| format!("bind {http_addr}: {e}"))?;
     let signaling = if config.no_signaling_port {
         None
     } else {
         let addr = SocketAddr::new(config.host, config.signaling_port);
-        Some(TcpListener::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?)
+        Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("bind {addr}: {e}"))?,
+        )
     };
     let http_local = http.local_addr().map_err(|e| e.to_string())?;
     let signaling_local = signaling.as_ref().and_then(|l| l.local_addr().ok());
-    let app = App::new(built.transport, built.authority, Box::new(heap::JemallocProbe::new()));
+    let app = App::new(
+        built.transport,
+        built.authority,
+        Box::new(heap::JemallocProbe::new()),
+    );
     // One machine-readable line on stdout, for scripts and tests that pass port 0.
     match signaling_local {
         Some(sig) => println!("octate-server listening http={http_local} signaling={sig}"),
         None => println!("octate-server listening http={http_local}"),
     }
     info!(http = %http_local, signaling = ?signaling_local, "listening");
-    serve(Listeners { http, signaling }, app, shutdown_signal()).await.map_err(|e| e.to_string())?;
+    serve(Listeners { http, signaling }, app, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
     info!("stopped");
     Ok(())
 }
@@ -105,7 +120,10 @@ async fn shutdown_signal() {
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -18,10 +18,23 @@ const SIGNALS: [&str; 3] = ["sdp-offer", "sdp-answer", "ice-candidate"];
 
 #[derive(Clone, Debug)]
 enum Msg {
-    Signal { kind: usize, target: usize, spoof: usize },
-    Update { cursor: bool, spoof: usize },
-    Join { room: Option<usize> },
-    Create { room: Option<usize> },
+    /// With `mate`, `target` picks among the sender's room-mates (if any).
+    Signal {
+        kind: usize,
+        target: usize,
+        mate: bool,
+        spoof: usize,
+    },
+    Update {
+        cursor: bool,
+        spoof: usize,
+    },
+    Join {
+        room: Option<usize>,
+    },
+    Create {
+        room: Option<usize>,
+    },
     Leave,
     Heartbeat,
     Pong,
@@ -30,22 +43,47 @@ enum Msg {
 
 #[derive(Clone, Debug)]
 enum Event {
-    Auth { conn: u64, user: usize, room: usize, named: bool },
-    Msg { conn: u64, msg: Msg },
-    Pong { conn: u64 },
-    Disconnect { conn: u64 },
-    Advance { ms: u64 },
-    Memory { level: usize },
-    CreateRoom { room: usize, host: usize },
-    DeleteRoom { room: usize },
+    Auth {
+        conn: u64,
+        user: usize,
+        room: usize,
+        named: bool,
+    },
+    /// With `live`, `conn` picks among the authenticated connections (if any).
+    Msg {
+        conn: u64,
+        live: bool,
+        msg: Msg,
+    },
+    Pong {
+        conn: u64,
+        live: bool,
+    },
+    Disconnect {
+        conn: u64,
+        live: bool,
+    },
+    Advance {
+        ms: u64,
+    },
+    Memory {
+        level: usize,
+    },
+    CreateRoom {
+        room: usize,
+        host: usize,
+    },
+    DeleteRoom {
+        room: usize,
+    },
 }
 
 fn msg() -> impl Strategy<Value = Msg> {
     let user = 0..USERS.len();
     let room = prop::option::of(0..ROOMS.len());
     prop_oneof![
-        5 => (0..SIGNALS.len(), user.clone(), user.clone())
-            .prop_map(|(kind, target, spoof)| Msg::Signal { kind, target, spoof }),
+        5 => (0..SIGNALS.len(), user.clone(), prop::bool::weighted(0.7), user.clone())
+            .prop_map(|(kind, target, mate, spoof)| Msg::Signal { kind, target, mate, spoof }),
         3 => (any::<bool>(), user).prop_map(|(cursor, spoof)| Msg::Update { cursor, spoof }),
         2 => room.clone().prop_map(|room| Msg::Join { room }),
         1 => room.prop_map(|room| Msg::Create { room }),
@@ -59,12 +97,16 @@ fn msg() -> impl Strategy<Value = Msg> {
 fn event() -> impl Strategy<Value = Event> {
     let conn = 0..CONNS;
     prop_oneof![
-        5 => (conn.clone(), 0..USERS.len(), 0..ROOMS.len(), any::<bool>())
+        // Mostly one room, so that rooms have several peers to route between.
+        6 => (conn.clone(), 0..USERS.len(), prop_oneof![2 => Just(0), 1 => 0..ROOMS.len()], any::<bool>())
             .prop_map(|(conn, user, room, named)| Event::Auth { conn, user, room, named }),
-        8 => (conn.clone(), msg()).prop_map(|(conn, msg)| Event::Msg { conn, msg }),
-        2 => conn.clone().prop_map(|conn| Event::Pong { conn }),
-        2 => conn.prop_map(|conn| Event::Disconnect { conn }),
-        3 => (0..=600_000u64).prop_map(|ms| Event::Advance { ms }),
+        10 => (conn.clone(), prop::bool::weighted(0.85), msg())
+            .prop_map(|(conn, live, msg)| Event::Msg { conn, live, msg }),
+        3 => (conn.clone(), prop::bool::weighted(0.85))
+            .prop_map(|(conn, live)| Event::Pong { conn, live }),
+        2 => (conn, any::<bool>()).prop_map(|(conn, live)| Event::Disconnect { conn, live }),
+        3 => (0..=60_000u64).prop_map(|ms| Event::Advance { ms }),
+        1 => (0..=600_000u64).prop_map(|ms| Event::Advance { ms }),
         1 => (0..3usize).prop_map(|level| Event::Memory { level }),
         1 => (0..ROOMS.len(), 0..USERS.len())
             .prop_map(|(room, host)| Event::CreateRoom { room, host }),
@@ -74,8 +116,8 @@ fn event() -> impl Strategy<Value = Event> {
 
 fn config() -> impl Strategy<Value = CoreConfig> {
     (
-        1..=4usize,
-        1..=4usize,
+        prop_oneof![1 => 1..=2usize, 3 => 3..=4usize],
+        prop_oneof![1 => 1..=2usize, 3 => 3..=4usize],
         1..=3usize,
         prop::sample::select(vec![2u64, 5]),
         prop::sample::select(vec![3u64, 10]),
@@ -100,25 +142,32 @@ fn config() -> impl Strategy<Value = CoreConfig> {
         )
 }
 
-fn encode(msg: &Msg, nonce: usize) -> String {
+/// The wire JSON of a message; a signal goes to `target`.
+fn encode(msg: &Msg, target: &str, nonce: usize) -> String {
     match msg {
-        Msg::Signal { kind, target, spoof } => format!(
-            r#"{{"type":"{}","userId":"{}","data":{{"peer":"{}","sdp":"v=0 {nonce}"}}}}"#,
-            SIGNALS[*kind], USERS[*spoof], USERS[*target]
+        Msg::Signal { kind, spoof, .. } => format!(
+            r#"{{"type":"{}","userId":"{}","data":{{"peer":"{target}","sdp":"v=0 {nonce}"}}}}"#,
+            SIGNALS[*kind], USERS[*spoof]
         ),
-        Msg::Update { cursor: true, spoof } => format!(
+        Msg::Update {
+            cursor: true,
+            spoof,
+        } => format!(
             r#"{{"type":"cursor-update","userId":"{}","data":{{"line":{nonce},"column":1}}}}"#,
             USERS[*spoof]
         ),
-        Msg::Update { cursor: false, spoof } => format!(
+        Msg::Update {
+            cursor: false,
+            spoof,
+        } => format!(
             r#"{{"type":"presence","userId":"{}","data":{{"status":"away","n":{nonce}}}}}"#,
             USERS[*spoof]
         ),
         Msg::Join { room: None } => r#"{"type":"join-room"}"#.into(),
-        Msg::Join { room: Some(r) } => format!(r#"{{"type":"join-room","roomId":"{}"}}"#, ROOMS[*r]),
-        Msg::Create { room: None } => {
-            r#"{"type":"create-room","data":{"roomName":"made"}}"#.into()
+        Msg::Join { room: Some(r) } => {
+            format!(r#"{{"type":"join-room","roomId":"{}"}}"#, ROOMS[*r])
         }
+        Msg::Create { room: None } => r#"{"type":"create-room","data":{"roomName":"made"}}"#.into(),
         Msg::Create { room: Some(r) } => {
             format!(r#"{{"type":"create-room","roomId":"{}"}}"#, ROOMS[*r])
         }
@@ -167,7 +216,9 @@ impl Model {
                     let conn = *self
                         .acked
                         .get(&(room_id.clone(), p.user_id.clone()))
-                        .unwrap_or_else(|| panic!("{} in {room_id} was never acknowledged", p.user_id));
+                        .unwrap_or_else(|| {
+                            panic!("{} in {room_id} was never acknowledged", p.user_id)
+                        });
                     (p.user_id, conn)
                 })
                 .collect();
@@ -204,6 +255,19 @@ impl Model {
         self.h.tick();
     }
 
+    /// The connection an event acts on: with `live`, one of the authenticated ones.
+    fn pick(&self, conn: u64, live: bool) -> u64 {
+        let mut alive: Vec<u64> = (0..CONNS)
+            .filter(|c| self.h.core.is_authenticated(ConnId(*c)))
+            .collect();
+        alive.sort_unstable();
+        match alive.len() {
+            0 => conn,
+            n if live => alive[usize::try_from(conn).unwrap() % n],
+            _ => conn,
+        }
+    }
+
     fn step(&mut self, event: &Event) {
         let before = self.members();
         let member_conn = |room: &RoomId, user: &UserId| {
@@ -235,7 +299,8 @@ impl Model {
                 if was_authenticated.contains(&c) {
                     assert_eq!(self.h.errors_to(*conn), [ErrorCode::AlreadyAuthenticated]);
                 } else if self.h.core.is_authenticated(c) {
-                    self.identity.insert(c, (uid(USERS[*user]), rid(ROOMS[*room])));
+                    self.identity
+                        .insert(c, (uid(USERS[*user]), rid(ROOMS[*room])));
                     assert_eq!(self.h.kinds_to(*conn), ["auth-ok"]);
                 } else {
                     // Refused: an error, then a close.
@@ -253,26 +318,54 @@ impl Model {
                     assert!(self.h.closed(*conn).is_some());
                 }
             }
-            Event::Msg { conn, msg } => {
+            Event::Msg { conn, live, msg } => {
+                let conn = &self.pick(*conn, *live);
                 let c = ConnId(*conn);
                 actor = Some(c);
-                let json = encode(msg, self.nonce);
+                let identity = self.identity.get(&c).cloned();
+                let target = match msg {
+                    Msg::Signal { target, mate, .. } => {
+                        let mates: Vec<&UserId> = identity
+                            .as_ref()
+                            .and_then(|(user, room)| {
+                                before.get(room).map(|m| {
+                                    m.iter().map(|(u, _)| u).filter(|u| *u != user).collect()
+                                })
+                            })
+                            .unwrap_or_default();
+                        if *mate && !mates.is_empty() {
+                            mates[*target % mates.len()].to_string()
+                        } else {
+                            USERS[*target].to_string()
+                        }
+                    }
+                    _ => String::new(),
+                };
+                let json = encode(msg, &target, self.nonce);
                 self.h.send(*conn, &json);
-                let Some((user, room)) = self.identity.get(&c).cloned() else {
+                let Some((user, room)) = identity else {
                     assert_eq!(self.h.errors_to(*conn), [ErrorCode::NotAuthenticated]);
                     assert_eq!(self.h.out.len(), 1);
                     return self.check_after(&before, &was_authenticated, actor);
                 };
                 let joined = member_conn(&room, &user) == Some(c);
                 match msg {
-                    Msg::Signal { target, .. } => {
-                        let target = uid(USERS[*target]);
+                    Msg::Signal { .. } => {
+                        let target = uid(&target);
                         let target_conn = member_conn(&room, &target).filter(|_| target != user);
                         let signals: Vec<_> = self
                             .h
                             .out
                             .iter()
-                            .filter(|o| matches!(o, Output::Send { msg: ServerMessage::Signal { .. }, .. }))
+                            .filter(|o| {
+                                matches!(
+                                    o,
+                                    Output::Send {
+                                        msg: ServerMessage::Signal { .. },
+                                        ..
+                                    }
+                                )
+                            })
                             .collect();
                         match (joined, target_conn) {
                             (true, Some(to)) => {
@@ -350,15 +443,21 @@ impl Model {
                     }
                 }
             }
-            Event::Pong { conn } => {
-                self.h.pong(*conn);
+            Event::Pong { conn, live } => {
+                self.h.pong(self.pick(*conn, *live));
                 assert!(self.h.out.is_empty());
             }
-            Event::Disconnect { conn } => {
+            Event::Disconnect { conn, live } => {
+                let conn = &self.pick(*conn, *live);
                 let c = ConnId(*conn);
                 self.h.disconnect(*conn);
                 assert!(!self.h.core.is_authenticated(c));
-                assert!(self.h.out.iter().all(|o| message_recipients(o).all(|r| r != c)));
+                assert!(
+                    self.h
+                        .out
+                        .iter()
+                        .all(|o| message_recipients(o).all(|r| r != c))
+                );
                 if let Some((user, room)) = self.identity.get(&c)
                     && member_conn(room, user) == Some(c)
                 {
@@ -369,7 +468,11 @@ impl Model {
             Event::Memory { level } => {
                 let config = self.h.config();
                 let bytes = [0, config.memory_warning_bytes, config.memory_critical_bytes][*level];
-                let expected = [MemoryLevel::Normal, MemoryLevel::Warning, MemoryLevel::Critical];
+                let expected = [
+                    MemoryLevel::Normal,
+                    MemoryLevel::Warning,
+                    MemoryLevel::Critical,
+                ];
                 assert_eq!(self.h.memory(bytes), expected[*level]);
                 if *level == 0 {
                     assert!(self.h.out.is_empty());
@@ -441,20 +544,31 @@ impl Model {
                     assert_eq!(recipients, [actor.expect("errors answer an actor")]);
                     continue;
                 }
-                ServerMessage::AuthOk { user_id, room } | ServerMessage::RoomJoined { user_id, room } => {
+                ServerMessage::AuthOk { user_id, room }
+                | ServerMessage::RoomJoined { user_id, room } => {
                     assert_eq!(recipients, [actor.expect("joins answer an actor")]);
-                    assert_eq!(self.identity[&recipients[0]], (user_id.clone(), room.room_id.clone()));
-                    self.acked.insert((room.room_id.clone(), user_id.clone()), recipients[0]);
+                    assert_eq!(
+                        self.identity[&recipients[0]],
+                        (user_id.clone(), room.room_id.clone())
+                    );
+                    self.acked
+                        .insert((room.room_id.clone(), user_id.clone()), recipients[0]);
                     continue;
                 }
                 _ => continue,
             };
-            let members = before.get(room).unwrap_or_else(|| panic!("{o:?}: room did not exist"));
+            let members = before
+                .get(room)
+                .unwrap_or_else(|| panic!("{o:?}: room did not exist"));
             let sender = members
                 .iter()
                 .find(|(u, _)| u == from)
                 .unwrap_or_else(|| panic!("{o:?}: {from} was not in {room}"));
-            assert_eq!(Some(sender.1), actor, "{o:?}: stamped with someone else's id");
+            assert_eq!(
+                Some(sender.1),
+                actor,
+                "{o:?}: stamped with someone else's id"
+            );
             for to in &recipients {
                 let (user, _) = members
                     .iter()
@@ -479,7 +593,10 @@ impl Model {
                 Output::Heartbeat { to } => {
                     assert!(!to.is_empty());
                     assert!(to.windows(2).all(|w| w[0] < w[1]), "{to:?}");
-                    assert!(to.iter().all(|c| !closed.contains(c)), "{o:?} after a close");
+                    assert!(
+                        to.iter().all(|c| !closed.contains(c)),
+                        "{o:?} after a close"
+                    );
                 }
                 _ => {
                     for c in message_recipients(o) {
@@ -489,11 +606,15 @@ impl Model {
             }
         }
         for conn in &closed {
-            assert!(!self.h.core.is_authenticated(*conn), "{conn} closed but remembered");
+            assert!(
+                !self.h.core.is_authenticated(*conn),
+                "{conn} closed but remembered"
+            );
         }
 
         // Identities of live connections.
-        self.identity.retain(|c, _| self.h.core.is_authenticated(*c));
+        self.identity
+            .retain(|c, _| self.h.core.is_authenticated(*c));
         let authenticated = (0..CONNS)
             .filter(|c| self.h.core.is_authenticated(ConnId(*c)))
             .count();
@@ -518,13 +639,19 @@ impl Model {
                 assert_eq!(hosts[0].user_id, room.host_id, "{room:?}");
             }
             assert!(
-                room.peers.windows(2).all(|w| w[0].connected_at <= w[1].connected_at),
+                room.peers
+                    .windows(2)
+                    .all(|w| w[0].connected_at <= w[1].connected_at),
                 "not longest-connected first: {room:?}"
             );
             for p in &room.peers {
                 assert!(p.connected_at <= p.last_heartbeat && p.last_heartbeat <= self.h.now);
                 let conn = self.acked[&(room_id.clone(), p.user_id.clone())];
-                assert!(self.h.core.is_authenticated(conn), "{} in {room_id} via a dead {conn}", p.user_id);
+                assert!(
+                    self.h.core.is_authenticated(conn),
+                    "{} in {room_id} via a dead {conn}",
+                    p.user_id
+                );
                 assert_eq!(self.identity[&conn], (p.user_id.clone(), room_id.clone()));
                 assert!(member_conns.insert(conn), "{conn} is two members");
             }
@@ -566,8 +693,18 @@ proptest! {
 #[should_panic(expected = "was not a member")]
 fn the_routing_check_catches_a_signal_to_a_stranger() {
     let mut model = Model::new(CoreConfig::default());
-    model.step(&Event::Auth { conn: 0, user: 0, room: 0, named: false });
-    model.step(&Event::Auth { conn: 1, user: 1, room: 0, named: false });
+    model.step(&Event::Auth {
+        conn: 0,
+        user: 0,
+        room: 0,
+        named: false,
+    });
+    model.step(&Event::Auth {
+        conn: 1,
+        user: 1,
+        room: 0,
+        named: false,
+    });
     let before = model.members();
     let was = (0..2).map(ConnId).collect();
     model.h.out.push(Output::Send {
@@ -591,13 +728,52 @@ fn a_long_idle_sequence_stays_consistent() {
     });
     let events = [
         Event::CreateRoom { room: 2, host: 3 },
-        Event::Auth { conn: 0, user: 0, room: 0, named: true },
-        Event::Auth { conn: 1, user: 1, room: 0, named: false },
-        Event::Auth { conn: 2, user: 0, room: 0, named: false },
-        Event::Msg { conn: 1, msg: Msg::Signal { kind: 0, target: 0, spoof: 2 } },
-        Event::Msg { conn: 2, msg: Msg::Update { cursor: true, spoof: 1 } },
-        Event::Msg { conn: 1, msg: Msg::Leave },
-        Event::Msg { conn: 1, msg: Msg::Join { room: None } },
+        Event::Auth {
+            conn: 0,
+            user: 0,
+            room: 0,
+            named: true,
+        },
+        Event::Auth {
+            conn: 1,
+            user: 1,
+            room: 0,
+            named: false,
+        },
+        Event::Auth {
+            conn: 2,
+            user: 0,
+            room: 0,
+            named: false,
+        },
+        Event::Msg {
+            conn: 1,
+            live: false,
+            msg: Msg::Signal {
+                kind: 0,
+                target: 0,
+                mate: false,
+                spoof: 2,
+            },
+        },
+        Event::Msg {
+            conn: 2,
+            live: false,
+            msg: Msg::Update {
+                cursor: true,
+                spoof: 1,
+            },
+        },
+        Event::Msg {
+            conn: 1,
+            live: false,
+            msg: Msg::Leave,
+        },
+        Event::Msg {
+            conn: 1,
+            live: false,
+            msg: Msg::Join { room: None },
+        },
         Event::Advance { ms: 600_000 },
         Event::Memory { level: 2 },
         Event::DeleteRoom { room: 0 },
@@ -605,6 +781,9 @@ fn a_long_idle_sequence_stays_consistent() {
     for e in &events {
         model.step(e);
     }
-    assert!(model.h.core.room(&rid("r2")).is_none(), "empty room removed at the first cleanup");
+    assert!(
+        model.h.core.room(&rid("r2")).is_none(),
+        "empty room removed at the first cleanup"
+    );
     assert_eq!(model.h.core.stats().rooms, 0);
 }

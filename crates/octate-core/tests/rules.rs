@@ -203,7 +203,10 @@ fn last_peer_sending_leave_room_removes_the_room_but_keeps_the_connection() {
     h.auth(1, "alice", "r");
     h.drain();
     h.send(1, r#"{"type":"leave-room"}"#);
-    assert_eq!(h.sent_to(1), vec![ServerMessage::RoomLeft { room_id: rid("r") }]);
+    assert_eq!(
+        h.sent_to(1),
+        vec![ServerMessage::RoomLeft { room_id: rid("r") }]
+    );
     assert_eq!(h.removed(), vec![(rid("r"), RoomCloseReason::Empty)]);
     assert!(h.room("r").is_none());
     assert!(h.core.is_authenticated(ConnId(1)));
@@ -263,7 +266,11 @@ fn a_silent_peer_is_closed_at_the_first_heartbeat_after_the_timeout() {
         h.advance(config.heartbeat_interval);
         h.pong(2);
     }
-    assert!(h.now > deadline, "closed before {:?} of silence", config.peer_timeout);
+    assert!(
+        h.now > deadline,
+        "closed before {:?} of silence",
+        config.peer_timeout
+    );
     assert_eq!(h.closed(1), Some(CloseCode::HeartbeatTimeout));
     assert_eq!(h.closed(2), None);
     // The close happened at a heartbeat tick, and the closed peer got no heartbeat then.
@@ -276,7 +283,9 @@ fn a_silent_peer_is_closed_at_the_first_heartbeat_after_the_timeout() {
         .filter(|m| !matches!(m, ServerMessage::Heartbeat))
         .collect();
     assert_peer_left(&bob[0], "alice", LeaveReason::Timeout);
-    assert!(matches!(&bob[1], ServerMessage::HostChanged { host_id, .. } if *host_id == uid("bob")));
+    assert!(
+        matches!(&bob[1], ServerMessage::HostChanged { host_id, .. } if *host_id == uid("bob"))
+    );
     assert_eq!(bob.len(), 2, "{bob:?}");
     assert_eq!(h.peer_ids("r"), ["bob"]);
     assert!(!h.core.is_authenticated(ConnId(1)));
@@ -335,9 +344,12 @@ fn heartbeats_go_out_every_interval_and_early_timeouts_do_nothing() {
 
     h.advance(secs(1));
     assert_eq!(h.now, T0 + interval);
-    assert_eq!(h.drain(), vec![Output::Heartbeat {
-        to: vec![ConnId(1), ConnId(3)]
-    }]);
+    assert_eq!(
+        h.drain(),
+        vec![Output::Heartbeat {
+            to: vec![ConnId(1), ConnId(3)]
+        }]
+    );
     // A spurious second call at the same instant is a no-op.
     h.tick();
     assert!(h.drain().is_empty());
@@ -412,7 +424,10 @@ fn an_http_room_keeps_its_details_and_its_first_joiner_hosts_it() {
     assert_eq!(room.host_id, uid("bob"));
     assert!(room.peers[0].is_host);
     keep_alive(&mut h, &[1], mins(30));
-    assert!(h.room("lobby").is_some(), "an occupied room is not removed as empty");
+    assert!(
+        h.room("lobby").is_some(),
+        "an occupied room is not removed as empty"
+    );
     assert_eq!(h.core.stats().rooms_created, 1);
 }
 
@@ -481,12 +496,19 @@ fn an_inactive_room_is_closed_after_the_inactivity_timeout() {
 #[test]
 fn signals_updates_and_joins_count_as_activity() {
     let config = CoreConfig::default();
-    let steps: [(&str, fn(&mut Harness)); 3] = [
+    type Act = fn(&mut Harness);
+    let steps: [(&str, Act); 3] = [
         ("signal", |h| {
-            h.send(1, r#"{"type":"ice-candidate","data":{"peer":"bob","candidate":"c"}}"#);
+            h.send(
+                1,
+                r#"{"type":"ice-candidate","data":{"peer":"bob","candidate":"c"}}"#,
+            );
         }),
         ("update", |h| {
-            h.send(2, r#"{"type":"cursor-update","data":{"line":3,"column":4}}"#);
+            h.send(
+                2,
+                r#"{"type":"cursor-update","data":{"line":3,"column":4}}"#,
+            );
         }),
         ("join", |h| h.auth(3, "carol", "r")),
     ];
@@ -503,11 +525,15 @@ fn signals_updates_and_joins_count_as_activity() {
         assert!(h.room("r").is_some(), "{what} did not count as activity");
         let first_cleanup_past_timeout =
             touched + ms(config.room_inactive_timeout) + ms(config.cleanup_interval);
-        let until_just_before = std::time::Duration::from_millis(first_cleanup_past_timeout - 1 - h.now);
+        let until_just_before =
+            std::time::Duration::from_millis(first_cleanup_past_timeout - 1 - h.now);
         keep_alive(&mut h, &[1, 2, 3], until_just_before);
         assert!(h.room("r").is_some(), "{what}: closed before 3 h of quiet");
         keep_alive(&mut h, &[1, 2, 3], std::time::Duration::from_millis(1));
-        assert!(h.room("r").is_none(), "{what}: closed 3 h after the activity");
+        assert!(
+            h.room("r").is_none(),
+            "{what}: closed 3 h after the activity"
+        );
     }
 }
 
@@ -518,7 +544,11 @@ fn a_quiet_room_turns_idle_and_back_to_active_on_activity() {
     h.auth(1, "alice", "r");
     h.auth(2, "bob", "r");
     keep_alive(&mut h, &[1, 2], config.room_idle_after);
-    assert_eq!(h.expect_room("r").state, RoomState::Active, "not idle at exactly the limit");
+    assert_eq!(
+        h.expect_room("r").state,
+        RoomState::Active,
+        "not idle at exactly the limit"
+    );
     keep_alive(&mut h, &[1, 2], config.cleanup_interval);
     assert_eq!(h.expect_room("r").state, RoomState::Idle);
     // Pongs do not wake it up.
@@ -526,7 +556,10 @@ fn a_quiet_room_turns_idle_and_back_to_active_on_activity() {
     h.send(2, r#"{"type":"heartbeat"}"#);
     assert_eq!(h.expect_room("r").state, RoomState::Idle);
 
-    h.send(2, r#"{"type":"cursor-update","data":{"line":1,"column":1}}"#);
+    h.send(
+        2,
+        r#"{"type":"cursor-update","data":{"line":1,"column":1}}"#,
+    );
     let room = h.expect_room("r");
     assert_eq!(room.state, RoomState::Active);
     assert_eq!(room.last_activity, h.now);
@@ -610,7 +643,10 @@ fn memory_critical_closes_idle_rooms_and_idle_peers_but_not_active_ones() {
     assert_eq!(h.closed(1), Some(CloseCode::RoomClosed));
     assert_room_closed(&h.sent_to(1)[0], "quiet", RoomCloseReason::MemoryPressure);
     assert!(h.room("quiet").is_none());
-    assert!(h.removed().contains(&(rid("quiet"), RoomCloseReason::MemoryPressure)));
+    assert!(
+        h.removed()
+            .contains(&(rid("quiet"), RoomCloseReason::MemoryPressure))
+    );
     // carol is silent 2 min > idle_peer_after (1 min): dropped; bob is active and stays.
     assert_eq!(h.closed(3), Some(CloseCode::MemoryPressure));
     assert_eq!(h.closed(2), None);
@@ -628,7 +664,10 @@ fn memory_critical_spares_a_busy_room() {
     h.auth(1, "alice", "r");
     h.auth(2, "bob", "r");
     h.advance(secs(30));
-    h.send(1, r#"{"type":"cursor-update","data":{"line":1,"column":1}}"#);
+    h.send(
+        1,
+        r#"{"type":"cursor-update","data":{"line":1,"column":1}}"#,
+    );
     h.pong(2);
     h.drain();
     assert_eq!(h.memory(u64::MAX), MemoryLevel::Critical);
@@ -678,7 +717,11 @@ fn signals_reach_only_their_target_stamped_with_the_real_sender_and_byte_identic
             panic!("{wire}: {msg:?}");
         };
         assert_eq!(*k, kind);
-        assert_eq!(*from, uid("alice"), "from comes from the token, not the JSON");
+        assert_eq!(
+            *from,
+            uid("alice"),
+            "from comes from the token, not the JSON"
+        );
         assert_eq!(*room_id, rid("r"));
         assert_eq!(relayed.get(), data);
         let encoded = String::from_utf8(msg.encode()).unwrap();
@@ -694,7 +737,10 @@ fn signals_reach_only_their_target_stamped_with_the_real_sender_and_byte_identic
 #[test]
 fn a_signal_to_an_unknown_peer_is_an_error_for_the_sender_only() {
     let mut h = routing_scene();
-    h.send(1, r#"{"type":"sdp-offer","data":{"peer":"mallory","sdp":"v=0"}}"#);
+    h.send(
+        1,
+        r#"{"type":"sdp-offer","data":{"peer":"mallory","sdp":"v=0"}}"#,
+    );
     assert_eq!(h.errors_to(1), [ErrorCode::PeerNotFound]);
     assert_eq!(h.out.len(), 1);
     assert_eq!(h.core.stats().messages_relayed, 0);
@@ -703,8 +749,14 @@ fn a_signal_to_an_unknown_peer_is_an_error_for_the_sender_only() {
 #[test]
 fn a_signal_never_crosses_rooms() {
     let mut h = routing_scene();
-    h.send(1, r#"{"type":"sdp-offer","data":{"peer":"dave","sdp":"v=0"}}"#);
-    h.send(4, r#"{"type":"ice-candidate","data":{"peer":"alice","candidate":"c"}}"#);
+    h.send(
+        1,
+        r#"{"type":"sdp-offer","data":{"peer":"dave","sdp":"v=0"}}"#,
+    );
+    h.send(
+        4,
+        r#"{"type":"ice-candidate","data":{"peer":"alice","candidate":"c"}}"#,
+    );
     assert_eq!(h.errors_to(1), [ErrorCode::PeerNotFound]);
     assert_eq!(h.errors_to(4), [ErrorCode::PeerNotFound]);
     assert_eq!(h.out.len(), 2, "{:?}", h.out);
@@ -713,7 +765,10 @@ fn a_signal_never_crosses_rooms() {
 #[test]
 fn a_signal_to_oneself_is_refused() {
     let mut h = routing_scene();
-    h.send(2, r#"{"type":"sdp-answer","data":{"peer":"bob","sdp":"v=0"}}"#);
+    h.send(
+        2,
+        r#"{"type":"sdp-answer","data":{"peer":"bob","sdp":"v=0"}}"#,
+    );
     assert_eq!(h.out.len(), 1, "{:?}", h.out);
     assert_eq!(h.errors_to(2), [ErrorCode::PeerNotFound]);
 }
@@ -723,7 +778,10 @@ fn a_signal_from_outside_a_room_is_refused() {
     let mut h = routing_scene();
     h.send(3, r#"{"type":"leave-room"}"#);
     h.drain();
-    h.send(3, r#"{"type":"sdp-offer","data":{"peer":"alice","sdp":"v=0"}}"#);
+    h.send(
+        3,
+        r#"{"type":"sdp-offer","data":{"peer":"alice","sdp":"v=0"}}"#,
+    );
     h.send(3, r#"{"type":"presence","data":{"status":"idle"}}"#);
     assert_eq!(h.errors_to(3), [ErrorCode::NotInRoom, ErrorCode::NotInRoom]);
     assert_eq!(h.out.len(), 2, "{:?}", h.out);
@@ -880,7 +938,10 @@ fn naming_a_room_other_than_the_tokens_is_forbidden() {
 fn leave_room_then_join_room() {
     let mut h = routing_scene();
     h.send(2, r#"{"type":"leave-room"}"#);
-    assert_eq!(h.sent_to(2), [ServerMessage::RoomLeft { room_id: rid("r") }]);
+    assert_eq!(
+        h.sent_to(2),
+        [ServerMessage::RoomLeft { room_id: rid("r") }]
+    );
     for conn in [1, 3] {
         let sent = h.sent_to(conn);
         assert_eq!(sent.len(), 1);
@@ -891,7 +952,10 @@ fn leave_room_then_join_room() {
     h.advance(secs(1));
     h.drain();
 
-    h.send(2, r#"{"type":"join-room","roomId":"r","data":{"userName":"Bobby"}}"#);
+    h.send(
+        2,
+        r#"{"type":"join-room","roomId":"r","data":{"userName":"Bobby"}}"#,
+    );
     let sent = h.sent_to(2);
     assert_eq!(sent.len(), 1, "{sent:?}");
     let ServerMessage::RoomJoined { user_id, room } = &sent[0] else {
@@ -985,7 +1049,10 @@ fn the_per_user_room_limit_frees_up_when_a_room_is_removed() {
     assert_eq!(h.errors_to(3), [ErrorCode::TooManyRoomsForUser]);
     assert!(h.closed(3).is_some());
     assert!(h.room("r3").is_none());
-    assert_eq!(h.create_room("r4", "alice"), Err(CoreError::TooManyRoomsForUser));
+    assert_eq!(
+        h.create_room("r4", "alice"),
+        Err(CoreError::TooManyRoomsForUser)
+    );
     // Other users are not limited by alice's rooms.
     h.auth(4, "bob", "r4");
     assert_eq!(h.kinds_to(4), ["auth-ok"]);
@@ -999,7 +1066,10 @@ fn the_per_user_room_limit_frees_up_when_a_room_is_removed() {
     h.drain();
     h.auth(6, "alice", "r3");
     assert_eq!(h.kinds_to(6), ["auth-ok"]);
-    assert_eq!(h.create_room("r5", "alice"), Err(CoreError::TooManyRoomsForUser));
+    assert_eq!(
+        h.create_room("r5", "alice"),
+        Err(CoreError::TooManyRoomsForUser)
+    );
 }
 
 #[test]
@@ -1009,7 +1079,10 @@ fn a_room_counts_for_its_creator_even_after_the_creator_leaves() {
     h.auth(2, "bob", "r1");
     h.disconnect(1);
     h.drain();
-    assert_eq!(h.create_room("r2", "alice"), Err(CoreError::TooManyRoomsForUser));
+    assert_eq!(
+        h.create_room("r2", "alice"),
+        Err(CoreError::TooManyRoomsForUser)
+    );
     h.disconnect(2);
     h.create_room("r2", "alice").unwrap();
 }
@@ -1047,7 +1120,10 @@ fn the_same_user_again_replaces_the_old_connection() {
 
     // Signals for bob now reach the new connection.
     h.drain();
-    h.send(1, r#"{"type":"sdp-offer","data":{"peer":"bob","sdp":"v=0"}}"#);
+    h.send(
+        1,
+        r#"{"type":"sdp-offer","data":{"peer":"bob","sdp":"v=0"}}"#,
+    );
     assert_eq!(h.kinds_to(7), ["sdp-offer"]);
     // The old connection's late disconnect does not remove bob.
     h.drain();
@@ -1066,7 +1142,11 @@ fn a_user_alone_in_a_room_can_reconnect() {
     assert_eq!(h.closed(1), Some(CloseCode::Replaced));
     assert_eq!(h.closed(2), None);
     assert_eq!(h.kinds_to(2), ["auth-ok"]);
-    assert!(h.removed().is_empty(), "the room was not dropped: {:?}", h.removed());
+    assert!(
+        h.removed().is_empty(),
+        "the room was not dropped: {:?}",
+        h.removed()
+    );
     let room = h.expect_room("r");
     assert_eq!(room.created_at, T0, "same room, not a new one");
     assert_eq!(h.peer_ids("r"), ["alice"]);
@@ -1105,7 +1185,10 @@ fn deleting_a_room_closes_its_members_and_nothing_else() {
     }
     // The broadcast comes before the closes.
     let first_close = h.out.iter().position(|o| matches!(o, Output::Close { .. }));
-    let broadcast = h.out.iter().position(|o| matches!(o, Output::Broadcast { .. }));
+    let broadcast = h
+        .out
+        .iter()
+        .position(|o| matches!(o, Output::Broadcast { .. }));
     assert!(broadcast < first_close);
     assert_eq!(h.removed(), vec![(rid("r"), RoomCloseReason::Deleted)]);
     assert!(h.room("r").is_none());
@@ -1118,7 +1201,10 @@ fn deleting_a_room_closes_its_members_and_nothing_else() {
     for conn in [1, 2, 3] {
         h.disconnect(conn);
     }
-    assert!(h.drain().is_empty(), "a disconnect after the close is a no-op");
+    assert!(
+        h.drain().is_empty(),
+        "a disconnect after the close is a no-op"
+    );
     assert_eq!(h.delete_room("r"), Err(CoreError::RoomNotFound));
     assert!(h.drain().is_empty());
 }
@@ -1129,10 +1215,13 @@ fn deleting_an_empty_or_unknown_room() {
     assert_eq!(h.delete_room("nope"), Err(CoreError::RoomNotFound));
     h.create_room("lobby", "alice").unwrap();
     h.delete_room("lobby").unwrap();
-    assert_eq!(h.drain(), vec![Output::RoomRemoved {
-        room_id: rid("lobby"),
-        reason: RoomCloseReason::Deleted
-    }]);
+    assert_eq!(
+        h.drain(),
+        vec![Output::RoomRemoved {
+            room_id: rid("lobby"),
+            reason: RoomCloseReason::Deleted
+        }]
+    );
     assert!(h.room("lobby").is_none());
 }
 
@@ -1163,7 +1252,10 @@ fn stats_count_rooms_peers_and_connections() {
     assert_eq!(stats.rooms_created, 3);
     assert_eq!(stats.rooms_closed, 0);
 
-    h.send(1, r#"{"type":"sdp-offer","data":{"peer":"bob","sdp":"v=0"}}"#);
+    h.send(
+        1,
+        r#"{"type":"sdp-offer","data":{"peer":"bob","sdp":"v=0"}}"#,
+    );
     h.send(1, r#"{"type":"presence","data":{"status":"active"}}"#);
     h.send(3, r#"{"type":"presence","data":{"status":"active"}}"#);
     assert_eq!(h.core.stats().messages_relayed, 2);

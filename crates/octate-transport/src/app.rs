@@ -13,11 +13,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use crate::TransportConfig;
 use crate::auth::AdminKey;
 use crate::heap::{HeapProbe, HeapSample};
+use crate::limits::PerAddress;
 use crate::metrics::Metrics;
 use crate::registry::{Outbound, Push, Registry};
-use crate::TransportConfig;
 
 /// Converts between the tokio clock and the core's Unix milliseconds.
 ///
@@ -34,7 +35,10 @@ impl Clock {
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0);
-        Self { base: Instant::now(), base_unix_ms }
+        Self {
+            base: Instant::now(),
+            base_unix_ms,
+        }
     }
 
     /// Now, in Unix milliseconds, advancing monotonically.
@@ -65,6 +69,10 @@ pub struct App {
     pub(crate) clock: Clock,
     /// Flips to `true` at shutdown; every task holds a receiver.
     pub(crate) stop: watch::Sender<bool>,
+    /// Accepted TCP connections still speaking HTTP (upgraded ones are in `registry`).
+    pub(crate) http_sockets: std::sync::atomic::AtomicUsize,
+    /// Open WebSocket connections per source address.
+    pub(crate) per_address: PerAddress,
     /// The admin key, when one is configured.
     pub(crate) admin_key: Option<AdminKey>,
     memory_level: AtomicU8,
@@ -73,7 +81,9 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,6 +107,8 @@ impl App {
             config,
             clock,
             stop,
+            http_sockets: std::sync::atomic::AtomicUsize::new(0),
+            per_address: PerAddress::default(),
             admin_key,
             memory_level: AtomicU8::new(0),
             started: Instant::now(),

@@ -38,7 +38,10 @@ pub(crate) struct Assembler {
 
 impl Assembler {
     pub(crate) fn new(limit: usize) -> Self {
-        Self { limit, partial: None }
+        Self {
+            limit,
+            partial: None,
+        }
     }
 
     /// Feeds a data frame (text, binary or continuation); returns a message when one is complete.
@@ -110,7 +113,9 @@ mod tests {
         let mut a = Assembler::new(100);
         assert_eq!(a.push(frame(false, OpCode::Text, b"{\"a\"")), Ok(None));
         assert_eq!(a.push(frame(false, OpCode::Continuation, b":")), Ok(None));
-        let done = a.push(frame(true, OpCode::Continuation, b"1}")).expect("complete");
+        let done = a
+            .push(frame(true, OpCode::Continuation, b"1}"))
+            .expect("complete");
         assert_eq!(done, Some(Message::Text(BytesMut::from(&b"{\"a\":1}"[..]))));
     }
 
@@ -118,8 +123,14 @@ mod tests {
     fn endless_fragments_stop_at_the_limit() {
         let mut a = Assembler::new(10);
         assert_eq!(a.push(frame(false, OpCode::Text, b"12345")), Ok(None));
-        assert_eq!(a.push(frame(false, OpCode::Continuation, b"12345")), Ok(None));
-        assert_eq!(a.push(frame(false, OpCode::Continuation, b"1")), Err(AssembleError::TooLarge));
+        assert_eq!(
+            a.push(frame(false, OpCode::Continuation, b"12345")),
+            Ok(None)
+        );
+        assert_eq!(
+            a.push(frame(false, OpCode::Continuation, b"1")),
+            Err(AssembleError::TooLarge)
+        );
     }
 
     #[test]
@@ -127,15 +138,27 @@ mod tests {
         let mut a = Assembler::new(100);
         let e_acute = "é".as_bytes();
         assert_eq!(a.push(frame(false, OpCode::Text, &e_acute[..1])), Ok(None));
-        assert!(matches!(a.push(frame(true, OpCode::Continuation, &e_acute[1..])), Ok(Some(Message::Text(_)))));
-        assert_eq!(a.push(frame(true, OpCode::Text, &[0xff, 0xfe])), Err(AssembleError::InvalidUtf8));
+        assert!(matches!(
+            a.push(frame(true, OpCode::Continuation, &e_acute[1..])),
+            Ok(Some(Message::Text(_)))
+        ));
+        assert_eq!(
+            a.push(frame(true, OpCode::Text, &[0xff, 0xfe])),
+            Err(AssembleError::InvalidUtf8)
+        );
     }
 
     #[test]
     fn bad_fragment_orders() {
         let mut a = Assembler::new(100);
-        assert_eq!(a.push(frame(true, OpCode::Continuation, b"x")), Err(AssembleError::BadFragment));
+        assert_eq!(
+            a.push(frame(true, OpCode::Continuation, b"x")),
+            Err(AssembleError::BadFragment)
+        );
         assert_eq!(a.push(frame(false, OpCode::Text, b"x")), Ok(None));
-        assert_eq!(a.push(frame(true, OpCode::Text, b"y")), Err(AssembleError::BadFragment));
+        assert_eq!(
+            a.push(frame(true, OpCode::Text, b"y")),
+            Err(AssembleError::BadFragment)
+        );
     }
 }

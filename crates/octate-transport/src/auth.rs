@@ -64,8 +64,14 @@ mod tests {
         let cases = [
             AuthError::Malformed("x"),
             AuthError::BadSignature,
-            AuthError::Expired { expired_at: 1, now: 2 },
-            AuthError::NotYetValid { issued_at: 2, now: 1 },
+            AuthError::Expired {
+                expired_at: 1,
+                now: 2,
+            },
+            AuthError::NotYetValid {
+                issued_at: 2,
+                now: 1,
+            },
             AuthError::WrongUser,
             AuthError::WrongRoom,
             AuthError::Revoked,

@@ -62,6 +62,14 @@ pub struct TransportConfig {
     pub memory_check_interval: Duration,
     /// Most open WebSocket connections.
     pub max_connections: usize,
+    /// Most open WebSocket connections from one IP address (0 = no cap).
+    pub max_connections_per_ip: usize,
+    /// Messages per second one connection may send, sustained.
+    pub messages_per_second: u32,
+    /// Messages one connection may send at once above the sustained rate.
+    pub message_burst: u32,
+    /// Rejected messages in a row (no second without one) before the connection is closed.
+    pub rate_limit_strikes: u32,
     /// Time a client has to send complete HTTP request headers.
     pub header_read_timeout: Duration,
     /// Time given to open connections to close at shutdown.
@@ -83,6 +91,10 @@ impl Default for TransportConfig {
             outbound_queue_bytes: 1024 * 1024,
             memory_check_interval: Duration::from_secs(30),
             max_connections: 16_384,
+            max_connections_per_ip: 256,
+            messages_per_second: 50,
+            message_burst: 200,
+            rate_limit_strikes: 50,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(4),
             static_dir: None,

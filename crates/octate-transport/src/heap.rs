@@ -24,7 +24,10 @@ pub struct RssProbe;
 impl HeapProbe for RssProbe {
     fn sample(&self) -> HeapSample {
         let rss = rss_bytes().unwrap_or(0);
-        HeapSample { allocated: rss, resident: rss }
+        HeapSample {
+            allocated: rss,
+            resident: rss,
+        }
     }
 }
 

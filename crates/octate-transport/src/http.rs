@@ -1,6 +1,7 @@
 //! The HTTP API: health, stats, info, metrics, tokens, rooms, CORS, and the WebSocket upgrade.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -42,15 +43,20 @@ pub(crate) async fn route(
     req: Request<Incoming>,
     app: Arc<App>,
     listener: Listener,
+    remote: IpAddr,
 ) -> Result<Response<Body>, Infallible> {
     app.metrics.http_requests.inc();
-    let origin = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_owned);
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned);
     let mut resp = if req.method() == Method::OPTIONS {
         preflight(&app, origin.as_deref())
     } else if fastwebsockets::upgrade::is_upgrade_request(&req)
         && (listener == Listener::Signaling || req.uri().path() == "/ws")
     {
-        upgrade(req, &app, origin.as_deref())
+        upgrade(req, &app, origin.as_deref(), remote)
     } else {
         api(req, &app).await
     };
@@ -85,13 +91,21 @@ async fn api(req: Request<Incoming>, app: &Arc<App>) -> Response<Body> {
         (["api", "rooms", id], &Method::GET) => with_room(id, |room_id| {
             match app.with_core(|core| core.room(&room_id)) {
                 Some(room) => json(StatusCode::OK, &room),
-                None => error(StatusCode::NOT_FOUND, ErrorCode::RoomNotFound, "room not found"),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::RoomNotFound,
+                    "room not found",
+                ),
             }
         }),
         (["api", "rooms", id, "peers"], &Method::GET) => with_room(id, |room_id| {
             match app.with_core(|core| core.peers(&room_id)) {
                 Some(peers) => json(StatusCode::OK, &peers),
-                None => error(StatusCode::NOT_FOUND, ErrorCode::RoomNotFound, "room not found"),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::RoomNotFound,
+                    "room not found",
+                ),
             }
         }),
         (["api", "rooms", id], &Method::DELETE) => match admin(app, &req) {
@@ -126,14 +140,27 @@ fn with_room(id: &str, f: impl FnOnce(RoomId) -> Response<Body>) -> Response<Bod
     }
 }
 
-fn upgrade(mut req: Request<Incoming>, app: &Arc<App>, origin: Option<&str>) -> Response<Body> {
+fn upgrade(
+    mut req: Request<Incoming>,
+    app: &Arc<App>,
+    origin: Option<&str>,
+    remote: IpAddr,
+) -> Response<Body> {
     if app.stopping() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "shutting down");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "shutting down",
+        );
     }
     if let Some(origin) = origin
         && !app.config.cors_origins.allows(origin)
     {
-        return error(StatusCode::FORBIDDEN, ErrorCode::Forbidden, "origin not allowed");
+        return error(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "origin not allowed",
+        );
     }
     if app.registry.len() >= app.config.max_connections {
         app.metrics.connections_refused.inc();
@@ -143,11 +170,20 @@ fn upgrade(mut req: Request<Incoming>, app: &Arc<App>, origin: Option<&str>) -> 
             "connection limit reached",
         );
     }
+    let Some(slot) = AddressSlot::acquire(app, remote) else {
+        app.metrics.connections_refused.inc();
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyConnections,
+            "too many connections from this address",
+        );
+    };
     match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok((resp, fut)) => {
             let app = app.clone();
             let stop = app.stop.subscribe();
             tokio::spawn(async move {
+                let _slot = slot;
                 match fut.await {
                     Ok(ws) => session::run(ws, app, stop).await,
                     Err(err) => debug!(%err, "websocket upgrade failed"),
@@ -155,7 +191,34 @@ fn upgrade(mut req: Request<Incoming>, app: &Arc<App>, origin: Option<&str>) -> 
             });
             resp.map(|_| Body::default())
         }
-        Err(err) => error(StatusCode::BAD_REQUEST, ErrorCode::InvalidMessage, err.to_string()),
+        Err(err) => error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidMessage,
+            err.to_string(),
+        ),
+    }
+}
+
+/// One counted connection from an address, released when dropped.
+struct AddressSlot {
+    app: Arc<App>,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    fn acquire(app: &Arc<App>, ip: IpAddr) -> Option<Self> {
+        app.per_address
+            .try_acquire(ip, app.config.max_connections_per_ip)
+            .then(|| Self {
+                app: app.clone(),
+                ip,
+            })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        self.app.per_address.release(self.ip);
     }
 }
 
@@ -244,7 +307,10 @@ async fn issue_token(app: &App, req: Request<Incoming>) -> Response<Body> {
     };
     let ttl = body.ttl_seconds.map(std::time::Duration::from_secs);
     let now = app.clock.now_ms();
-    let issued = app.auth.read().issue(body.user_id.as_str(), body.room_id.as_str(), ttl, now);
+    let issued = app
+        .auth
+        .read()
+        .issue(body.user_id.as_str(), body.room_id.as_str(), ttl, now);
     match issued {
         Ok((token, claims)) => json(
             StatusCode::OK,
@@ -255,7 +321,11 @@ async fn issue_token(app: &App, req: Request<Incoming>) -> Response<Body> {
                 expires_at: claims.expires_at,
             },
         ),
-        Err(err) => error(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, err.to_string()),
+        Err(err) => error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidField,
+            err.to_string(),
+        ),
     }
 }
 
@@ -265,10 +335,19 @@ async fn validate_token(app: &App, req: Request<Incoming>) -> Response<Body> {
         Err(resp) => return resp,
     };
     let now = app.clock.now_ms();
-    let result = app.auth.read().verify_for(&body.token, &body.user_id, &body.room_id, now);
+    let result = app
+        .auth
+        .read()
+        .verify_for(&body.token, &body.user_id, &body.room_id, now);
     let resp = match result {
-        Ok(_) => ValidateResponse { valid: true, error: None },
-        Err(err) => ValidateResponse { valid: false, error: Some(auth_error_code(&err)) },
+        Ok(_) => ValidateResponse {
+            valid: true,
+            error: None,
+        },
+        Err(err) => ValidateResponse {
+            valid: false,
+            error: Some(auth_error_code(&err)),
+        },
     };
     json(StatusCode::OK, &resp)
 }
@@ -282,7 +361,11 @@ async fn revoke_token(app: &App, req: Request<Incoming>) -> Response<Body> {
     let result = app.auth.write().revoke(&body.token, now);
     match result {
         Ok(_) => json(StatusCode::OK, &SuccessResponse { success: true }),
-        Err(err) => error(StatusCode::BAD_REQUEST, auth_error_code(&err), err.to_string()),
+        Err(err) => error(
+            StatusCode::BAD_REQUEST,
+            auth_error_code(&err),
+            err.to_string(),
+        ),
     }
 }
 
@@ -321,30 +404,47 @@ fn core_error(err: CoreError) -> Response<Body> {
 /// Checks `Authorization: Bearer <admin key>` when an admin key is configured.
 #[allow(clippy::result_large_err)]
 fn admin(app: &App, req: &Request<Incoming>) -> Result<(), Response<Body>> {
-    let Some(key) = app.admin_key.as_ref() else { return Ok(()) };
+    let Some(key) = app.admin_key.as_ref() else {
+        return Ok(());
+    };
     let Some(given) = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
     else {
-        return Err(error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "admin key required"));
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "admin key required",
+        ));
     };
     if key.matches(given.trim()) {
         Ok(())
     } else {
-        Err(error(StatusCode::FORBIDDEN, ErrorCode::Forbidden, "wrong admin key"))
+        Err(error(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "wrong admin key",
+        ))
     }
 }
 
 /// Reads a JSON body under the size limit into `T`.
 #[allow(clippy::result_large_err)]
-async fn read_json<T: DeserializeOwned>(app: &App, req: Request<Incoming>) -> Result<T, Response<Body>> {
+async fn read_json<T: DeserializeOwned>(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<T, Response<Body>> {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
     if !is_json {
         return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -362,12 +462,20 @@ async fn read_json<T: DeserializeOwned>(app: &App, req: Request<Incoming>) -> Re
                 format!("body exceeds {limit} bytes"),
             ));
         }
-        Err(_) => return Err(error(StatusCode::BAD_REQUEST, ErrorCode::InvalidJson, "body could not be read")),
+        Err(_) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidJson,
+                "body could not be read",
+            ));
+        }
     };
     serde_json::from_slice(&bytes).map_err(|err| {
         use serde_json::error::Category;
         let code = match err.classify() {
-            Category::Data if err.to_string().starts_with("missing field") => ErrorCode::MissingField,
+            Category::Data if err.to_string().starts_with("missing field") => {
+                ErrorCode::MissingField
+            }
             Category::Data => ErrorCode::InvalidField,
             _ => ErrorCode::InvalidJson,
         };
@@ -381,16 +489,32 @@ fn preflight(app: &App, origin: Option<&str>) -> Response<Body> {
             let mut resp = Response::new(Body::default());
             *resp.status_mut() = StatusCode::NO_CONTENT;
             let h = resp.headers_mut();
-            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
-            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type, authorization"));
-            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("content-type, authorization"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
             resp
         }
-        Some(_) => error(StatusCode::FORBIDDEN, ErrorCode::Forbidden, "origin not allowed"),
+        Some(_) => error(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "origin not allowed",
+        ),
         None => {
             let mut resp = Response::new(Body::default());
             *resp.status_mut() = StatusCode::NO_CONTENT;
-            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
+            resp.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+            );
             resp
         }
     }
@@ -413,11 +537,16 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Body>
         Ok(bytes) => {
             let mut resp = Response::new(Body::from(bytes));
             *resp.status_mut() = status;
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             resp
         }
         Err(_) => {
-            let mut resp = Response::new(Body::from(r#"{"error":{"code":"internal","message":"serialization failed"}}"#));
+            let mut resp = Response::new(Body::from(
+                r#"{"error":{"code":"internal","message":"serialization failed"}}"#,
+            ));
             *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
             resp
         }
@@ -425,7 +554,11 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Body>
 }
 
 /// A JSON error response `{ "error": { "code", "message" } }`.
-pub(crate) fn error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response<Body> {
+pub(crate) fn error(
+    status: StatusCode,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> Response<Body> {
     json(status, &HttpError::new(code, message))
 }
 
@@ -434,7 +567,12 @@ fn not_found() -> Response<Body> {
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed, "method not allowed");
-    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    let mut resp = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        "method not allowed",
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     resp
 }

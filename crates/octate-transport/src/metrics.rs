@@ -11,7 +11,13 @@ use octate_protocol::ErrorCode;
 type Labels = [(&'static str, &'static str); 1];
 
 /// Message types counted when relayed.
-const RELAYED: [&str; 5] = ["sdp-offer", "sdp-answer", "ice-candidate", "presence", "cursor-update"];
+const RELAYED: [&str; 5] = [
+    "sdp-offer",
+    "sdp-answer",
+    "ice-candidate",
+    "presence",
+    "cursor-update",
+];
 
 /// Every metric the server exports.
 #[derive(Debug)]
@@ -46,12 +52,21 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("octate");
         let relayed_family = Family::<Labels, Counter>::default();
-        let relayed = RELAYED.iter().map(|t| relayed_family.get_or_create(&[("type", t)]).clone()).collect();
-        registry.register("messages_relayed", "Messages delivered to a peer, by type", relayed_family);
+        let relayed = RELAYED
+            .iter()
+            .map(|t| relayed_family.get_or_create(&[("type", t)]).clone())
+            .collect();
+        registry.register(
+            "messages_relayed",
+            "Messages delivered to a peer, by type",
+            relayed_family,
+        );
 
         let error_family = Family::<Labels, Counter>::default();
-        let errors =
-            ErrorCode::ALL.iter().map(|c| error_family.get_or_create(&[("code", c.as_str())]).clone()).collect();
+        let errors = ErrorCode::ALL
+            .iter()
+            .map(|c| error_family.get_or_create(&[("code", c.as_str())]).clone())
+            .collect();
         registry.register("errors", "Errors sent to clients, by code", error_family);
 
         let auth_family = Family::<Labels, Counter>::default();
@@ -59,7 +74,11 @@ impl Metrics {
             .iter()
             .map(|c| auth_family.get_or_create(&[("code", c.as_str())]).clone())
             .collect();
-        registry.register("auth_failures", "Failed authentications, by code", auth_family);
+        registry.register(
+            "auth_failures",
+            "Failed authentications, by code",
+            auth_family,
+        );
 
         let metrics = Self {
             relayed,
@@ -78,15 +97,43 @@ impl Metrics {
         };
         let mut metrics = metrics;
         let r = &mut metrics.registry;
-        r.register("connections_opened", "WebSocket connections accepted", metrics.connections_opened.clone());
-        r.register("connections_refused", "WebSocket connections refused at the limit", metrics.connections_refused.clone());
-        r.register("slow_consumers_closed", "Connections closed for not reading", metrics.slow_consumers.clone());
-        r.register("http_requests", "HTTP requests served", metrics.http_requests.clone());
-        r.register("connections", "Open WebSocket connections", metrics.connections.clone());
+        r.register(
+            "connections_opened",
+            "WebSocket connections accepted",
+            metrics.connections_opened.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "WebSocket connections refused at the limit",
+            metrics.connections_refused.clone(),
+        );
+        r.register(
+            "slow_consumers_closed",
+            "Connections closed for not reading",
+            metrics.slow_consumers.clone(),
+        );
+        r.register(
+            "http_requests",
+            "HTTP requests served",
+            metrics.http_requests.clone(),
+        );
+        r.register(
+            "connections",
+            "Open WebSocket connections",
+            metrics.connections.clone(),
+        );
         r.register("rooms", "Rooms in memory", metrics.rooms.clone());
         r.register("peers", "Peers in rooms", metrics.peers.clone());
-        r.register("heap_bytes", "Heap bytes allocated", metrics.heap_bytes.clone());
-        r.register("heap_resident_bytes", "Bytes the allocator holds from the OS", metrics.resident_bytes.clone());
+        r.register(
+            "heap_bytes",
+            "Heap bytes allocated",
+            metrics.heap_bytes.clone(),
+        );
+        r.register(
+            "heap_resident_bytes",
+            "Bytes the allocator holds from the OS",
+            metrics.resident_bytes.clone(),
+        );
         metrics
     }
 
@@ -165,11 +212,29 @@ mod tests {
         m.relayed("presence", 3);
         m.error_sent(ErrorCode::PeerNotFound);
         m.auth_failed(ErrorCode::TokenExpired);
-        let text = m.render(Gauges { connections: 2, rooms: 1, peers: 2, heap_bytes: 1234, resident_bytes: 5678 });
-        assert!(text.contains("octate_messages_relayed_total{type=\"sdp-offer\"} 1"), "{text}");
-        assert!(text.contains("octate_messages_relayed_total{type=\"presence\"} 3"), "{text}");
-        assert!(text.contains("octate_errors_total{code=\"peer-not-found\"} 1"), "{text}");
-        assert!(text.contains("octate_auth_failures_total{code=\"token-expired\"} 1"), "{text}");
+        let text = m.render(Gauges {
+            connections: 2,
+            rooms: 1,
+            peers: 2,
+            heap_bytes: 1234,
+            resident_bytes: 5678,
+        });
+        assert!(
+            text.contains("octate_messages_relayed_total{type=\"sdp-offer\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("octate_messages_relayed_total{type=\"presence\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("octate_errors_total{code=\"peer-not-found\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("octate_auth_failures_total{code=\"token-expired\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("octate_connections 2"), "{text}");
         assert!(text.contains("octate_heap_bytes 1234"), "{text}");
         assert_eq!(m.auth_failures_total(), 1);

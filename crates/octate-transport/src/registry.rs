@@ -93,9 +93,20 @@ impl Registry {
         let (tx, rx) = mpsc::channel(self.queue_messages);
         let pending_bytes = Arc::new(AtomicUsize::new(0));
         let kill = Arc::new(Notify::new());
-        let handle = Handle { tx, pending_bytes: pending_bytes.clone(), kill: kill.clone() };
+        let handle = Handle {
+            tx,
+            pending_bytes: pending_bytes.clone(),
+            kill: kill.clone(),
+        };
         self.conns.write().insert(id, handle);
-        (id, Mailbox { rx, pending_bytes, kill })
+        (
+            id,
+            Mailbox {
+                rx,
+                pending_bytes,
+                kill,
+            },
+        )
     }
 
     /// Forgets a connection.
@@ -113,7 +124,9 @@ impl Registry {
         let len = text.len();
         let verdict = {
             let conns = self.conns.read();
-            let Some(handle) = conns.get(&id) else { return Push::Gone };
+            let Some(handle) = conns.get(&id) else {
+                return Push::Gone;
+            };
             let queued = handle.pending_bytes.fetch_add(len, Ordering::Relaxed) + len;
             if queued > self.queue_bytes {
                 Err(handle.kill.clone())
@@ -139,7 +152,9 @@ impl Registry {
     pub(crate) fn send_control(&self, id: ConnId, item: Outbound) -> Push {
         let verdict = {
             let conns = self.conns.read();
-            let Some(handle) = conns.get(&id) else { return Push::Gone };
+            let Some(handle) = conns.get(&id) else {
+                return Push::Gone;
+            };
             match handle.tx.try_send(item) {
                 Ok(()) => Ok(()),
                 Err(mpsc::error::TrySendError::Closed(_)) => return Push::Gone,
@@ -184,7 +199,10 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(reg.send_text(slow, Bytes::from_static(b"x")), Push::Queued);
         }
-        assert_eq!(reg.send_text(slow, Bytes::from_static(b"x")), Push::SlowConsumer);
+        assert_eq!(
+            reg.send_text(slow, Bytes::from_static(b"x")),
+            Push::SlowConsumer
+        );
         assert_eq!(reg.send_text(slow, Bytes::from_static(b"x")), Push::Gone);
         assert_eq!(reg.send_text(fast, Bytes::from_static(b"y")), Push::Queued);
         assert!(matches!(fast_box.rx.try_recv(), Ok(Outbound::Text(b)) if &b[..] == b"y"));
@@ -195,9 +213,18 @@ mod tests {
     fn byte_budget_kills_before_memory_grows() {
         let reg = Registry::new(1000, 10);
         let (id, mailbox) = reg.register();
-        assert_eq!(reg.send_text(id, Bytes::from_static(b"12345")), Push::Queued);
-        assert_eq!(reg.send_text(id, Bytes::from_static(b"12345")), Push::Queued);
-        assert_eq!(reg.send_text(id, Bytes::from_static(b"1")), Push::SlowConsumer);
+        assert_eq!(
+            reg.send_text(id, Bytes::from_static(b"12345")),
+            Push::Queued
+        );
+        assert_eq!(
+            reg.send_text(id, Bytes::from_static(b"12345")),
+            Push::Queued
+        );
+        assert_eq!(
+            reg.send_text(id, Bytes::from_static(b"1")),
+            Push::SlowConsumer
+        );
         assert_eq!(mailbox.pending_bytes.load(Ordering::Relaxed), 11);
     }
 }

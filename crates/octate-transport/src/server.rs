@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -32,9 +33,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), TransportError> {
     let timers = tokio::spawn(timers::run(app.clone(), app.stop.subscribe()));
-    let mut accepts = vec![tokio::spawn(accept_loop(listeners.http, app.clone(), Listener::Http))];
+    let mut accepts = vec![tokio::spawn(accept_loop(
+        listeners.http,
+        app.clone(),
+        Listener::Http,
+    ))];
     if let Some(signaling) = listeners.signaling {
-        accepts.push(tokio::spawn(accept_loop(signaling, app.clone(), Listener::Signaling)));
+        accepts.push(tokio::spawn(accept_loop(
+            signaling,
+            app.clone(),
+            Listener::Signaling,
+        )));
     }
 
     shutdown.await;
@@ -52,8 +61,19 @@ pub async fn serve(
     Ok(())
 }
 
+/// Sockets kept for plain HTTP requests beyond the WebSocket connection limit.
+const HTTP_HEADROOM: usize = 256;
+
+/// The answer to a connection refused before any HTTP parsing.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+content-length: 69\r\nconnection: close\r\n\r\n\
+{\"error\":{\"code\":\"too-many-connections\",\"message\":\"server is full\"}}\n";
+
 async fn accept_loop(listener: TcpListener, app: Arc<App>, kind: Listener) {
     let mut stop = app.stop.subscribe();
+    // A spare descriptor: at the open-file limit, closing it lets us accept and refuse
+    // one waiting client at once instead of leaving the whole backlog hanging.
+    let mut reserve = open_reserve();
     loop {
         let accepted = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -61,18 +81,66 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, kind: Listener) {
         };
         let (tcp, remote) = match accepted {
             Ok(pair) => pair,
+            Err(err) if is_out_of_descriptors(&err) => {
+                app.metrics.connections_refused.inc();
+                drop(reserve.take());
+                let next = tokio::time::timeout(Duration::from_millis(10), listener.accept()).await;
+                if let Ok(Ok((tcp, _))) = next {
+                    refuse(&tcp);
+                }
+                reserve = open_reserve();
+                if reserve.is_none() {
+                    // Still at the limit: give sockets a moment to close.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                continue;
+            }
             Err(err) => {
-                // Out of file descriptors (EMFILE) and the like: back off briefly
-                // instead of spinning, and keep accepting when sockets free up.
                 debug!(%err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             }
         };
+        let open = app.http_sockets.load(Ordering::Relaxed) + app.registry.len();
+        if open >= app.config.max_connections + HTTP_HEADROOM {
+            app.metrics.connections_refused.inc();
+            refuse(&tcp);
+            continue;
+        }
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let stop = app.stop.subscribe();
         tokio::spawn(serve_connection(tcp, remote, app, kind, stop));
+    }
+}
+
+fn open_reserve() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// EMFILE or ENFILE (Linux numbering).
+fn is_out_of_descriptors(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(23 | 24))
+}
+
+/// Best-effort 503 and close, without waiting on the client.
+fn refuse(tcp: &tokio::net::TcpStream) {
+    let _ = tcp.try_write(REFUSAL);
+}
+
+/// Counts a socket that is speaking HTTP until dropped.
+struct HttpSocket(Arc<App>);
+
+impl HttpSocket {
+    fn new(app: Arc<App>) -> Self {
+        app.http_sockets.fetch_add(1, Ordering::Relaxed);
+        Self(app)
+    }
+}
+
+impl Drop for HttpSocket {
+    fn drop(&mut self) {
+        self.0.http_sockets.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -83,9 +151,11 @@ async fn serve_connection(
     kind: Listener,
     mut stop: watch::Receiver<bool>,
 ) {
+    let _counted = HttpSocket::new(app.clone());
     let io = TokioIo::new(tcp);
     let svc_app = app.clone();
-    let svc = service_fn(move |req| route(req, svc_app.clone(), kind));
+    let ip = remote.ip();
+    let svc = service_fn(move |req| route(req, svc_app.clone(), kind, ip));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -108,5 +178,24 @@ async fn serve_connection(
     };
     if let Err(err) = result {
         debug!(%remote, %err, "http connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_is_a_well_formed_response() {
+        let text = std::str::from_utf8(REFUSAL).expect("ascii");
+        let (head, body) = text.split_once("\r\n\r\n").expect("header end");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.parse().ok())
+            .expect("content-length");
+        assert_eq!(length, body.len());
+        let json: serde_json::Value = serde_json::from_str(body).expect("json body");
+        assert_eq!(json["error"]["code"], "too-many-connections");
     }
 }

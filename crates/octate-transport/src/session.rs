@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite};
+use fastwebsockets::{
+    Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
+};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use octate_core::{ConnId, Identity};
@@ -19,13 +21,17 @@ use tracing::{debug, info};
 use crate::app::App;
 use crate::assemble::{AssembleError, Assembler, Message};
 use crate::auth::auth_error_code;
+use crate::limits::{MessageRate, Verdict};
 use crate::registry::{Mailbox, Outbound};
 
 type Io = TokioIo<Upgraded>;
 
 /// How a session ended, for the log line.
 #[derive(Debug, Clone, Copy)]
-#[expect(dead_code, reason = "fields are read through Debug in the session log line")]
+#[expect(
+    dead_code,
+    reason = "fields are read through Debug in the session log line"
+)]
 enum End {
     PeerClosed,
     Dropped,
@@ -46,9 +52,17 @@ pub(crate) async fn run(mut ws: WebSocket<Io>, app: Arc<App>, mut stop: watch::R
     app.metrics.connections_opened.inc();
     debug!(%conn, "websocket open");
 
-    let Mailbox { rx: queue, pending_bytes, kill } = mailbox;
+    let Mailbox {
+        rx: queue,
+        pending_bytes,
+        kill,
+    } = mailbox;
     let mut writer = tokio::spawn(write_loop(tx, queue, pending_bytes));
-    let mut session = Session { app: app.clone(), conn, identity: None };
+    let mut session = Session {
+        app: app.clone(),
+        conn,
+        identity: None,
+    };
     let end = session.read_loop(rx, &mut stop, &kill, &mut writer).await;
 
     app.registry.unregister(conn);
@@ -87,9 +101,19 @@ impl Session {
         let app = self.app.clone();
         let conn = self.conn;
         let mut assembler = Assembler::new(app.config.max_message_bytes);
+        let mut rate = MessageRate::new(
+            app.config.messages_per_second,
+            app.config.message_burst,
+            app.config.rate_limit_strikes,
+        );
         // Pongs and close echoes owed by the protocol go through the same queue.
         let mut send_fn = |frame: Frame<'_>| {
-            let owned = Frame::new(frame.fin, frame.opcode, None, Payload::Owned(frame.payload.to_vec()));
+            let owned = Frame::new(
+                frame.fin,
+                frame.opcode,
+                None,
+                Payload::Owned(frame.payload.to_vec()),
+            );
             let res = match app.registry.send_control(conn, Outbound::Control(owned)) {
                 crate::registry::Push::Queued => Ok(()),
                 _ => Err(WebSocketError::ConnectionClosed),
@@ -131,21 +155,55 @@ impl Session {
             match assembler.push(frame) {
                 Ok(None) => {}
                 Ok(Some(Message::Text(bytes))) => {
+                    match rate.check() {
+                        Verdict::Allow => {}
+                        Verdict::Reject => {
+                            app.send_error(
+                                conn,
+                                ErrorCode::RateLimited,
+                                "slow down: message dropped",
+                            );
+                            continue;
+                        }
+                        Verdict::Close => {
+                            return self.close_with(
+                                ErrorCode::RateLimited,
+                                "rate limit exceeded",
+                                CloseCode::RateLimited,
+                            );
+                        }
+                    }
                     if let Some(end) = self.on_text(&bytes) {
                         return end;
                     }
                 }
                 Ok(Some(Message::Binary)) => {
-                    return self.close_with(ErrorCode::InvalidMessage, "text frames only", CloseCode::UnsupportedData);
+                    return self.close_with(
+                        ErrorCode::InvalidMessage,
+                        "text frames only",
+                        CloseCode::UnsupportedData,
+                    );
                 }
                 Err(AssembleError::TooLarge) => {
-                    return self.close_with(ErrorCode::TooLarge, "message too large", CloseCode::MessageTooBig);
+                    return self.close_with(
+                        ErrorCode::TooLarge,
+                        "message too large",
+                        CloseCode::MessageTooBig,
+                    );
                 }
                 Err(AssembleError::InvalidUtf8) => {
-                    return self.close_with(ErrorCode::InvalidMessage, "invalid utf-8", CloseCode::InvalidPayload);
+                    return self.close_with(
+                        ErrorCode::InvalidMessage,
+                        "invalid utf-8",
+                        CloseCode::InvalidPayload,
+                    );
                 }
                 Err(AssembleError::BadFragment) => {
-                    return self.close_with(ErrorCode::InvalidMessage, "invalid fragmentation", CloseCode::ProtocolError);
+                    return self.close_with(
+                        ErrorCode::InvalidMessage,
+                        "invalid fragmentation",
+                        CloseCode::ProtocolError,
+                    );
                 }
             }
         }
@@ -169,7 +227,8 @@ impl Session {
         };
         debug!(conn = %self.conn, %err, "websocket protocol error");
         if close == CloseCode::MessageTooBig {
-            self.app.send_error(self.conn, ErrorCode::TooLarge, "frame too large");
+            self.app
+                .send_error(self.conn, ErrorCode::TooLarge, "frame too large");
         }
         self.app.close(self.conn, close);
         End::Closed(close)
@@ -191,7 +250,11 @@ impl Session {
             return None;
         }
         let ClientMessage::Auth { token, user_name } = msg else {
-            app.send_error(conn, ErrorCode::NotAuthenticated, "the first message must be auth");
+            app.send_error(
+                conn,
+                ErrorCode::NotAuthenticated,
+                "the first message must be auth",
+            );
             return None;
         };
         match self.verify(&token) {
@@ -217,10 +280,18 @@ impl Session {
             .read()
             .verify(token, now)
             .map_err(|e| (auth_error_code(&e), e.to_string()))?;
-        let user_id = UserId::new(claims.user_id)
-            .map_err(|_| (ErrorCode::TokenMalformed, "token user id is invalid".to_owned()))?;
-        let room_id = RoomId::new(claims.room_id)
-            .map_err(|_| (ErrorCode::TokenMalformed, "token room id is invalid".to_owned()))?;
+        let user_id = UserId::new(claims.user_id).map_err(|_| {
+            (
+                ErrorCode::TokenMalformed,
+                "token user id is invalid".to_owned(),
+            )
+        })?;
+        let room_id = RoomId::new(claims.room_id).map_err(|_| {
+            (
+                ErrorCode::TokenMalformed,
+                "token room id is invalid".to_owned(),
+            )
+        })?;
         Ok(Identity { user_id, room_id })
     }
 }
@@ -238,16 +309,20 @@ async fn write_loop(
                 pending_bytes.fetch_sub(bytes.len(), Ordering::Relaxed);
                 (res, false)
             }
-            Outbound::Ping => {
-                (tx.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[]))).await, false)
-            }
+            Outbound::Ping => (
+                tx.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])))
+                    .await,
+                false,
+            ),
             Outbound::Control(frame) => {
                 let last = frame.opcode == OpCode::Close;
                 (tx.write_frame(frame).await, last)
             }
-            Outbound::Close(code) => {
-                (tx.write_frame(Frame::close(code.code(), code.reason().as_bytes())).await, true)
-            }
+            Outbound::Close(code) => (
+                tx.write_frame(Frame::close(code.code(), code.reason().as_bytes()))
+                    .await,
+                true,
+            ),
         };
         if result.is_err() || last {
             break;

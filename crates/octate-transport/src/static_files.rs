@@ -16,7 +16,11 @@ pub(crate) async fn serve(dir: &Path, path: &str) -> Response<Body> {
     let Some(file) = resolve(dir, path) else {
         return error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such file");
     };
-    let file = if tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_dir()) { file.join("index.html") } else { file };
+    let file = if tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_dir()) {
+        file.join("index.html")
+    } else {
+        file
+    };
     match tokio::fs::metadata(&file).await {
         Ok(meta) if meta.is_file() && meta.len() <= MAX_FILE_BYTES => {}
         _ => return error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such file"),
@@ -24,8 +28,12 @@ pub(crate) async fn serve(dir: &Path, path: &str) -> Response<Body> {
     match tokio::fs::read(&file).await {
         Ok(bytes) => {
             let mut resp = Response::new(Body::from(bytes));
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&file)));
-            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type(&file)),
+            );
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             resp
         }
         Err(_) => error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such file"),
@@ -67,7 +75,10 @@ mod tests {
     #[test]
     fn refuses_to_leave_the_directory() {
         let dir = Path::new("/srv/demo");
-        assert_eq!(resolve(dir, "/index.html"), Some(PathBuf::from("/srv/demo/index.html")));
+        assert_eq!(
+            resolve(dir, "/index.html"),
+            Some(PathBuf::from("/srv/demo/index.html"))
+        );
         assert_eq!(resolve(dir, "/"), Some(PathBuf::from("/srv/demo")));
         assert_eq!(resolve(dir, "/../etc/passwd"), None);
         assert_eq!(resolve(dir, "/a/../../x"), None);

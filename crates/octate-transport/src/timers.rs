@@ -32,9 +32,14 @@ pub(crate) async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             let (sample, level) = app.check_memory();
             match level {
                 MemoryLevel::Normal => {}
-                MemoryLevel::Warning => info!(heap = sample.allocated, "memory warning: cleanup ran"),
+                MemoryLevel::Warning => {
+                    info!(heap = sample.allocated, "memory warning: cleanup ran")
+                }
                 MemoryLevel::Critical => {
-                    warn!(heap = sample.allocated, "memory critical: idle rooms and peers dropped");
+                    warn!(
+                        heap = sample.allocated,
+                        "memory critical: idle rooms and peers dropped"
+                    );
                 }
             }
         }

@@ -124,7 +124,11 @@ impl Harness {
             if due > target {
                 break;
             }
-            assert!(due >= self.now, "poll_timeout {due} is in the past (now {})", self.now);
+            assert!(
+                due >= self.now,
+                "poll_timeout {due} is in the past (now {})",
+                self.now
+            );
             self.now = due;
             self.core.handle_timeout(due);
             self.pump();
@@ -162,12 +166,8 @@ impl Harness {
             user_id: uid(user),
             room_id: rid(room),
         };
-        self.core.handle_authenticated(
-            self.now,
-            ConnId(conn),
-            identity,
-            name.map(str::to_owned),
-        );
+        self.core
+            .handle_authenticated(self.now, ConnId(conn), identity, name.map(str::to_owned));
         self.pump();
     }
 
