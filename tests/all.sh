@@ -26,7 +26,8 @@ step "licenses and bans"
 if ! command -v cargo-deny >/dev/null 2>&1; then
     cargo install --locked cargo-deny
 fi
-cargo deny --offline check licenses bans
+cargo fetch --locked >/dev/null
+cargo deny --log-level error --offline check licenses bans
 
 step "unit, property and integration tests"
 cargo test --workspace --all-targets --locked
