@@ -1,6 +1,7 @@
 //! Validated identifiers for users and rooms.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,16 +28,24 @@ fn validate_id(field: &'static str, value: &str) -> Result<(), ProtocolError> {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $field:literal) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        ///
+        /// Cloning is a reference-count bump: ids are copied into every relayed message.
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+        #[serde(try_from = "String")]
+        pub struct $name(Arc<str>);
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
 
         impl $name {
             /// Validates and wraps an identifier.
             pub fn new(value: impl Into<String>) -> Result<Self, ProtocolError> {
                 let value = value.into();
                 validate_id($field, &value)?;
-                Ok(Self(value))
+                Ok(Self(Arc::from(value)))
             }
 
             /// The identifier as a string slice.
@@ -54,7 +63,7 @@ macro_rules! id_type {
 
         impl From<$name> for String {
             fn from(id: $name) -> Self {
-                id.0
+                id.0.to_string()
             }
         }
 

@@ -12,6 +12,7 @@
 mod app;
 mod assemble;
 mod auth;
+mod batch;
 mod config;
 mod error;
 mod heap;

@@ -21,6 +21,7 @@ use tracing::{debug, info};
 use crate::app::App;
 use crate::assemble::{AssembleError, Assembler, Message};
 use crate::auth::auth_error_code;
+use crate::batch::BatchWriter;
 use crate::limits::{MessageRate, Verdict};
 use crate::registry::{Mailbox, Outbound};
 
@@ -47,7 +48,10 @@ pub(crate) async fn run(mut ws: WebSocket<Io>, app: Arc<App>, mut stop: watch::R
     ws.set_max_message_size(app.config.max_message_bytes.saturating_add(1));
     ws.set_auto_close(true);
     ws.set_auto_pong(true);
-    let (rx, tx) = ws.split(tokio::io::split);
+    let (rx, tx) = ws.split(|io| {
+        let (read, write) = tokio::io::split(io);
+        (read, BatchWriter::new(write))
+    });
     let (conn, mailbox) = app.registry.register();
     app.metrics.connections_opened.inc();
     debug!(%conn, "websocket open");
@@ -297,35 +301,47 @@ impl Session {
 }
 
 /// Drains the connection's queue onto the socket; the only writer of this WebSocket.
+///
+/// Frames queued together are written together: the batch is flushed when the
+/// queue is momentarily empty, so a burst costs one system call, not one per frame.
 async fn write_loop(
-    mut tx: WebSocketWrite<WriteHalf<Io>>,
+    mut tx: WebSocketWrite<BatchWriter<WriteHalf<Io>>>,
     mut queue: tokio::sync::mpsc::Receiver<Outbound>,
     pending_bytes: Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    while let Some(item) = queue.recv().await {
-        let (result, last) = match item {
-            Outbound::Text(bytes) => {
-                let res = tx.write_frame(Frame::text(Payload::Borrowed(&bytes))).await;
-                pending_bytes.fetch_sub(bytes.len(), Ordering::Relaxed);
-                (res, false)
+    while let Some(first) = queue.recv().await {
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            let (result, last) = match item {
+                Outbound::Text(bytes) => {
+                    let res = tx.write_frame(Frame::text(Payload::Borrowed(&bytes))).await;
+                    pending_bytes.fetch_sub(bytes.len(), Ordering::Relaxed);
+                    (res, false)
+                }
+                Outbound::Ping => {
+                    let ping = Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[]));
+                    (tx.write_frame(ping).await, false)
+                }
+                Outbound::Control(frame) => {
+                    let last = frame.opcode == OpCode::Close;
+                    (tx.write_frame(frame).await, last)
+                }
+                Outbound::Close(code) => {
+                    let close = Frame::close(code.code(), code.reason().as_bytes());
+                    (tx.write_frame(close).await, true)
+                }
+            };
+            if result.is_err() {
+                return;
             }
-            Outbound::Ping => (
-                tx.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])))
-                    .await,
-                false,
-            ),
-            Outbound::Control(frame) => {
-                let last = frame.opcode == OpCode::Close;
-                (tx.write_frame(frame).await, last)
+            if last {
+                let _ = tx.flush().await;
+                return;
             }
-            Outbound::Close(code) => (
-                tx.write_frame(Frame::close(code.code(), code.reason().as_bytes()))
-                    .await,
-                true,
-            ),
-        };
-        if result.is_err() || last {
-            break;
+            next = queue.try_recv().ok();
+        }
+        if tx.flush().await.is_err() {
+            return;
         }
     }
 }
