@@ -103,9 +103,11 @@ mod tests {
         let (client, mut server) = tokio::io::duplex(1 << 20);
         let mut w = BatchWriter::new(client);
         w.write_all(b"one ").await.expect("buffered");
-        w.write_vectored(&[IoSlice::new(b"two "), IoSlice::new(b"three")])
+        let n = w
+            .write_vectored(&[IoSlice::new(b"two "), IoSlice::new(b"three")])
             .await
             .expect("buffered");
+        assert_eq!(n, 9, "both slices are taken whole");
         let mut probe = [0u8; 1];
         let early = tokio::time::timeout(
             std::time::Duration::from_millis(20),
