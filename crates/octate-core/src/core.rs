@@ -354,11 +354,11 @@ impl Core {
     }
 
     /// Closes a room: its peers are told `room-closed` and disconnected.
-    pub fn delete_room(&mut self, now: UnixMillis, room_id: &RoomId) -> Result<(), CoreError> {
+    pub fn delete_room(&mut self, _now: UnixMillis, room_id: &RoomId) -> Result<(), CoreError> {
         if !self.rooms.contains_key(room_id) {
             return Err(CoreError::RoomNotFound);
         }
-        self.close_room(now, room_id, RoomCloseReason::Deleted);
+        self.close_room(room_id, RoomCloseReason::Deleted);
         Ok(())
     }
 
@@ -617,7 +617,7 @@ impl Core {
     }
 
     /// Tells every member the room is closed, disconnects them, and removes the room.
-    fn close_room(&mut self, now: UnixMillis, room_id: &RoomId, reason: RoomCloseReason) {
+    fn close_room(&mut self, room_id: &RoomId, reason: RoomCloseReason) {
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
@@ -636,13 +636,9 @@ impl Core {
                 conn: *conn,
                 code: CloseCode::RoomClosed,
             });
-            if let Some(state) = self.conns.get_mut(conn) {
-                state.joined = false;
-            }
             self.conns.remove(conn);
         }
         self.remove_room(room_id, reason);
-        let _ = now;
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -756,7 +752,7 @@ impl Core {
             self.remove_room(&room_id, RoomCloseReason::Empty);
         }
         for room_id in stale {
-            self.close_room(now, &room_id, RoomCloseReason::Inactive);
+            self.close_room(&room_id, RoomCloseReason::Inactive);
         }
     }
 
@@ -773,7 +769,7 @@ impl Core {
             .collect();
         idle.sort_unstable();
         for room_id in idle {
-            self.close_room(now, &room_id, RoomCloseReason::MemoryPressure);
+            self.close_room(&room_id, RoomCloseReason::MemoryPressure);
         }
         let idle_peer = millis(self.config.idle_peer_after);
         self.close_where(now, CloseCode::MemoryPressure, |c| {
