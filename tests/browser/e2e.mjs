@@ -1,0 +1,462 @@
+// End-to-end test of the browser demo (examples/browser) in a real Chromium.
+//
+// Usage: OCTATE_URL=http://127.0.0.1:PORT node e2e.mjs  (run.sh starts the server and sets it)
+// Every page is the real demo page, in its own browser context; pages talk to each other
+// over real RTCPeerConnections negotiated through the Octate server. Exits non-zero on failure.
+
+import { chromium } from 'playwright-core';
+
+const BASE = (process.env.OCTATE_URL ?? '').replace(/\/+$/, '');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const OVERALL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_MS ?? 120_000);
+const WAIT_MS = 15_000;
+const ROOM = `e2e-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
+const VERBOSE = process.env.E2E_VERBOSE === '1';
+
+if (!BASE) {
+  console.error('e2e: set OCTATE_URL to the server, e.g. http://127.0.0.1:3000');
+  process.exit(2);
+}
+
+const results = [];
+let browser = null;
+
+function summary() {
+  const passed = results.filter((r) => r.ok).length;
+  const failed = results.length - passed;
+  console.log(`browser-e2e: ${passed} passed, ${failed} failed`);
+  return failed;
+}
+
+const watchdog = setTimeout(() => {
+  console.error(`e2e: overall timeout of ${OVERALL_TIMEOUT_MS} ms reached`);
+  results.push({ name: 'overall timeout', ok: false });
+  summary();
+  process.exit(1);
+}, OVERALL_TIMEOUT_MS);
+
+// ---- helpers ----
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls `check` until it returns a truthy value; throws with `what` and the last value on timeout. */
+async function waitFor(what, check, timeoutMs = WAIT_MS) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await check();
+    if (last && last.ok !== false) return last;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last seen: ${JSON.stringify(last?.seen ?? last)}`);
+    await sleep(50);
+  }
+}
+
+/** Runs `fn` in the page with the demo hooks as its argument. */
+function demo(peer, fn, arg) {
+  return peer.page.evaluate(([src, a]) => {
+    // eslint-disable-next-line no-new-func
+    const f = new Function('d', 'arg', `return (${src})(d, arg);`);
+    return f(window.octateDemo, a);
+  }, [fn.toString(), arg]);
+}
+
+const pages = new Map();
+
+/** Opens the demo as `user` in its own browser context. */
+async function openPeer(user, { forgeToken = false } = {}) {
+  const context = await browser.newContext();
+  // Media permission lets Chromium expose real host candidates (127.0.0.1 here) rather
+  // than mDNS names, which cannot resolve on a loopback-only machine.
+  await context.grantPermissions(['microphone', 'camera'], { origin: BASE });
+  const page = await context.newPage();
+  const peer = { user, context, page, logs: [] };
+  page.on('console', (m) => {
+    peer.logs.push(`${m.type()}: ${m.text()}`);
+    if (VERBOSE) console.log(`  [${user}] ${m.type()}: ${m.text()}`);
+  });
+  page.on('pageerror', (err) => {
+    peer.logs.push(`pageerror: ${err.message}`);
+    console.log(`  [${user}] page error: ${err.message}`);
+  });
+  if (forgeToken) {
+    // The page asks its origin for a token as usual; the answer is a real token with one
+    // character of its signature changed.
+    await page.route('**/api/auth/token', async (route) => {
+      const response = await route.fetch();
+      const body = await response.json();
+      body.token = forge(body.token);
+      peer.forgedToken = body.token;
+      await route.fulfill({ response, json: body });
+    });
+  }
+  await page.goto(`${BASE}/?room=${encodeURIComponent(ROOM)}&user=${encodeURIComponent(user)}${VERBOSE ? "&debug" : ""}`);
+  await page.waitForFunction(() => window.octateDemo !== undefined, null, { timeout: WAIT_MS });
+  pages.set(user, peer);
+  return peer;
+}
+
+async function closePeer(peer) {
+  pages.delete(peer.user);
+  await peer.context.close();
+}
+
+/** Flips one character in the middle of the token's signature (`PAYLOAD.SIGNATURE`). */
+function forge(token) {
+  const dot = token.indexOf('.');
+  assert(dot > 0 && token.length - dot > 20, `unexpected token layout: ${token}`);
+  const i = dot + 10;
+  const flipped = token[i] === 'A' ? 'B' : 'A';
+  return token.slice(0, i) + flipped + token.slice(i + 1);
+}
+
+async function ready(peer) {
+  const ok = await demo(peer, (d) => d.ready);
+  assert(ok, `${peer.user} could not join: ${JSON.stringify(await demo(peer, (d) => d.state))}`);
+}
+
+/** Waits until `peer` has an open data channel with exactly `others`. */
+async function waitOpen(peer, others) {
+  const want = [...others].sort();
+  await waitFor(`${peer.user} to have open channels with ${want}`, async () => {
+    const open = await demo(peer, (d) => d.openPeers());
+    return { ok: JSON.stringify(open) === JSON.stringify(want), seen: open };
+  });
+}
+
+/** Waits until every peer's document (and textarea) holds the same text; returns it. */
+async function waitConverged(peers, what, predicate = () => true) {
+  const out = await waitFor(`documents to converge (${what})`, async () => {
+    const texts = await Promise.all(peers.map((p) => demo(p, (d) => ({ text: d.text, editor: d.editorText }))));
+    const first = texts[0].text;
+    const ok = texts.every((t) => t.text === first && t.editor === first) && predicate(first);
+    return { ok, text: first, seen: Object.fromEntries(peers.map((p, i) => [p.user, texts[i]])) };
+  });
+  return out.text;
+}
+
+async function serverJson(path) {
+  const resp = await fetch(`${BASE}${path}`);
+  return { status: resp.status, body: await resp.json() };
+}
+
+async function scenario(name, fn) {
+  const started = Date.now();
+  try {
+    await fn();
+    results.push({ name, ok: true });
+    console.log(`ok   ${name} (${Date.now() - started} ms)`);
+  } catch (err) {
+    results.push({ name, ok: false });
+    console.log(`FAIL ${name}: ${err?.stack ?? err}`);
+    for (const p of pages.values()) {
+      if (p.logs.length) console.log(`  console of ${p.user}:\n    ${p.logs.slice(-20).join('\n    ')}`);
+      const links = await p.page.evaluate(() => {
+        const c = window.octateDemo?.client;
+        if (!c) return null;
+        return c.peers.map((peer) => {
+          const pc = c.peerConnection(peer.userId);
+          return { peer: peer.userId, signaling: pc?.signalingState, ice: pc?.iceConnectionState, connection: pc?.connectionState };
+        });
+      }).catch((e) => String(e));
+      console.log(`  links of ${p.user}: ${JSON.stringify(links)}`);
+      const glare = await p.page.evaluate(() => window.__glare?.lines).catch(() => null);
+      if (glare) console.log(`  signaling steps of the extra client in ${p.user}'s page:\n    ${glare.slice(-30).join('\n    ')}`);
+    }
+  }
+}
+
+// ---- scenarios ----
+
+const contents = [];
+let alice;
+let bob;
+
+async function twoPeers() {
+  alice = await openPeer('alice');
+  bob = await openPeer('bob');
+  await Promise.all([ready(alice), ready(bob)]);
+  await Promise.all([waitOpen(alice, ['bob']), waitOpen(bob, ['alice'])]);
+
+  // Real typing in the page's textarea.
+  await alice.page.click('#editor');
+  await alice.page.keyboard.type('Hello world');
+  contents.push('Hello world');
+  await waitConverged([alice, bob], 'typed by alice', (t) => t === 'Hello world');
+  await bob.page.click('#editor');
+  await bob.page.keyboard.press('End');
+  await bob.page.keyboard.type('!');
+  await waitConverged([alice, bob], 'typed by bob', (t) => t === 'Hello world!');
+
+  // Concurrent inserts at the same position: each side holds the other's edits until
+  // both have edited, so neither has seen the other's insert when making its own.
+  await Promise.all([demo(alice, (d) => d.hold(true)), demo(bob, (d) => d.hold(true))]);
+  const [a1, b1] = await Promise.all([
+    demo(alice, (d) => d.insert(5, ' ALPHA')),
+    demo(bob, (d) => d.insert(5, ' BRAVO')),
+  ]);
+  assert(a1 === 'Hello ALPHA world!' && b1 === 'Hello BRAVO world!', `edits were not concurrent: ${a1} / ${b1}`);
+  await Promise.all([demo(alice, (d) => d.hold(false)), demo(bob, (d) => d.hold(false))]);
+  contents.push('ALPHA', 'BRAVO');
+  const merged = await waitConverged([alice, bob], 'concurrent inserts at one position', (t) => t.includes(' ALPHA') && t.includes(' BRAVO'));
+  assert(merged === 'Hello ALPHA BRAVO world!' || merged === 'Hello BRAVO ALPHA world!', `unexpected merge: ${merged}`);
+
+  // Concurrent delete and insert over the same range.
+  await Promise.all([demo(alice, (d) => d.hold(true)), demo(bob, (d) => d.hold(true))]);
+  await Promise.all([demo(alice, (d) => d.remove(0, 6)), demo(bob, (d) => d.insert(3, 'XYZ'))]);
+  await Promise.all([demo(alice, (d) => d.hold(false)), demo(bob, (d) => d.hold(false))]);
+  const merged2 = await waitConverged([alice, bob], 'concurrent delete and insert', (t) => t.includes('XYZ'));
+  assert(!merged2.includes('Hello') && merged2.startsWith('XYZ'), `unexpected merge: ${merged2}`);
+
+  // Edits really went over the data channels as operations.
+  const [sa, sb] = await Promise.all([demo(alice, (d) => d.stats), demo(bob, (d) => d.stats)]);
+  assert(sa.opsReceived > 0 && sb.opsReceived > 0, `no operations received: ${JSON.stringify({ sa, sb })}`);
+
+  // Cursor positions are relayed by the server.
+  await waitFor('cursor positions to be shown', async () => {
+    const [ca, cb] = await Promise.all([demo(alice, (d) => d.cursors()), demo(bob, (d) => d.cursors())]);
+    return { ok: Boolean(ca.bob && cb.alice), seen: { ca, cb } };
+  });
+}
+
+async function threePeersThenOneLeaves() {
+  const carol = await openPeer('carol');
+  await ready(carol);
+  await Promise.all([waitOpen(alice, ['bob', 'carol']), waitOpen(bob, ['alice', 'carol']), waitOpen(carol, ['alice', 'bob'])]);
+  // Carol catches up with the document from the others.
+  const before = await demo(alice, (d) => d.text);
+  await waitConverged([alice, bob, carol], 'carol caught up', (t) => t === before);
+
+  // Everyone edits at the same position at once.
+  const all = [alice, bob, carol];
+  await Promise.all(all.map((p) => demo(p, (d) => d.hold(true))));
+  await Promise.all(all.map((p) => demo(p, (d, who) => d.insert(0, `[${who}]`), p.user)));
+  await Promise.all(all.map((p) => demo(p, (d) => d.hold(false))));
+  contents.push('[carol]');
+  await waitConverged(all, 'three concurrent inserts', (t) => ['[alice]', '[bob]', '[carol]'].every((s) => t.includes(s)));
+
+  await closePeer(carol);
+  for (const p of [alice, bob]) {
+    await waitFor(`${p.user} to see carol leave`, async () => {
+      const s = await demo(p, (d) => ({ events: d.state.events, peers: d.peers(), open: d.openPeers() }));
+      const left = s.events.some((e) => e.type === 'peer-left' && e.peerId === 'carol');
+      return { ok: left && !s.peers.includes('carol') && !s.open.includes('carol'), seen: s.peers };
+    });
+  }
+  // The two left keep editing and converging.
+  await Promise.all([demo(alice, (d) => d.hold(true)), demo(bob, (d) => d.hold(true))]);
+  await Promise.all([demo(alice, (d) => d.insert(d.text.length, ' after-a')), demo(bob, (d) => d.insert(d.text.length, ' after-b'))]);
+  await Promise.all([demo(alice, (d) => d.hold(false)), demo(bob, (d) => d.hold(false))]);
+  await waitConverged([alice, bob], 'edits after carol left', (t) => t.includes(' after-a') && t.includes(' after-b'));
+  const open = await Promise.all([demo(alice, (d) => d.openPeers()), demo(bob, (d) => d.openPeers())]);
+  assert(JSON.stringify(open) === JSON.stringify([['bob'], ['alice']]), `unexpected open channels: ${JSON.stringify(open)}`);
+}
+
+async function forgedTokenRefused() {
+  const mallory = await openPeer('mallory', { forgeToken: true });
+  const joined = await demo(mallory, (d) => d.ready);
+  assert(joined === false, 'a forged token was accepted');
+  const s = await waitFor('mallory to be closed', async () => {
+    const st = await demo(mallory, (d) => d.state);
+    return { ok: st.closed, ...st };
+  });
+  assert(s.errors.some((e) => e.code === 'token-bad-signature'), `expected token-bad-signature, got ${JSON.stringify(s.errors)}`);
+  assert(s.closeCode === 4001, `expected close 4001, got ${s.closeCode}`);
+  assert(mallory.forgedToken, 'the forged token was not served');
+  await sleep(300);
+  for (const p of [alice, bob]) {
+    const st = await demo(p, (d) => ({ seen: d.state.seenPeers, peers: d.peers() }));
+    assert(!st.seen.includes('mallory') && !st.peers.includes('mallory'), `${p.user} saw mallory: ${JSON.stringify(st)}`);
+  }
+  const peers = await serverJson(`/api/rooms/${ROOM}/peers`);
+  assert(peers.status === 200, `GET peers: HTTP ${peers.status}`);
+  const ids = peers.body.map((p) => p.userId).sort();
+  assert(JSON.stringify(ids) === '["alice","bob"]', `server lists ${JSON.stringify(ids)}`);
+  await closePeer(mallory);
+}
+
+async function dataFlowsPeerToPeer() {
+  // A little more traffic on the data path.
+  await demo(alice, (d) => d.insert(0, 'p2p '));
+  await waitConverged([alice, bob], 'last edit', (t) => t.startsWith('p2p '));
+  for (const [p, other] of [[alice, 'bob'], [bob, 'alice']]) {
+    const report = await p.page.evaluate(async (peerId) => {
+      const pc = window.octateDemo.client.peerConnection(peerId);
+      if (!pc) return null;
+      const stats = [...(await pc.getStats()).values()];
+      const byId = new Map(stats.map((s) => [s.id, s]));
+      const transport = stats.find((s) => s.type === 'transport');
+      const pairs = stats.filter((s) => s.type === 'candidate-pair');
+      const selected = byId.get(transport?.selectedCandidatePairId) ?? pairs.find((s) => s.nominated && s.state === 'succeeded');
+      const dc = stats.find((s) => s.type === 'data-channel');
+      return {
+        connectionState: pc.connectionState,
+        pairs: pairs.map((s) => ({ state: s.state, nominated: s.nominated, bytesSent: s.bytesSent, bytesReceived: s.bytesReceived })),
+        selected: selected && {
+          state: selected.state,
+          bytesSent: selected.bytesSent,
+          bytesReceived: selected.bytesReceived,
+          local: byId.get(selected.localCandidateId)?.address,
+          remote: byId.get(selected.remoteCandidateId)?.address,
+          localType: byId.get(selected.localCandidateId)?.candidateType,
+          remoteType: byId.get(selected.remoteCandidateId)?.candidateType,
+        },
+        dataChannel: dc && { state: dc.state, messagesSent: dc.messagesSent, messagesReceived: dc.messagesReceived },
+      };
+    }, other);
+    assert(report, `${p.user} has no connection to ${other}`);
+    if (VERBOSE) console.log(`  ${p.user}→${other}: ${JSON.stringify(report)}`);
+    const ok = report.pairs.some((s) => s.state === 'succeeded' && s.bytesSent > 0 && s.bytesReceived > 0);
+    assert(ok, `${p.user}: no succeeded candidate pair carried data: ${JSON.stringify(report)}`);
+    assert(report.connectionState === 'connected', `${p.user}: connection ${report.connectionState}`);
+    assert(report.selected?.state === 'succeeded' && report.selected.bytesSent > 0 && report.selected.bytesReceived > 0,
+      `${p.user}: selected pair did not carry data: ${JSON.stringify(report.selected)}`);
+    assert(report.selected.localType === 'host' && report.selected.remoteType === 'host',
+      `${p.user}: the selected pair is not direct (host to host): ${JSON.stringify(report.selected)}`);
+    assert(report.dataChannel?.messagesSent > 0 && report.dataChannel?.messagesReceived > 0,
+      `${p.user}: data channel idle: ${JSON.stringify(report.dataChannel)}`);
+  }
+
+  // The server relayed signaling only, and never saw the document.
+  const resp = await fetch(`${BASE}/metrics`);
+  const text = await resp.text();
+  const relayed = {};
+  for (const m of text.matchAll(/^octate_messages_relayed(?:_total)?\{type="([^"]+)"\}\s+(\d+)/gm)) relayed[m[1]] = Number(m[2]);
+  if (VERBOSE) console.log(`  relayed: ${JSON.stringify(relayed)}`);
+  const allowed = ['sdp-offer', 'sdp-answer', 'ice-candidate', 'presence', 'cursor-update'];
+  assert(Object.keys(relayed).length > 0, `no relayed-message metrics in /metrics:\n${text}`);
+  for (const type of Object.keys(relayed)) assert(allowed.includes(type), `relayed an unexpected type: ${type}`);
+  for (const type of ['sdp-offer', 'sdp-answer', 'ice-candidate']) assert(relayed[type] > 0, `no ${type} relayed: ${JSON.stringify(relayed)}`);
+  const stats = await serverJson('/stats');
+  const blobs = text + JSON.stringify(stats.body) + JSON.stringify((await serverJson(`/api/rooms/${ROOM}`)).body);
+  for (const c of contents) assert(!blobs.includes(c), `server output mentions document content "${c}"`);
+}
+
+async function reconnectsAfterDrop() {
+  // Drop bob's signaling WebSocket as a network failure would; the client must come back
+  // with a fresh token, rejoin, renegotiate with alice, and keep converging.
+  await demo(bob, (d) => d.client._ws.close());
+  await waitFor('bob to reconnect', async () => {
+    const s = await demo(bob, (d) => d.state.events.filter((e) => e.type === 'connected' && e.reconnected).length);
+    return { ok: s > 0, seen: s };
+  });
+  await waitFor('alice to see bob leave and come back', async () => {
+    const ev = await demo(alice, (d) => d.state.events.filter((e) => e.peerId === 'bob').map((e) => e.type));
+    const left = ev.lastIndexOf('peer-left');
+    return { ok: left >= 0 && ev.indexOf('peer-joined', left) > left, seen: ev };
+  });
+  await Promise.all([waitOpen(alice, ['bob']), waitOpen(bob, ['alice'])]);
+  await Promise.all([demo(alice, (d) => d.insert(0, 'A1 ')), demo(bob, (d) => d.insert(d.text.length, ' B1'))]);
+  await waitConverged([alice, bob], 'edits after reconnect', (t) => t.startsWith('A1 ') && t.endsWith(' B1'));
+}
+
+async function simultaneousOffers() {
+  // Two clients of the library itself, loaded in two demo pages, where the peer already in
+  // the room does not wait for the newcomer's offer: both offer at once, and perfect
+  // negotiation must settle it (the impolite end ignores the offer, the polite end yields).
+  // Then both restart ICE at once on the live connection: a second collision, settled by
+  // rolling the polite end's offer back.
+  const room = `${ROOM}-glare`;
+  let collisions = 0;
+  for (let round = 1; round <= Number(process.env.E2E_GLARE_ROUNDS ?? 3); round++) {
+    const ids = round % 2 ? [`g${round}-a`, `g${round}-b`] : [`g${round}-b`, `g${round}-a`];
+    const start = (peer, id) => demo(peer, async (d, { id, room }) => {
+      const { OctateClient, getToken } = await import('/octate-client.js');
+      const lines = [];
+      const c = new OctateClient({
+        url: `ws://${location.host}/ws`,
+        getToken: () => getToken('', id, room),
+        offerFallbackMs: 0,
+        debug: (l) => lines.push(l),
+      });
+      const got = [];
+      c.addEventListener('message', (e) => got.push(e.detail.data));
+      window.__glare = { c, lines, got };
+      await c.connect();
+      return true;
+    }, { id, room });
+    await start(alice, ids[0]);
+    await start(bob, ids[1]);
+    const opened = (peer, other) => waitFor(`${other} channel in round ${round}`, async () => {
+      const open = await demo(peer, () => window.__glare.c.openPeers);
+      return { ok: open.includes(other), seen: open };
+    });
+    await Promise.all([opened(alice, ids[1]), opened(bob, ids[0])]);
+    await Promise.all([
+      demo(alice, (d, to) => window.__glare.c.send(to, { hi: 'from alice' }), ids[1]),
+      demo(bob, (d, to) => window.__glare.c.send(to, { hi: 'from bob' }), ids[0]),
+    ]);
+    await waitFor(`messages in round ${round}`, async () => {
+      const got = await Promise.all([demo(alice, () => window.__glare.got), demo(bob, () => window.__glare.got)]);
+      return { ok: got[0].length === 1 && got[1].length === 1, seen: got };
+    });
+    // ICE restarts from both ends at once, on the connected link.
+    await Promise.all([
+      demo(alice, (d, to) => window.__glare.c.peerConnection(to).restartIce(), ids[1]),
+      demo(bob, (d, to) => window.__glare.c.peerConnection(to).restartIce(), ids[0]),
+    ]);
+    await waitFor(`ICE restart to settle in round ${round}`, async () => {
+      const st = await Promise.all([
+        demo(alice, (d, to) => { const pc = window.__glare.c.peerConnection(to); return [pc.signalingState, pc.connectionState]; }, ids[1]),
+        demo(bob, (d, to) => { const pc = window.__glare.c.peerConnection(to); return [pc.signalingState, pc.connectionState]; }, ids[0]),
+      ]);
+      return { ok: st.every(([sig, conn]) => sig === 'stable' && conn === 'connected'), seen: st };
+    });
+    await Promise.all([
+      demo(alice, (d, to) => window.__glare.c.send(to, { again: 'from alice' }), ids[1]),
+      demo(bob, (d, to) => window.__glare.c.send(to, { again: 'from bob' }), ids[0]),
+    ]);
+    await waitFor(`messages after the ICE restart in round ${round}`, async () => {
+      const got = await Promise.all([demo(alice, () => window.__glare.got), demo(bob, () => window.__glare.got)]);
+      return { ok: got[0].length === 2 && got[1].length === 2, seen: got };
+    });
+    const lines = [...(await demo(alice, () => window.__glare.lines)), ...(await demo(bob, () => window.__glare.lines))];
+    collisions += lines.filter((l) => l.includes('collision=true')).length;
+    if (VERBOSE) console.log(`  round ${round}: ${lines.filter((l) => l.includes('collision')).join(' | ')}`);
+    await Promise.all([demo(alice, () => window.__glare.c.close()), demo(bob, () => window.__glare.c.close())]);
+  }
+  assert(collisions > 0, 'no offer collision happened; perfect negotiation was not exercised');
+}
+
+// ---- run ----
+
+let failed = 1;
+try {
+  const info = await serverJson('/info');
+  assert(info.status === 200, `server not reachable at ${BASE}`);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--allow-loopback-in-peer-connection',
+      '--use-fake-ui-for-media-stream',
+      '--use-fake-device-for-media-stream',
+    ],
+  });
+  console.log(`e2e: ${browser.version()} against ${BASE}, room ${ROOM}`);
+  await scenario('two peers connect over WebRTC and converge after concurrent edits', twoPeers);
+  await scenario('a third peer joins the mesh, then leaves; the others keep converging', threePeersThenOneLeaves);
+  await scenario('a forged token is refused and never appears as a peer', forgedTokenRefused);
+  await scenario('data flows peer to peer; the server relays only signaling', dataFlowsPeerToPeer);
+  await scenario('a dropped signaling connection reconnects and rejoins', reconnectsAfterDrop);
+  await scenario('simultaneous offers and ICE restarts are settled by perfect negotiation', simultaneousOffers);
+} catch (err) {
+  console.log(`e2e: setup failed: ${err?.stack ?? err}`);
+  results.push({ name: 'setup', ok: false });
+} finally {
+  failed = summary();
+  clearTimeout(watchdog);
+  if (browser) await Promise.race([browser.close(), sleep(5000)]);
+}
+process.exit(failed === 0 ? 0 : 1);
