@@ -38,6 +38,11 @@ if [ -x tests/fuzz-smoke.sh ]; then
     bash tests/fuzz-smoke.sh
 fi
 
+if [ -f tests/schemathesis/run.sh ]; then
+    step "HTTP API against docs/openapi.yaml (schemathesis)"
+    bash tests/schemathesis/run.sh
+fi
+
 if [ "${OCTATE_SKIP_BROWSER:-0}" != "1" ] && [ -f tests/browser/run.sh ]; then
     step "browser end-to-end (real Chromium, loopback-only network namespace)"
     bash tests/browser/run.sh

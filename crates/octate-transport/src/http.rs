@@ -52,7 +52,7 @@ pub(crate) async fn route(
         .and_then(|o| o.to_str().ok())
         .map(str::to_owned);
     let mut resp = if req.method() == Method::OPTIONS {
-        preflight(&app, origin.as_deref())
+        preflight(&app, origin.as_deref(), req.uri().path())
     } else if fastwebsockets::upgrade::is_upgrade_request(&req)
         && (listener == Listener::Signaling || req.uri().path() == "/ws")
     {
@@ -117,27 +117,61 @@ async fn api(req: Request<Incoming>, app: &Arc<App>) -> Response<Body> {
                 }
             }),
         },
-        (["health"] | ["stats"] | ["info"] | ["metrics"], _)
-        | (["api", "rooms", _, "peers"], _) => method_not_allowed("GET, OPTIONS"),
-        (["api", "auth", "token" | "validate" | "revoke"] | ["api", "rooms"], _) => {
-            method_not_allowed("POST, OPTIONS")
-        }
-        (["api", "rooms", _], _) => method_not_allowed("GET, DELETE, OPTIONS"),
-        _ if method == Method::GET || method == Method::HEAD => {
-            match app.config.static_dir.as_deref() {
-                Some(dir) => static_files::serve(dir, &path).await,
-                None => not_found(),
+        _ => match route_methods(&segments) {
+            Some(allow) => method_not_allowed(allow),
+            None if method == Method::GET || method == Method::HEAD => {
+                match app.config.static_dir.as_deref() {
+                    Some(dir) => static_files::serve(dir, &path).await,
+                    None => not_found(),
+                }
             }
+            None => not_found(),
+        },
+    }
+}
+
+/// The methods an API route supports, for `Allow`; `None` for a path that is not an API route.
+fn route_methods(segments: &[&str]) -> Option<&'static str> {
+    match segments {
+        ["health"] | ["stats"] | ["info"] | ["metrics"] | ["api", "rooms", _, "peers"] => {
+            Some("GET, OPTIONS")
         }
-        _ => not_found(),
+        ["api", "auth", "token" | "validate" | "revoke"] | ["api", "rooms"] => {
+            Some("POST, OPTIONS")
+        }
+        ["api", "rooms", _] => Some("GET, DELETE, OPTIONS"),
+        _ => None,
     }
 }
 
 fn with_room(id: &str, f: impl FnOnce(RoomId) -> Response<Body>) -> Response<Body> {
-    match RoomId::new(id.to_string()) {
+    // Clients may percent-encode characters an id allows (`:` and `@` often are).
+    let decoded = percent_decode(id).unwrap_or_else(|| id.to_owned());
+    match RoomId::new(decoded) {
         Ok(room_id) => f(room_id),
         Err(err) => error(StatusCode::BAD_REQUEST, err.code(), err.to_string()),
     }
+}
+
+/// Percent-decodes a path segment; `None` when an escape is malformed or the result is not UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    fn hex(b: u8) -> Option<u8> {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    }
+    let mut out = Vec::with_capacity(segment.len());
+    let mut bytes = segment.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hi = hex(bytes.next()?)?;
+            let lo = hex(bytes.next()?)?;
+            out.push((hi << 4) | lo);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn upgrade(
@@ -361,6 +395,11 @@ async fn revoke_token(app: &App, req: Request<Incoming>) -> Response<Body> {
     let result = app.auth.write().revoke(&body.token, now);
     match result {
         Ok(_) => json(StatusCode::OK, &SuccessResponse { success: true }),
+        Err(octate_auth::AuthError::RevocationListFull) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "revocation list is full",
+        ),
         Err(err) => error(
             StatusCode::BAD_REQUEST,
             auth_error_code(&err),
@@ -483,7 +522,7 @@ async fn read_json<T: DeserializeOwned>(
     })
 }
 
-fn preflight(app: &App, origin: Option<&str>) -> Response<Body> {
+fn preflight(app: &App, origin: Option<&str>, path: &str) -> Response<Body> {
     match origin {
         Some(origin) if app.config.cors_origins.allows(origin) => {
             let mut resp = Response::new(Body::default());
@@ -509,12 +548,12 @@ fn preflight(app: &App, origin: Option<&str>) -> Response<Body> {
             "origin not allowed",
         ),
         None => {
+            let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+            let allow = route_methods(&segments).unwrap_or("GET, POST, DELETE, OPTIONS");
             let mut resp = Response::new(Body::default());
             *resp.status_mut() = StatusCode::NO_CONTENT;
-            resp.headers_mut().insert(
-                header::ALLOW,
-                HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
-            );
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
             resp
         }
     }
@@ -548,6 +587,10 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Body>
                 r#"{"error":{"code":"internal","message":"serialization failed"}}"#,
             ));
             *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             resp
         }
     }
@@ -575,4 +618,36 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
     resp.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(percent_decode("room-1").as_deref(), Some("room-1"));
+        assert_eq!(percent_decode("%3Aa%40b").as_deref(), Some(":a@b"));
+        assert_eq!(percent_decode("%c3%a9").as_deref(), Some("é"));
+        assert_eq!(percent_decode("a%2Fb").as_deref(), Some("a/b"));
+        for bad in ["%", "%4", "%zz", "%+1", "%ff"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn allow_lists_the_methods_of_each_route() {
+        let allow = |path: &str| {
+            let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+            route_methods(&segments)
+        };
+        assert_eq!(allow("/health"), Some("GET, OPTIONS"));
+        assert_eq!(allow("/metrics/"), Some("GET, OPTIONS"));
+        assert_eq!(allow("/api/auth/token"), Some("POST, OPTIONS"));
+        assert_eq!(allow("/api/rooms"), Some("POST, OPTIONS"));
+        assert_eq!(allow("/api/rooms/r1"), Some("GET, DELETE, OPTIONS"));
+        assert_eq!(allow("/api/rooms/r1/peers"), Some("GET, OPTIONS"));
+        assert_eq!(allow("/"), None);
+        assert_eq!(allow("/api/rooms/r1/other"), None);
+    }
 }
