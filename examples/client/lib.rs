@@ -116,12 +116,17 @@ fn parse_response(raw: &[u8]) -> Result<HttpResponse, ClientError> {
     let headers: Vec<String> = lines.map(str::to_owned).collect();
     let mut body = raw[split + 4..].to_vec();
     let chunked = headers.iter().any(|h| {
-        h.to_ascii_lowercase().starts_with("transfer-encoding:") && h.to_ascii_lowercase().contains("chunked")
+        h.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && h.to_ascii_lowercase().contains("chunked")
     });
     if chunked {
         body = dechunk(&body)?;
     }
-    Ok(HttpResponse { status, headers, body })
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, ClientError> {
@@ -131,8 +136,10 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, ClientError> {
             .windows(2)
             .position(|w| w == b"\r\n")
             .ok_or_else(|| ClientError::Http("bad chunk".into()))?;
-        let size_text = std::str::from_utf8(&data[..line_end]).map_err(|e| ClientError::Http(e.to_string()))?;
-        let size = usize::from_str_radix(size_text.trim(), 16).map_err(|e| ClientError::Http(e.to_string()))?;
+        let size_text =
+            std::str::from_utf8(&data[..line_end]).map_err(|e| ClientError::Http(e.to_string()))?;
+        let size = usize::from_str_radix(size_text.trim(), 16)
+            .map_err(|e| ClientError::Http(e.to_string()))?;
         data = &data[line_end + 2..];
         if size == 0 {
             return Ok(out);
@@ -200,14 +207,24 @@ impl Client {
     /// Opens a WebSocket to `url` (e.g. `ws://127.0.0.1:3001/`).
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
         let (ws, _) = tokio_tungstenite::connect_async(url).await?;
-        Ok(Self { ws, timeout: Duration::from_secs(5) })
+        Ok(Self {
+            ws,
+            timeout: Duration::from_secs(5),
+        })
     }
 
     /// Connects, authenticates with `token`, and returns the client with its `auth-ok`.
-    pub async fn join(url: &str, token: &str, user_name: Option<&str>) -> Result<(Self, ServerMessage), ClientError> {
+    pub async fn join(
+        url: &str,
+        token: &str,
+        user_name: Option<&str>,
+    ) -> Result<(Self, ServerMessage), ClientError> {
         let mut client = Self::connect(url).await?;
         client
-            .send(&ClientMessage::Auth { token: token.to_owned(), user_name: user_name.map(str::to_owned) })
+            .send(&ClientMessage::Auth {
+                token: token.to_owned(),
+                user_name: user_name.map(str::to_owned),
+            })
             .await?;
         let first = client.recv().await?;
         Ok((client, first))
@@ -236,34 +253,65 @@ impl Client {
     }
 
     /// Sends an SDP offer / answer or ICE candidate to `peer`.
-    pub async fn signal(&mut self, kind: SignalKind, peer: &str, payload: serde_json::Value) -> Result<(), ClientError> {
+    pub async fn signal(
+        &mut self,
+        kind: SignalKind,
+        peer: &str,
+        payload: serde_json::Value,
+    ) -> Result<(), ClientError> {
         let field = match kind {
             SignalKind::Offer => "offer",
             SignalKind::Answer => "answer",
             SignalKind::IceCandidate => "candidate",
         };
         let data = serde_json::json!({ "peer": peer, field: payload });
-        let msg = ClientMessage::Signal { kind, target: UserId::new(peer)?, data: RawJson::from_value(&data) };
+        let msg = ClientMessage::Signal {
+            kind,
+            target: UserId::new(peer)?,
+            data: RawJson::from_value(&data),
+        };
         self.send(&msg).await
     }
 
     /// Next server message, skipping heartbeats (answered with `pong`) and pings.
     pub async fn recv(&mut self) -> Result<ServerMessage, ClientError> {
+        let text = self.recv_text().await?;
+        Ok(ServerMessage::decode(text.as_bytes())?)
+    }
+
+    /// Next server message within `wait` (instead of the client's timeout).
+    pub async fn recv_within(&mut self, wait: Duration) -> Result<ServerMessage, ClientError> {
+        let saved = std::mem::replace(&mut self.timeout, wait);
+        let result = self.recv().await;
+        self.timeout = saved;
+        result
+    }
+
+    /// Next server message as the exact text the server sent, skipping heartbeats
+    /// (answered with `pong`) and pings.
+    ///
+    /// The timeout bounds the whole call: heartbeats skipped on the way do not extend it.
+    pub async fn recv_text(&mut self) -> Result<String, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            let next = tokio::time::timeout(self.timeout, self.ws.next()).await.map_err(|_| ClientError::Timeout)?;
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .map_err(|_| ClientError::Timeout)?;
             match next {
                 None => return Err(ClientError::Closed(None)),
                 Some(Err(err)) => return Err(err.into()),
                 Some(Ok(Message::Text(text))) => {
-                    let msg = ServerMessage::decode(text.as_bytes())?;
-                    if msg == ServerMessage::Heartbeat {
+                    if ServerMessage::decode(text.as_bytes()).ok() == Some(ServerMessage::Heartbeat)
+                    {
                         self.send(&ClientMessage::Pong).await?;
                         continue;
                     }
-                    return Ok(msg);
+                    return Ok(text.as_str().to_owned());
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    return Err(ClientError::Closed(frame.map(|f: CloseFrame| (u16::from(f.code), f.reason.to_string()))));
+                    return Err(ClientError::Closed(
+                        frame.map(|f: CloseFrame| (u16::from(f.code), f.reason.to_string())),
+                    ));
                 }
                 Some(Ok(_)) => continue,
             }
@@ -285,5 +333,14 @@ impl Client {
     pub async fn close(mut self) -> Result<(), ClientError> {
         self.ws.close(None).await?;
         Ok(())
+    }
+
+    /// Drops the connection abruptly: no close frame, and the TCP connection is reset
+    /// (`SO_LINGER` 0) instead of shut down, as when a browser tab crashes.
+    pub fn abort(self) {
+        if let MaybeTlsStream::Plain(tcp) = self.ws.get_ref() {
+            let _ = tcp.set_zero_linger();
+        }
+        drop(self);
     }
 }

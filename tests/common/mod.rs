@@ -41,11 +41,24 @@ impl TestServer {
         let task = tokio::spawn({
             let app = app.clone();
             async move {
-                let listeners = Listeners { http, signaling: Some(signaling) };
-                serve(listeners, app, async { let _ = rx.await; }).await.unwrap();
+                let listeners = Listeners {
+                    http,
+                    signaling: Some(signaling),
+                };
+                serve(listeners, app, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
             }
         });
-        Self { http: http_addr, signaling: sig_addr, app, stop: Some(tx), task }
+        Self {
+            http: http_addr,
+            signaling: sig_addr,
+            app,
+            stop: Some(tx),
+            task,
+        }
     }
 
     /// The signaling URL.
@@ -55,7 +68,11 @@ impl TestServer {
 
     /// Token for `user` in `room`.
     pub async fn token(&self, user: &str, room: &str) -> String {
-        octate_client::fetch_token(self.http, user, room, None).await.unwrap()
+        let fetch = octate_client::fetch_token(self.http, user, room, None);
+        tokio::time::timeout(peers::WAIT, fetch)
+            .await
+            .expect("token issued in time")
+            .unwrap()
     }
 
     /// Stops the server and waits for it.
@@ -73,4 +90,21 @@ pub fn fast_config() -> TransportConfig {
     config.core.heartbeat_interval = Duration::from_millis(200);
     config.core.cleanup_interval = Duration::from_millis(200);
     config
+}
+
+pub mod peers;
+
+impl TestServer {
+    /// Starts a server with [`fast_config`] changed by `tweak`.
+    pub async fn start_tweaked(tweak: impl FnOnce(&mut TransportConfig)) -> Self {
+        let mut config = fast_config();
+        tweak(&mut config);
+        Self::start(config).await
+    }
+
+    /// Authenticates `user` in `room` (token from the HTTP API) and asserts `auth-ok`.
+    pub async fn join(&self, user: &str, room: &str) -> peers::Joined {
+        let token = self.token(user, room).await;
+        peers::join(&self.ws_url(), &token, user, None).await
+    }
 }

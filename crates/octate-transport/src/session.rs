@@ -70,7 +70,12 @@ pub(crate) async fn run(mut ws: WebSocket<Io>, app: Arc<App>, mut stop: watch::R
     let end = session.read_loop(rx, &mut stop, &kill, &mut writer).await;
 
     app.registry.unregister(conn);
-    app.drive(|core, now| core.handle_disconnect(now, conn));
+    // At shutdown every connection gets 1001. Reporting this disconnect would race the
+    // others' own close with `peer-left` (and `host-changed`), and clients would tear
+    // down peer-to-peer links that do not need the signaling server.
+    if !app.stopping() {
+        app.drive(|core, now| core.handle_disconnect(now, conn));
+    }
     match end {
         End::WriterDone => {}
         End::SlowConsumer | End::Dropped => writer.abort(),
