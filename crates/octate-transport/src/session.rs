@@ -235,12 +235,18 @@ impl Session {
             _ => CloseCode::ProtocolError,
         };
         debug!(conn = %self.conn, %err, "websocket protocol error");
-        if close == CloseCode::MessageTooBig {
-            self.app
-                .send_error(self.conn, ErrorCode::TooLarge, "frame too large");
+        match close {
+            CloseCode::MessageTooBig => {
+                self.close_with(ErrorCode::TooLarge, "frame too large", close)
+            }
+            CloseCode::InvalidPayload => {
+                self.close_with(ErrorCode::InvalidMessage, "invalid utf-8", close)
+            }
+            _ => {
+                self.app.close(self.conn, close);
+                End::Closed(close)
+            }
         }
-        self.app.close(self.conn, close);
-        End::Closed(close)
     }
 
     /// Handles one text message; returns how the session ends, if it does.
