@@ -1,0 +1,88 @@
+//! Dialing: loopback only, client sockets spread over several source addresses.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::Res;
+
+/// A client WebSocket over plain TCP.
+pub(crate) type Ws = WebSocketStream<TcpStream>;
+
+/// Refuses any address outside 127.0.0.0/8 and ::1: load goes to this machine only.
+pub(crate) fn require_loopback(ip: IpAddr) -> Res<()> {
+    if ip.is_loopback() {
+        Ok(())
+    } else {
+        Err(
+            format!("{ip} is not a loopback address: octate-bench only dials 127.0.0.0/8 and ::1")
+                .into(),
+        )
+    }
+}
+
+/// Opens WebSockets to one server from several loopback source addresses.
+pub(crate) struct Dialer {
+    server: SocketAddr,
+    /// `host:port` as written in the URL, for the `Host` header.
+    authority: String,
+    /// Path prefix of the URL, without its trailing `/`.
+    base_path: String,
+    sources: Vec<Ipv4Addr>,
+    next: AtomicUsize,
+}
+
+impl Dialer {
+    /// `url` is `ws://127.0.0.1:PORT/optional/prefix`; sources are 127.0.0.2 … 127.0.0.(1+n).
+    pub(crate) fn new(url: &str, source_addrs: u8) -> Res<Self> {
+        let rest = url
+            .strip_prefix("ws://")
+            .ok_or("the WebSocket URL must start with ws://")?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let server: SocketAddr = authority.parse().map_err(|_| {
+            format!("{authority}: give an IP address and port, e.g. 127.0.0.1:3001")
+        })?;
+        require_loopback(server.ip())?;
+        let sources = if server.is_ipv4() {
+            (0..source_addrs)
+                .map(|i| Ipv4Addr::new(127, 0, 0, 2 + i))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            server,
+            authority: authority.to_owned(),
+            base_path: path.trim_end_matches('/').to_owned(),
+            sources,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Connects a TCP socket from the next source address, then does the WebSocket
+    /// handshake for `path` (appended to the URL's path; `/` for Octate, `/room` for matchbox).
+    pub(crate) async fn dial(&self, path: &str) -> Res<Ws> {
+        let socket = TcpSocket::new_v4()?;
+        if !self.sources.is_empty() {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % self.sources.len();
+            // Choose the port at connect time, per 4-tuple, instead of reserving one at
+            // bind time: many more connections per source address, TIME_WAIT reuse.
+            setsockopt(&socket, IpBindAddressNoPort, &true)?;
+            socket.bind(SocketAddr::new(IpAddr::V4(self.sources[i]), 0))?;
+        }
+        let stream = socket.connect(self.server).await?;
+        stream.set_nodelay(true)?;
+        let url = format!("ws://{}{}{}", self.authority, self.base_path, path);
+        let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+        let (ws, _) =
+            tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
+        Ok(ws)
+    }
+}

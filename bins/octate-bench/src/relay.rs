@@ -1,0 +1,286 @@
+//! `relay`: P pairs ping-pong an SDP offer/answer through the server, W in flight per pair.
+//!
+//! Peer A of each pair sends `sdp-offer`s stamped with the time; peer B answers each
+//! with an `sdp-answer` of the same size carrying the stamp back. One round trip is two
+//! relayed messages. Only answers received inside the measured window count.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::net::Ws;
+use crate::proto::{self, Clock, Incoming, Proto, Spec};
+use crate::stats::{self, CpuMark, r1, r2};
+use crate::{Ctx, Res};
+
+/// When the load starts, when measuring starts, when it ends.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Instant,
+    from: Instant,
+    until: Instant,
+}
+
+impl Window {
+    fn contains(&self, t: Instant) -> bool {
+        t >= self.from && t < self.until
+    }
+}
+
+/// What one initiator saw.
+#[derive(Debug, Default)]
+struct PairOut {
+    round_trips: u64,
+    rtt_us: Vec<u32>,
+    errors: u64,
+    closed: bool,
+}
+
+pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
+    let pairs = ctx.args.pairs.max(1);
+    let window = ctx.args.window.max(1);
+    let tag = &ctx.tag;
+    let names: Vec<(String, String)> = (0..pairs)
+        .flat_map(|i| {
+            let room = format!("{tag}-r{i}");
+            [
+                (format!("{tag}-a{i}"), room.clone()),
+                (format!("{tag}-b{i}"), room),
+            ]
+        })
+        .collect();
+    let tokens = ctx.proto.tokens(&names).await?;
+    let specs = names
+        .into_iter()
+        .zip(tokens)
+        .map(|((user, room), token)| Spec { room, user, token })
+        .collect();
+    let connect_started = Instant::now();
+    let joined = proto::join_many(&ctx.proto, &ctx.dialer, specs, 64).await;
+    let connect_secs = connect_started.elapsed().as_secs_f64();
+    let mut peers = Vec::with_capacity(joined.len());
+    for j in joined {
+        peers.push(j.map_err(|e| format!("connecting the pairs: {e}"))?);
+    }
+    eprintln!(
+        "relay: {} peers connected in {connect_secs:.2} s",
+        peers.len()
+    );
+
+    let offer_prefix: Arc<str> = format!(
+        r#"{{"type":"offer","sdp":"{}","seq":"#,
+        proto::sdp_text(ctx.args.payload, "offer")
+    )
+    .into();
+    let answer_prefix: Arc<str> = format!(
+        r#"{{"type":"answer","sdp":"{}","seq":"#,
+        proto::sdp_text(ctx.args.payload, "answer")
+    )
+    .into();
+    let sample_len = ctx
+        .proto
+        .signal(
+            "peer-id-of-typical-length",
+            "sdp-offer",
+            &format!("{offer_prefix}1,\"t\":123456789}}"),
+        )
+        .len();
+
+    let start = Instant::now() + Duration::from_millis(100);
+    let from = start + ctx.warmup();
+    let w = Window {
+        start,
+        from,
+        until: from + ctx.duration(),
+    };
+    let clock = Clock(std::time::Instant::now());
+    let mut initiators = tokio::task::JoinSet::new();
+    let mut responders = tokio::task::JoinSet::new();
+    let mut iter = peers.into_iter();
+    while let (Some(a), Some(b)) = (iter.next(), iter.next()) {
+        let proto = ctx.proto.clone();
+        let prefix = offer_prefix.clone();
+        let b_id = b.id.clone();
+        initiators.spawn(initiator(a.ws, proto, b_id, prefix, window, w, clock));
+        let proto = ctx.proto.clone();
+        let prefix = answer_prefix.clone();
+        responders.spawn(responder(b.ws, proto, a.id, prefix, w));
+    }
+    let server_pid = ctx.args.server_pid;
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(w.from).await;
+        let a = CpuMark::now(server_pid);
+        tokio::time::sleep_until(w.until).await;
+        a.usage(&CpuMark::now(server_pid))
+    });
+
+    let mut outs = Vec::with_capacity(pairs);
+    while let Some(out) = initiators.join_next().await {
+        outs.push(out?);
+    }
+    let mut responder_errors = 0u64;
+    while let Some(out) = responders.join_next().await {
+        responder_errors += out?;
+    }
+    let cpu = cpu.await?;
+
+    let secs = ctx.args.duration;
+    let mut h = stats::histogram();
+    for o in &outs {
+        stats::record_all(&mut h, &o.rtt_us);
+    }
+    let counts: Vec<u64> = outs.iter().map(|o| o.round_trips).collect();
+    let total: u64 = counts.iter().sum();
+    let min = counts.iter().copied().min().unwrap_or(0);
+    let max = counts.iter().copied().max().unwrap_or(0);
+    let mean = total as f64 / counts.len().max(1) as f64;
+    let starved = counts.iter().filter(|&&c| c == 0).count();
+    let errors: u64 = outs.iter().map(|o| o.errors).sum::<u64>() + responder_errors;
+    let closed = outs.iter().filter(|o| o.closed).count();
+    let msgs_per_sec = 2.0 * total as f64 / secs;
+    let rtt = stats::summary_ms(&h);
+    eprintln!(
+        "relay {} P={pairs} W={window}: {:.0} relayed msgs/s, RTT p50 {} ms p99 {} ms p99.9 {} ms, \
+         per pair min {min} max {max} mean {mean:.1}, starved {starved}, errors {errors}, closed {closed}, cpu {cpu}",
+        ctx.args.target.as_str(),
+        msgs_per_sec,
+        rtt["p50_ms"],
+        rtt["p99_ms"],
+        rtt["p999_ms"],
+    );
+    Ok(ctx.result_line(
+        json!({
+            "pairs": pairs,
+            "window": window,
+            "message_bytes": sample_len,
+            "duration_s": secs,
+            "warmup_s": ctx.args.warmup,
+        }),
+        json!({
+            "relayed_msgs_per_sec": r1(msgs_per_sec),
+            "server_cpu_us_per_op": stats::server_us_per_op(&cpu, msgs_per_sec),
+            "round_trips": total,
+            "rtt": rtt,
+            "per_pair": {"min": min, "max": max, "mean": r1(mean), "starved": starved},
+            "errors": errors,
+            "closed_early": closed,
+            "connect_s": r2(connect_secs),
+            "cpu": cpu,
+        }),
+    ))
+}
+
+async fn initiator(
+    mut ws: Ws,
+    proto: Arc<Proto>,
+    peer: String,
+    prefix: Arc<str>,
+    window: usize,
+    w: Window,
+    clock: Clock,
+) -> PairOut {
+    let mut out = PairOut::default();
+    let mut seq = 0u64;
+    let offer = |seq: u64| {
+        let body = format!("{prefix}{seq},\"t\":{}}}", clock.us());
+        proto.signal(&peer, "sdp-offer", &body)
+    };
+    tokio::time::sleep_until(w.start).await;
+    for _ in 0..window {
+        seq += 1;
+        if proto::send_text(&mut ws, offer(seq)).await.is_err() {
+            out.closed = true;
+            return out;
+        }
+    }
+    loop {
+        let Ok(msg) = tokio::time::timeout_at(w.until, ws.next()).await else {
+            break;
+        };
+        let text = match msg {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                out.closed = true;
+                return out;
+            }
+            Some(Ok(_)) => continue,
+        };
+        match proto.classify(text.as_str()) {
+            Incoming::Signal => {
+                let now = Instant::now();
+                if w.contains(now)
+                    && let Some(t) = proto::last_u64(text.as_str(), "\"t\":")
+                {
+                    out.round_trips += 1;
+                    let rtt = clock.us().saturating_sub(t);
+                    out.rtt_us.push(u32::try_from(rtt).unwrap_or(u32::MAX));
+                }
+                if now < w.until {
+                    seq += 1;
+                    if proto::send_text(&mut ws, offer(seq)).await.is_err() {
+                        out.closed = true;
+                        return out;
+                    }
+                }
+            }
+            Incoming::Heartbeat => {
+                if let Some(pong) = proto.pong() {
+                    let _ = proto::send_text(&mut ws, pong.to_owned()).await;
+                }
+            }
+            Incoming::Error => out.errors += 1,
+            Incoming::Update | Incoming::Other => {}
+        }
+    }
+    proto::close(ws, Duration::from_secs(2)).await;
+    out
+}
+
+/// Answers every offer with an answer of the same size carrying the offer's stamp; returns errors seen.
+async fn responder(
+    mut ws: Ws,
+    proto: Arc<Proto>,
+    peer: String,
+    prefix: Arc<str>,
+    w: Window,
+) -> u64 {
+    let mut errors = 0;
+    let stop = w.until + Duration::from_millis(500);
+    loop {
+        let Ok(msg) = tokio::time::timeout_at(stop, ws.next()).await else {
+            break;
+        };
+        let text = match msg {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_)) | Err(_)) | None => return errors,
+            Some(Ok(_)) => continue,
+        };
+        match proto.classify(text.as_str()) {
+            Incoming::Signal => {
+                let t = proto::last_u64(text.as_str(), "\"t\":").unwrap_or(0);
+                let seq = proto::last_u64(text.as_str(), "\"seq\":").unwrap_or(0);
+                let body = format!("{prefix}{seq},\"t\":{t}}}");
+                if proto::send_text(&mut ws, proto.signal(&peer, "sdp-answer", &body))
+                    .await
+                    .is_err()
+                {
+                    return errors;
+                }
+            }
+            Incoming::Heartbeat => {
+                if let Some(pong) = proto.pong() {
+                    let _ = proto::send_text(&mut ws, pong.to_owned()).await;
+                }
+            }
+            // After the window, answers to an initiator that already left fail: not counted.
+            Incoming::Error if Instant::now() < w.until => errors += 1,
+            Incoming::Error | Incoming::Update | Incoming::Other => {}
+        }
+    }
+    proto::close(ws, Duration::from_secs(2)).await;
+    errors
+}

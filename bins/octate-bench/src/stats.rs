@@ -1,0 +1,122 @@
+//! Latency histograms and what /proc says about a process.
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+/// A histogram of microseconds, 1 µs to 60 s, three significant digits.
+pub(crate) fn histogram() -> Histogram<u64> {
+    // Invariant: the bounds are valid constants.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Records microsecond samples into a histogram, clamped to its range.
+pub(crate) fn record_all(h: &mut Histogram<u64>, samples: &[u32]) {
+    for &s in samples {
+        h.saturating_record(u64::from(s.max(1)));
+    }
+}
+
+/// p50/p99/p99.9/max in milliseconds.
+pub(crate) fn summary_ms(h: &Histogram<u64>) -> Value {
+    let ms = |us: u64| (us as f64 / 1000.0 * 1000.0).round() / 1000.0;
+    json!({
+        "samples": h.len(),
+        "p50_ms": ms(h.value_at_quantile(0.50)),
+        "p99_ms": ms(h.value_at_quantile(0.99)),
+        "p999_ms": ms(h.value_at_quantile(0.999)),
+        "max_ms": ms(h.max()),
+        "mean_ms": (h.mean() / 1000.0 * 1000.0).round() / 1000.0,
+    })
+}
+
+/// Resident set size of a process, bytes (`VmRSS` in /proc/<pid>/status).
+pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// User and system CPU time of a process, seconds (fields 14 and 15 of /proc/<pid>/stat).
+pub(crate) fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields count from after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    Some((utime / ticks, stime / ticks))
+}
+
+/// CPU time of the server (if its pid is known) and of this process over a window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuMark {
+    server: Option<(f64, f64)>,
+    me: Option<(f64, f64)>,
+    at: std::time::Instant,
+}
+
+impl CpuMark {
+    pub(crate) fn now(server_pid: Option<u32>) -> Self {
+        Self {
+            server: server_pid.and_then(cpu_seconds),
+            me: cpu_seconds(std::process::id()),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// CPU use between `self` and `later`, in percent of one core (the server's split
+    /// into user and kernel time).
+    pub(crate) fn usage(&self, later: &Self) -> Value {
+        let secs = later.at.duration_since(self.at).as_secs_f64().max(1e-9);
+        let pct = |x: f64| json!((x / secs * 1000.0).round() / 10.0);
+        let both =
+            |a: Option<(f64, f64)>, b: Option<(f64, f64)>, f: fn((f64, f64)) -> f64| match (a, b) {
+                (Some(a), Some(b)) => pct(f(b) - f(a)),
+                _ => Value::Null,
+            };
+        json!({
+            "server_cpu_pct": both(self.server, later.server, |(u, s)| u + s),
+            "server_user_pct": both(self.server, later.server, |(u, _)| u),
+            "server_sys_pct": both(self.server, later.server, |(_, s)| s),
+            "generator_cpu_pct": both(self.me, later.me, |(u, s)| u + s),
+        })
+    }
+}
+
+/// Kernel memory held by TCP sockets, bytes (the `mem` pages of /proc/net/sockstat).
+pub(crate) fn tcp_kernel_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "mem" {
+            let pages: u64 = words.next()?.parse().ok()?;
+            return Some(pages * 4096);
+        }
+    }
+    None
+}
+
+/// Rounds to two decimals.
+pub(crate) fn r2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Rounds to one decimal.
+pub(crate) fn r1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Server CPU time per operation, microseconds: `cpu` from [`CpuMark::usage`] over the
+/// window, `rate` operations per second in the same window.
+pub(crate) fn server_us_per_op(cpu: &Value, rate: f64) -> Value {
+    match cpu["server_cpu_pct"].as_f64() {
+        Some(pct) if rate > 0.0 => json!(r2(pct / 100.0 / rate * 1e6)),
+        _ => Value::Null,
+    }
+}
