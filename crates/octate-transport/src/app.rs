@@ -55,7 +55,7 @@ impl Clock {
 
 /// Everything the connection tasks, HTTP handlers and timers share.
 pub struct App {
-    /// One lock for all rooms and peers, held only while the core computes.
+    /// One lock for all rooms and peers, held while the core computes and its outputs are queued.
     ///
     /// A `parking_lot::Mutex`, not a tokio one: nothing awaits while holding it,
     /// and its guard is `!Send`, so holding it across an `.await` fails to compile.
@@ -117,17 +117,14 @@ impl App {
 
     /// Runs `f` on the core with the current time, then carries out every output.
     pub(crate) fn drive<T>(&self, f: impl FnOnce(&mut Core, UnixMillis) -> T) -> T {
+        let mut core = self.core.lock();
+        // Read the clock under the lock, so the core sees time move forward only.
         let now = self.clock.now_ms();
-        let mut outputs = Vec::new();
-        let result = {
-            let mut core = self.core.lock();
-            let result = f(&mut core, now);
-            while let Some(out) = core.poll_output() {
-                outputs.push(out);
-            }
-            result
-        };
-        for out in outputs {
+        let result = f(&mut core, now);
+        // Queue the outputs before unlocking: every connection then receives events in
+        // the order the core produced them (never `peer-joined` before its own
+        // `auth-ok`). Queueing is a non-blocking push, so the lock stays short.
+        while let Some(out) = core.poll_output() {
             self.dispatch(out);
         }
         result
