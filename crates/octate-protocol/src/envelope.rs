@@ -91,22 +91,19 @@ fn string_field(
 /// One pass over the bytes, skipping string contents (and escapes within them); it does
 /// not validate JSON, which the parser does next.
 pub(crate) fn check_depth(text: &str) -> Result<(), ProtocolError> {
+    let bytes = text.as_bytes();
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in text.as_bytes() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
         match b {
-            b'"' => in_string = true,
+            b'"' => match string_end(bytes, i + 1) {
+                Some(next) => {
+                    i = next;
+                    continue;
+                }
+                // An unterminated string: the parser reports it.
+                None => return Ok(()),
+            },
             b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_NESTING_DEPTH {
@@ -118,8 +115,25 @@ pub(crate) fn check_depth(text: &str) -> Result<(), ProtocolError> {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     Ok(())
+}
+
+/// Index just past the closing quote of a string whose contents start at `from`.
+///
+/// Jumps from quote or backslash to the next with `memchr`: SDP payloads are mostly
+/// string contents, so this is where the time goes.
+fn string_end(bytes: &[u8], mut from: usize) -> Option<usize> {
+    loop {
+        let rest = bytes.get(from..)?;
+        let at = from + memchr::memchr2(b'"', b'\\', rest)?;
+        if bytes[at] == b'"' {
+            return Some(at + 1);
+        }
+        // A backslash escapes the next byte, whatever it is.
+        from = at + 2;
+    }
 }
 
 /// An outgoing envelope borrowing its parts; serializes in one pass.
@@ -186,6 +200,10 @@ mod tests {
         assert!(check_depth(&escaped_quote).is_ok());
         let backslash_then_quote = format!(r#"{{"a":"\\","b":{}}}"#, "[".repeat(100));
         assert!(check_depth(&backslash_then_quote).is_err());
+        // Input that ends inside a string or right after a backslash is left to the parser.
+        for cut in ["\"", "\"abc\\", "{\"a\":\"\\\"", "\"\\"] {
+            assert!(check_depth(cut).is_ok(), "{cut:?}");
+        }
     }
 
     #[test]
