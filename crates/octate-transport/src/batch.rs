@@ -1,7 +1,7 @@
 //! A write buffer that gathers the frames of a burst into one system call.
 //!
 //! Unlike `tokio::io::BufWriter`, it allocates only while there is something to send
-//! and gives large buffers back after each flush, so idle connections hold no buffer.
+//! and frees the buffer after each flush, so idle connections hold none.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -11,8 +11,9 @@ use tokio::io::AsyncWrite;
 
 /// Bytes gathered before a write is forced even without a flush.
 const MAX_BATCH: usize = 64 * 1024;
-/// Buffer capacity kept across flushes; anything larger is freed.
-const KEEP_CAPACITY: usize = 4 * 1024;
+/// Buffer capacity kept across flushes; anything larger is freed. Zero: an idle
+/// connection holds no write buffer at all, and a burst costs one allocation.
+const KEEP_CAPACITY: usize = 0;
 
 /// Buffers writes until `flush`, then writes them in as few system calls as possible.
 #[derive(Debug)]

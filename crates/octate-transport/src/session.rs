@@ -61,6 +61,10 @@ pub(crate) async fn run(mut ws: WebSocket<Io>, app: Arc<App>, mut stop: watch::R
         pending_bytes,
         kill,
     } = mailbox;
+    // Every frame goes out as header + payload slices into the batch buffer, so the
+    // library's own per-connection write buffer never grows.
+    let mut tx = tx;
+    tx.set_writev_threshold(0);
     let mut writer = tokio::spawn(write_loop(tx, queue, pending_bytes));
     let mut session = Session {
         app: app.clone(),
