@@ -157,6 +157,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// The server is shutting down or overloaded.
     Unavailable,
+    /// A request took too long to arrive.
+    Timeout,
     /// A bug on the server's side.
     Internal,
 }
@@ -196,6 +198,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => "method-not-allowed",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
             Self::Internal => "internal",
         }
     }
@@ -233,6 +236,7 @@ impl ErrorCode {
         Self::MethodNotAllowed,
         Self::UnsupportedMediaType,
         Self::Unavailable,
+        Self::Timeout,
         Self::Internal,
     ];
 }
@@ -444,7 +448,7 @@ mod tests {
         wire.sort_unstable();
         wire.dedup();
         assert_eq!(wire.len(), n);
-        assert_eq!(n, 32);
+        assert_eq!(n, 33);
     }
 
     #[test]

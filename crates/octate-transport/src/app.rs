@@ -71,6 +71,8 @@ pub struct App {
     pub(crate) stop: watch::Sender<bool>,
     /// Accepted TCP connections still speaking HTTP (upgraded ones are in `registry`).
     pub(crate) http_sockets: std::sync::atomic::AtomicUsize,
+    /// WebSocket connections open or being upgraded, for `max_connections`.
+    pub(crate) ws_slots: std::sync::atomic::AtomicUsize,
     /// Open WebSocket connections per source address.
     pub(crate) per_address: PerAddress,
     /// The admin key, when one is configured.
@@ -108,6 +110,7 @@ impl App {
             clock,
             stop,
             http_sockets: std::sync::atomic::AtomicUsize::new(0),
+            ws_slots: std::sync::atomic::AtomicUsize::new(0),
             per_address: PerAddress::default(),
             admin_key,
             memory_level: AtomicU8::new(0),

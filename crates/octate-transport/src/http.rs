@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -196,15 +197,15 @@ fn upgrade(
             "origin not allowed",
         );
     }
-    if app.registry.len() >= app.config.max_connections {
+    let Some(slot) = ConnectionSlot::acquire(app) else {
         app.metrics.connections_refused.inc();
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::TooManyConnections,
             "connection limit reached",
         );
-    }
-    let Some(slot) = AddressSlot::acquire(app, remote) else {
+    };
+    let Some(address) = AddressSlot::acquire(app, remote) else {
         app.metrics.connections_refused.inc();
         return error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -217,7 +218,7 @@ fn upgrade(
             let app = app.clone();
             let stop = app.stop.subscribe();
             tokio::spawn(async move {
-                let _slot = slot;
+                let _slots = (slot, address);
                 match fut.await {
                     Ok(ws) => session::run(ws, app, stop).await,
                     Err(err) => debug!(%err, "websocket upgrade failed"),
@@ -230,6 +231,28 @@ fn upgrade(
             ErrorCode::InvalidMessage,
             err.to_string(),
         ),
+    }
+}
+
+/// One of the `max_connections` WebSocket slots, taken atomically before the 101 is
+/// sent (so simultaneous upgrades cannot overshoot) and released when dropped.
+struct ConnectionSlot(Arc<App>);
+
+impl ConnectionSlot {
+    fn acquire(app: &Arc<App>) -> Option<Self> {
+        let max = app.config.max_connections;
+        app.ws_slots
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(app.clone()))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.ws_slots.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -492,7 +515,17 @@ async fn read_json<T: DeserializeOwned>(
         ));
     }
     let limit = app.config.max_body_bytes;
-    let bytes = match Limited::new(req.into_body(), limit).collect().await {
+    // The header timeout does not cover the body: a body that stalls would hold its
+    // socket for ever, so it gets the same time to arrive.
+    let collect = Limited::new(req.into_body(), limit).collect();
+    let Ok(collected) = tokio::time::timeout(app.config.header_read_timeout, collect).await else {
+        return Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::Timeout,
+            "request body did not arrive in time",
+        ));
+    };
+    let bytes = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => {
             return Err(error(

@@ -101,7 +101,7 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, kind: Listener) {
                 continue;
             }
         };
-        let open = app.http_sockets.load(Ordering::Relaxed) + app.registry.len();
+        let open = app.http_sockets.load(Ordering::Relaxed) + app.ws_slots.load(Ordering::Relaxed);
         if open >= app.config.max_connections + HTTP_HEADROOM {
             app.metrics.connections_refused.inc();
             refuse(&tcp);
