@@ -34,8 +34,12 @@ impl Mailboxes {
                         self.post(conn, ServerMessage::Heartbeat);
                     }
                 }
-                Output::Close { conn, code } => println!("close {conn}: {} {}", code.code(), code.reason()),
-                Output::RoomRemoved { room_id, reason } => println!("room {room_id} removed: {reason:?}"),
+                Output::Close { conn, code } => {
+                    println!("close {conn}: {} {}", code.code(), code.reason())
+                }
+                Output::RoomRemoved { room_id, reason } => {
+                    println!("room {room_id} removed: {reason:?}")
+                }
             }
         }
     }
@@ -53,7 +57,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut core = Core::new(CoreConfig::default(), now);
     let room = RoomId::new("design-review")?;
 
-    let mut mailboxes = Mailboxes { senders: HashMap::new() };
+    let mut mailboxes = Mailboxes {
+        senders: HashMap::new(),
+    };
     let mut inboxes = HashMap::new();
     for (n, user) in ["ada", "grace"].into_iter().enumerate() {
         let conn = ConnId(n as u64);
@@ -61,14 +67,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mailboxes.senders.insert(conn, tx);
         inboxes.insert(user, rx);
         // Identity comes from a verified token; here we trust our own service.
-        let identity = Identity { user_id: UserId::new(user)?, room_id: room.clone() };
+        let identity = Identity {
+            user_id: UserId::new(user)?,
+            room_id: room.clone(),
+        };
         core.handle_authenticated(now, conn, identity, Some(user.to_uppercase()));
         mailboxes.deliver(&mut core);
     }
 
     // Ada sends an offer to Grace; the core decides it may reach her and stamps the sender.
     now += 50;
-    let offer = br#"{"type":"sdp-offer","data":{"peer":"grace","offer":{"type":"offer","sdp":"v=0..."}}}"#;
+    let offer =
+        br#"{"type":"sdp-offer","data":{"peer":"grace","offer":{"type":"offer","sdp":"v=0..."}}}"#;
     core.handle_message(now, ConnId(0), ClientMessage::decode(offer, 64 * 1024)?);
     mailboxes.deliver(&mut core);
 

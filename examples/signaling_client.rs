@@ -10,9 +10,14 @@ use serde_json::json;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let http = args.next().unwrap_or_else(|| "http://127.0.0.1:3000".into());
+    let http = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:3000".into());
     let ws = args.next().unwrap_or_else(|| "ws://127.0.0.1:3001/".into());
-    let http_addr = http.trim_start_matches("http://").trim_end_matches('/').parse()?;
+    let http_addr = http
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()?;
     let admin_key = std::env::var("OCTATE_ADMIN_KEY").ok();
 
     // 1. Tokens, as an app backend would mint them.
@@ -27,16 +32,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("alice: {:?}", alice.recv().await?.kind());
 
     // 3. Offer, answer, and a candidate, each relayed only to its named peer.
-    alice.signal(SignalKind::Offer, "bob", json!({"type": "offer", "sdp": "v=0\r\n..."})).await?;
+    alice
+        .signal(
+            SignalKind::Offer,
+            "bob",
+            json!({"type": "offer", "sdp": "v=0\r\n..."}),
+        )
+        .await?;
     if let ServerMessage::Signal { from, data, .. } = bob.recv().await? {
         println!("bob got an offer from {from}: {}", data.get());
     }
-    bob.signal(SignalKind::Answer, "alice", json!({"type": "answer", "sdp": "v=0\r\n..."})).await?;
+    bob.signal(
+        SignalKind::Answer,
+        "alice",
+        json!({"type": "answer", "sdp": "v=0\r\n..."}),
+    )
+    .await?;
     if let ServerMessage::Signal { from, .. } = alice.recv().await? {
         println!("alice got an answer from {from}");
     }
     let candidate = json!({"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host", "sdpMid": "0"});
-    bob.signal(SignalKind::IceCandidate, "alice", candidate).await?;
+    bob.signal(SignalKind::IceCandidate, "alice", candidate)
+        .await?;
     println!("alice: {}", alice.recv().await?.kind());
 
     // 4. Leave: the other side hears `peer-left`.

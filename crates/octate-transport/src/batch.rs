@@ -120,7 +120,11 @@ mod tests {
         let mut got = vec![0u8; 13];
         server.read_exact(&mut got).await.expect("read");
         assert_eq!(&got, b"one two three");
-        assert_eq!(w.buf.capacity(), KEEP_CAPACITY, "no buffer is kept after a flush");
+        assert_eq!(
+            w.buf.capacity(),
+            KEEP_CAPACITY,
+            "no buffer is kept after a flush"
+        );
     }
 
     #[tokio::test]
