@@ -4,6 +4,9 @@
 // Every page is the real demo page, in its own browser context; pages talk to each other
 // over real RTCPeerConnections negotiated through the Octate server. Exits non-zero on failure.
 
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const BASE = (process.env.OCTATE_URL ?? '').replace(/\/+$/, '');
@@ -12,6 +15,8 @@ const OVERALL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_MS ?? 120_000);
 const WAIT_MS = 15_000;
 const ROOM = `e2e-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
 const VERBOSE = process.env.E2E_VERBOSE === '1';
+// The native Rust WebRTC peer (examples/webrtc_peer.rs); run.sh builds it and sets RUST_PEER.
+const RUST_PEER = process.env.RUST_PEER ?? fileURLToPath(new URL('../../target/debug/examples/webrtc_peer', import.meta.url));
 
 if (!BASE) {
   console.error('e2e: set OCTATE_URL to the server, e.g. http://127.0.0.1:3000');
@@ -32,6 +37,7 @@ const watchdog = setTimeout(() => {
   console.error(`e2e: overall timeout of ${OVERALL_TIMEOUT_MS} ms reached`);
   results.push({ name: 'overall timeout', ok: false });
   summary();
+  killRustPeers();
   process.exit(1);
 }, OVERALL_TIMEOUT_MS);
 
@@ -69,7 +75,7 @@ function demo(peer, fn, arg) {
 const pages = new Map();
 
 /** Opens the demo as `user` in its own browser context. */
-async function openPeer(user, { forgeToken = false } = {}) {
+async function openPeer(user, { forgeToken = false, room = ROOM } = {}) {
   const context = await browser.newContext();
   // Media permission lets Chromium expose real host candidates (127.0.0.1 here) rather
   // than mDNS names, which cannot resolve on a loopback-only machine.
@@ -95,7 +101,7 @@ async function openPeer(user, { forgeToken = false } = {}) {
       await route.fulfill({ response, json: body });
     });
   }
-  await page.goto(`${BASE}/?room=${encodeURIComponent(ROOM)}&user=${encodeURIComponent(user)}${VERBOSE ? "&debug" : ""}`);
+  await page.goto(`${BASE}/?room=${encodeURIComponent(room)}&user=${encodeURIComponent(user)}${VERBOSE ? "&debug" : ""}`);
   await page.waitForFunction(() => window.octateDemo !== undefined, null, { timeout: WAIT_MS });
   pages.set(user, peer);
   return peer;
@@ -145,6 +151,63 @@ async function serverJson(path) {
   return { status: resp.status, body: await resp.json() };
 }
 
+/** Every Rust peer started, for the failure report and the final cleanup. */
+const rustPeers = [];
+
+/**
+ * Starts the native Rust WebRTC peer (examples/webrtc_peer.rs) against the server, with
+ * `--print` and the given arguments. `exited` resolves with its exit code once its output
+ * is complete.
+ */
+function startRustPeer(name, args) {
+  assert(existsSync(RUST_PEER), `the Rust peer is not built at ${RUST_PEER} (cargo build --example webrtc_peer)`);
+  // Its signaling steps (`--verbose`, on stderr) are kept, and shown on failure.
+  const argv = ['--http', BASE, '--print', '--verbose', ...args.filter((a) => a !== '--verbose')];
+  const child = spawn(RUST_PEER, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const peer = { name, argv, child, stdout: '', stderr: '', reported: false };
+  child.stdout.setEncoding('utf8');
+  child.stderr.setEncoding('utf8');
+  for (const stream of ['stdout', 'stderr']) {
+    let partial = '';
+    child[stream].on('data', (d) => {
+      peer[stream] += d;
+      if (!VERBOSE) return;
+      const lines = (partial + d).split('\n');
+      partial = lines.pop();
+      for (const line of lines) console.log(`  [${name}] ${line}`);
+    });
+  }
+  peer.exited = new Promise((resolve) => {
+    child.on('error', (err) => resolve({ code: null, error: String(err) }));
+    child.on('close', (code, signal) => resolve({ code, signal }));
+  });
+  rustPeers.push(peer);
+  return peer;
+}
+
+/** Waits for the Rust peer to exit; throws if it is still running after `ms`. */
+async function rustPeerExit(peer, ms = WAIT_MS) {
+  const exit = await Promise.race([peer.exited, sleep(ms).then(() => null)]);
+  if (!exit) throw new Error(`${peer.name} still running after ${ms} ms`);
+  // Its workaround for a webrtc-rs race (see examples/README.md) is worth a line.
+  const rejoins = (peer.stderr.match(/webrtc-rs\/webrtc#821/g) ?? []).length;
+  if (rejoins) {
+    console.log(`  note: ${peer.name} re-joined ${rejoins}x: its data channel did not open (webrtc-rs/webrtc#821)`);
+    if (!VERBOSE) console.log(`    ${peer.stderr.trim().split('\n').slice(-40).join('\n    ')}`);
+  }
+  return exit;
+}
+
+/** The Rust peer's last `PREFIX <JSON string>` line (`doc`, `final`), decoded. */
+function rustPeerLine(peer, prefix) {
+  const line = peer.stdout.split('\n').filter((l) => l.startsWith(`${prefix} `)).pop();
+  return line === undefined ? undefined : JSON.parse(line.slice(prefix.length + 1));
+}
+
+function killRustPeers() {
+  for (const p of rustPeers) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+}
+
 async function scenario(name, fn) {
   const started = Date.now();
   try {
@@ -154,6 +217,12 @@ async function scenario(name, fn) {
   } catch (err) {
     results.push({ name, ok: false });
     console.log(`FAIL ${name}: ${err?.stack ?? err}`);
+    for (const p of rustPeers.filter((r) => !r.reported)) {
+      p.reported = true;
+      const tail = (t) => t.trim().split('\n').slice(-30).join('\n    ');
+      console.log(`  Rust peer ${p.name} (${p.argv.join(' ')}), exit ${JSON.stringify(p.child.exitCode)}:\n    ${tail(p.stdout)}\n    ${tail(p.stderr)}`);
+    }
+    killRustPeers();
     for (const p of pages.values()) {
       if (p.logs.length) console.log(`  console of ${p.user}:\n    ${p.logs.slice(-20).join('\n    ')}`);
       const links = await p.page.evaluate(() => {
@@ -423,6 +492,149 @@ async function simultaneousOffers() {
   assert(collisions > 0, 'no offer collision happened; perfect negotiation was not exercised');
 }
 
+async function rustPeerInterop() {
+  // A native WebRTC peer in Rust (examples/webrtc_peer.rs: webrtc-rs + yrs) edits the demo's
+  // document with a browser page, through the same server, messages and data channel.
+  // Round 1: the page is in the room first, so the Rust peer (the newcomer) offers.
+  // Round 2: the Rust peer is there first, so the page offers and the Rust peer answers.
+  for (const [round, rustFirst] of [[1, false], [2, true]]) {
+    const room = `${ROOM}-rust${round}`;
+    const user = `rusty${round}`;
+    const fromRust = `rust${round}-was-here `;
+    const fromPage = ` page${round}-was-here`;
+    const start = () =>
+      startRustPeer(user, ['--room', room, '--user', user, '--insert', fromRust, '--expect', fromPage.trim(), '--timeout', '30']);
+    let rust;
+    let page;
+    if (rustFirst) {
+      rust = start();
+      await waitFor(`${user} to join`, async () => ({ ok: rust.stdout.includes('joined '), seen: rust.stdout + rust.stderr }));
+      page = await openPeer(`page${round}`, { room });
+      await ready(page);
+    } else {
+      page = await openPeer(`page${round}`, { room });
+      await ready(page);
+      rust = start();
+    }
+    await waitOpen(page, [user]);
+    // The Rust peer's insert arrives as a RemoteOperation and lands in the page's document.
+    await waitFor(`the page to get ${user}'s text`, async () => {
+      const t = await demo(page, (d) => d.text);
+      return { ok: t.includes(fromRust), seen: t };
+    });
+    // A direct connection: the page's selected candidate pair is host to host (127.0.0.x).
+    const link = await waitFor(`the page's selected candidate pair with ${user}`, async () => {
+      const seen = await page.page.evaluate(async (peerId) => {
+        const pc = window.octateDemo.client.peerConnection(peerId);
+        if (!pc) return null;
+        const stats = [...(await pc.getStats()).values()];
+        const byId = new Map(stats.map((s) => [s.id, s]));
+        const pair = byId.get(stats.find((s) => s.type === 'transport')?.selectedCandidatePairId);
+        const end = (id) => byId.get(id) && { type: byId.get(id).candidateType, address: byId.get(id).address };
+        return { connection: pc.connectionState, pair: pair && { state: pair.state, local: end(pair.localCandidateId), remote: end(pair.remoteCandidateId) } };
+      }, user);
+      return { ok: seen?.connection === 'connected' && seen.pair?.state === 'succeeded', seen };
+    });
+    if (VERBOSE) console.log(`  page${round}→${user}: ${JSON.stringify(link.seen)}`);
+    assert(link.seen.pair.local?.type === 'host' && link.seen.pair.remote?.type === 'host', `not a direct host-to-host pair: ${JSON.stringify(link.seen)}`);
+    // Text typed in the page reaches the Rust peer, which exits 0 once its document has it.
+    await page.page.click('#editor');
+    await page.page.keyboard.press('End');
+    await page.page.keyboard.type(fromPage);
+    const exit = await rustPeerExit(rust);
+    assert(exit.code === 0, `${user} exited with ${JSON.stringify(exit)}`);
+    const final = rustPeerLine(rust, 'final');
+    assert(typeof final === 'string' && final.includes(fromRust) && final.includes(fromPage), `${user}'s final document: ${JSON.stringify(final)}`);
+    // Both documents converged: the page holds exactly what the Rust peer ended with.
+    await waitConverged([page], `page${round} equal to ${user}`, (t) => t === final);
+    const stats = await demo(page, (d) => d.stats);
+    assert(stats.opsReceived > 0 && stats.syncsReceived > 0, `the page got no operation or sync from ${user}: ${JSON.stringify(stats)}`);
+    rust.reported = true;
+    await closePeer(page);
+  }
+}
+
+async function rustPeerGlare() {
+  // Offers that collide between the Rust peer and octate-client.js: a client of the library,
+  // loaded in a demo page, offers the moment the Rust newcomer joins (its fallback set to
+  // 0 ms) while the Rust peer offers too. The page's WebSocket holds the Rust peer's offer
+  // back until the page has sent its own, so the offers always cross. In round 1 the Rust
+  // peer is the polite end (the larger user id) and yields; in round 2 it is the impolite end
+  // and ignores the page's offer. Either way the channel opens and both documents converge.
+  const host = await openPeer('glare-host', { room: `${ROOM}-rglare` });
+  for (const [round, rustId, webId] of [[1, 'zz-rust', 'aa-web'], [2, 'aa-rust', 'zz-web']]) {
+    const room = `${ROOM}-rglare${round}`;
+    await demo(host, async (d, { id, room }) => {
+      const { OctateClient, getToken } = await import('/octate-client.js');
+      const Y = await import('/vendor/yjs.mjs');
+      const lines = [];
+      const doc = new Y.Doc();
+      const text = doc.getText('content');
+      // Incoming offers wait until this end has sent an offer of its own.
+      let offered = false;
+      const held = [];
+      class HoldOffers extends WebSocket {
+        set onmessage(fn) {
+          this.deliver = fn;
+          super.onmessage = (ev) => {
+            if (!offered && JSON.parse(ev.data).type === 'sdp-offer') held.push(ev);
+            else fn(ev);
+          };
+        }
+        send(data) {
+          super.send(data);
+          if (!offered && JSON.parse(data).type === 'sdp-offer') {
+            offered = true;
+            for (const ev of held.splice(0)) this.deliver(ev);
+          }
+        }
+      }
+      const c = new OctateClient({
+        url: `ws://${location.host}/ws`,
+        getToken: () => getToken('', id, room),
+        offerFallbackMs: 0,
+        WebSocket: HoldOffers,
+        debug: (l) => lines.push(l),
+      });
+      c.addEventListener('message', (e) => {
+        const m = e.detail.data;
+        if (m && typeof m.update === 'string') Y.applyUpdate(doc, Uint8Array.from(atob(m.update), (ch) => ch.charCodeAt(0)));
+      });
+      c.addEventListener('open', (e) => {
+        // The demo's messages: the whole state, then an edit (once) as a RemoteOperation.
+        c.send(e.detail.peerId, { type: 'sync', peerId: id, timestamp: Date.now(), update: btoa(String.fromCharCode(...Y.encodeStateAsUpdate(doc))) });
+        if (text.toString().includes('web-edit')) return;
+        const before = Y.encodeStateVector(doc);
+        text.insert(0, 'web-edit ');
+        const update = Y.encodeStateAsUpdate(doc, before);
+        c.send(e.detail.peerId, {
+          id: `${id}:1`, peerId: id, timestamp: Date.now(), type: 'insert', position: 0, content: 'web-edit ',
+          version: Y.getState(doc.store, doc.clientID), update: btoa(String.fromCharCode(...update)),
+        });
+      });
+      window.__rglare = { c, lines, text: () => text.toString() };
+      await c.connect();
+    }, { id: webId, room });
+    const rust = startRustPeer(rustId, ['--room', room, '--user', rustId, '--insert', 'rust-edit ', '--expect', 'web-edit', '--verbose']);
+    const exit = await rustPeerExit(rust);
+    assert(exit.code === 0, `${rustId} exited with ${JSON.stringify(exit)}`);
+    const final = rustPeerLine(rust, 'final');
+    assert(typeof final === 'string' && final.includes('rust-edit') && final.includes('web-edit'), `${rustId}'s final document: ${JSON.stringify(final)}`);
+    await waitFor(`round ${round}: the page's client to hold ${JSON.stringify(final)}`, async () => {
+      const t = await demo(host, () => window.__rglare.text());
+      return { ok: t === final, seen: t };
+    });
+    const lines = await demo(host, () => window.__rglare.lines);
+    const web = lines.filter((l) => l.includes('collision=true')).length;
+    const native = (rust.stderr.match(/colliding offer/g) ?? []).length;
+    if (VERBOSE) console.log(`  round ${round}: collisions seen by ${webId}: ${web}, by ${rustId}: ${native}`);
+    assert(web > 0 && native > 0, `round ${round}: the offers did not collide at both ends (${webId}: ${web}, ${rustId}: ${native})`);
+    rust.reported = true;
+    await demo(host, () => window.__rglare.c.close());
+  }
+  await closePeer(host);
+}
+
 // ---- run ----
 
 let failed = 1;
@@ -451,12 +663,15 @@ try {
   await scenario('data flows peer to peer; the server relays only signaling', dataFlowsPeerToPeer);
   await scenario('a dropped signaling connection reconnects and rejoins', reconnectsAfterDrop);
   await scenario('simultaneous offers and ICE restarts are settled by perfect negotiation', simultaneousOffers);
+  await scenario('a native Rust WebRTC peer (webrtc-rs + yrs) edits with a browser page', rustPeerInterop);
+  await scenario('offers colliding between the Rust peer and the browser client are settled', rustPeerGlare);
 } catch (err) {
   console.log(`e2e: setup failed: ${err?.stack ?? err}`);
   results.push({ name: 'setup', ok: false });
 } finally {
   failed = summary();
   clearTimeout(watchdog);
+  killRustPeers();
   if (browser) await Promise.race([browser.close(), sleep(5000)]);
 }
 process.exit(failed === 0 ? 0 : 1);

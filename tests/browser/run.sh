@@ -13,6 +13,7 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 SERVER_BIN="$TARGET_DIR/debug/octate-server"
+RUST_PEER_BIN="$TARGET_DIR/debug/examples/webrtc_peer"
 
 say() { echo "browser e2e: $*"; }
 die() { echo "browser e2e: ERROR: $*" >&2; exit 1; }
@@ -40,6 +41,10 @@ if [ "${1:-}" != --in-namespace ]; then
   say "building the server"
   (cd "$ROOT" && cargo build -p octate-server) || die "cargo build -p octate-server failed"
   [ -x "$SERVER_BIN" ] || die "server binary not found at $SERVER_BIN"
+  # The native Rust WebRTC peer of scenario 7 (examples/webrtc_peer.rs).
+  say "building the Rust WebRTC peer"
+  (cd "$ROOT" && cargo build --example webrtc_peer) || die "cargo build --example webrtc_peer failed"
+  [ -x "$RUST_PEER_BIN" ] || die "Rust peer binary not found at $RUST_PEER_BIN"
 
   if ! unshare -n true 2>/dev/null; then
     die "'unshare -n' failed: this test runs only inside a private network namespace, which needs root (CAP_SYS_ADMIN); refusing to run it outside one"
@@ -93,7 +98,7 @@ fi
 say "server at http://$HTTP_ADDR ($(ulimit -Sn) open files at most)"
 
 status=0
-(cd "$HERE" && OCTATE_URL="http://$HTTP_ADDR" CHROMIUM="$CHROMIUM" timeout 180 node e2e.mjs) || status=$?
+(cd "$HERE" && OCTATE_URL="http://$HTTP_ADDR" CHROMIUM="$CHROMIUM" RUST_PEER="$RUST_PEER_BIN" timeout 180 node e2e.mjs) || status=$?
 if [ "$status" -ne 0 ]; then
   echo "--- server log (last 40 lines)" >&2
   tail -n 40 "$WORK/server.err" >&2 || true
