@@ -11,14 +11,19 @@ cargo build --release -p octate-server -p octate-bench
 OCTATE_TOKEN_SECRET=$secret HOST=127.0.0.1 PORT=3800 SIGNALING_PORT=3801 \
   OCTATE_MAX_CONNECTIONS_PER_IP=0 OCTATE_MESSAGES_PER_SECOND=100000 \
   OCTATE_MESSAGE_BURST=100000 RUST_LOG=warn \
-  timeout $((seconds + 180)) ./target/release/octate-server >/dev/null 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
+  timeout $((seconds + 300)) ./target/release/octate-server >/dev/null 2>&1 &
+guard=$!
+trap 'kill $guard 2>/dev/null || true' EXIT
 sleep 1
+pid=$(pgrep -P "$guard" octate-server)
 rss() { awk '/VmRSS/ {print $2*1024}' "/proc/$pid/status"; }
-echo "start_rss=$(rss)"
 bench=(./target/release/octate-bench --http 127.0.0.1:3800 --ws ws://127.0.0.1:3801/
-       --token-secret "$secret" --server-pid "$pid")
+       --token-secret "$secret" --server-pid "$pid" --max-runtime $((seconds + 90)))
+echo "cold_start_rss=$(rss)"
+# Warm-up: touch the runtime's threads and the allocator's caches once, then settle.
+timeout 60 "${bench[@]}" --scenario relay --duration 10 --pairs 50 | tail -1
+sleep 30
+echo "warm_idle_rss=$(rss)"
 timeout $((seconds + 100)) "${bench[@]}" --scenario churn --duration "$seconds" --concurrency 16 | tail -3 &
 timeout $((seconds + 100)) "${bench[@]}" --scenario relay --duration "$seconds" --pairs 50 | tail -3 &
 for minute in $(seq 1 $((seconds / 60))); do
