@@ -10,7 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use octate_client::{Client, HttpResponse};
+use octate_client::Client;
 use octate_protocol::{ServerMessage, SignalKind};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,63 +36,7 @@ pub const MEMORY_BOUND: u64 = 64 * 1024 * 1024;
 
 // ---- HTTP -------------------------------------------------------------------------------
 
-/// Any HTTP request, bounded in time.
-pub async fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-) -> HttpResponse {
-    let call = octate_client::http_request(addr, method, path, headers, body);
-    match tokio::time::timeout(WAIT, call).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(err)) => panic!("{method} {path}: {err}"),
-        Err(_) => panic!("{method} {path}: no response in {WAIT:?}"),
-    }
-}
-
-/// `GET path`.
-pub async fn get(addr: SocketAddr, path: &str) -> HttpResponse {
-    request(addr, "GET", path, &[], None).await
-}
-
-/// `POST path` with a JSON body and an optional admin key.
-pub async fn post(
-    addr: SocketAddr,
-    path: &str,
-    body: &Value,
-    bearer: Option<&str>,
-) -> HttpResponse {
-    let call = octate_client::post_json(addr, path, body, bearer);
-    match tokio::time::timeout(WAIT, call).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(err)) => panic!("POST {path}: {err}"),
-        Err(_) => panic!("POST {path}: no response in {WAIT:?}"),
-    }
-}
-
-/// The body as JSON.
-pub fn body(resp: &HttpResponse) -> Value {
-    serde_json::from_slice(&resp.body).unwrap_or_else(|e| {
-        panic!(
-            "status {}: body is not JSON ({e}): {}",
-            resp.status,
-            String::from_utf8_lossy(&resp.body)
-        )
-    })
-}
-
-/// Asserts an HTTP error: status and `{"error":{"code","message"}}`.
-pub fn assert_http_error(resp: &HttpResponse, status: u16, code: &str) {
-    let json = body(resp);
-    assert_eq!(resp.status, status, "status; body {json}");
-    assert_eq!(json["error"]["code"], code, "error code; body {json}");
-    assert!(
-        json["error"]["message"].is_string(),
-        "error message; body {json}"
-    );
-}
+pub use crate::common::peers::{assert_http_error, body, get, post, request};
 
 /// The current `/stats`.
 pub async fn stats(http: SocketAddr) -> Value {
