@@ -647,7 +647,20 @@ struct RealServer {
 impl RealServer {
     /// Starts the binary on random loopback ports and reads its `listening` line.
     fn start(secret: &str) -> Self {
-        let mut cmd = server_command();
+        Self::start_command(server_command(), secret)
+    }
+
+    /// Like `start`, with the process's open-file limit lowered to `limit`.
+    fn start_with_file_limit(secret: &str, limit: u32) -> Self {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={limit}:{limit}"))
+            .arg(server_binary())
+            .current_dir(std::env::temp_dir())
+            .env("RUST_LOG", "warn");
+        Self::start_command(cmd, secret)
+    }
+
+    fn start_command(mut cmd: Command, secret: &str) -> Self {
         cmd.env("HOST", "127.0.0.1")
             .env("PORT", "0")
             .env("SIGNALING_PORT", "0")
@@ -845,4 +858,59 @@ async fn the_binary_rejects_bad_configuration_with_exit_code_2() {
             "--help does not list {var}:\n{out}"
         );
     }
+}
+
+/// Sends `GET /health` on a fresh connection; the status line, or `None` if nothing
+/// (not even a close) came back within two seconds.
+async fn probe(addr: SocketAddr) -> Option<String> {
+    let attempt = async {
+        let mut tcp = TcpStream::connect(addr).await.ok()?;
+        let _ = tcp
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut buf = Vec::new();
+        let _ = tcp.read_to_end(&mut buf).await;
+        let text = String::from_utf8_lossy(&buf);
+        Some(text.lines().next().unwrap_or("closed").to_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// At the open-file limit new clients are refused at once (503 or a close), never left
+/// hanging, and service resumes as soon as sockets are released.
+#[tokio::test]
+async fn at_the_open_file_limit_new_clients_are_refused_fast_and_service_recovers() {
+    let server = RealServer::start_with_file_limit("fd-limit-secret-0123456789abcdef0123", 96);
+    assert_eq!(probe(server.http).await.as_deref(), Some("HTTP/1.1 200 OK"));
+    // Hold idle sockets until the server has no descriptor left for another.
+    let mut held = Vec::new();
+    for _ in 0..160 {
+        if let Ok(tcp) = TcpStream::connect(server.http).await {
+            held.push(tcp);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = probe(server.http).await;
+    let refused = refused.expect("a client at the limit was left hanging");
+    assert!(
+        refused.starts_with("HTTP/1.1 503") || refused == "closed",
+        "at the limit: {refused}"
+    );
+    drop(held);
+    let mut recovered = None;
+    for _ in 0..20 {
+        recovered = probe(server.http).await;
+        if recovered.as_deref() == Some("HTTP/1.1 200 OK") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        recovered.as_deref(),
+        Some("HTTP/1.1 200 OK"),
+        "service did not recover"
+    );
 }
