@@ -16,21 +16,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::net::{Dialer, Ws};
 use crate::proto::{self, Incoming, Proto, Spec};
-use crate::stats::{self, CpuMark, r1};
+use crate::stats::{self, Window, r1};
 use crate::{Ctx, Res};
-
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    start: Instant,
-    from: Instant,
-    until: Instant,
-}
-
-impl Window {
-    fn contains(&self, t: Instant) -> bool {
-        t >= self.from && t < self.until
-    }
-}
 
 #[derive(Debug, Default)]
 struct WorkerOut {
@@ -84,13 +71,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
         proto::sdp_text(ctx.args.payload, "offer")
     );
     let offer: Arc<str> = offer.into();
-    let start = Instant::now() + Duration::from_millis(100);
-    let from = start + ctx.warmup();
-    let w = Window {
-        start,
-        from,
-        until: from + ctx.duration(),
-    };
+    let w = Window::after(Duration::from_millis(100), ctx);
     let mut anchor_tasks = tokio::task::JoinSet::new();
     let mut worker_tasks = tokio::task::JoinSet::new();
     let mut session_tokens = session_tokens.into_iter();
@@ -106,12 +87,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
         anchor_tasks.spawn(anchor_loop(anchor.ws, ctx.proto.clone(), w));
     }
     let server_pid = ctx.args.server_pid;
-    let cpu = tokio::spawn(async move {
-        tokio::time::sleep_until(w.from).await;
-        let a = CpuMark::now(server_pid);
-        tokio::time::sleep_until(w.until).await;
-        a.usage(&CpuMark::now(server_pid))
-    });
+    let cpu = w.measure_cpu(server_pid);
     let mut outs = Vec::with_capacity(workers);
     while let Some(out) = worker_tasks.join_next().await {
         outs.push(out?);

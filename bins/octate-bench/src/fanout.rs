@@ -16,21 +16,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::net::Ws;
 use crate::proto::{self, Clock, Incoming, Proto, Spec};
-use crate::stats::{self, CpuMark, r1};
+use crate::stats::{self, Window, r1};
 use crate::{Ctx, Res};
-
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    start: Instant,
-    from: Instant,
-    until: Instant,
-}
-
-impl Window {
-    fn contains(&self, t: Instant) -> bool {
-        t >= self.from && t < self.until
-    }
-}
 
 #[derive(Debug, Default)]
 struct PeerOut {
@@ -67,13 +54,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
         connect_started.elapsed().as_secs_f64()
     );
 
-    let start = Instant::now() + Duration::from_millis(200);
-    let from = start + ctx.warmup();
-    let w = Window {
-        start,
-        from,
-        until: from + ctx.duration(),
-    };
+    let w = Window::after(Duration::from_millis(200), ctx);
     let clock = Clock(std::time::Instant::now());
     let mut tasks = tokio::task::JoinSet::new();
     let mut iter = peers.into_iter();
@@ -94,12 +75,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
         }
     }
     let server_pid = ctx.args.server_pid;
-    let cpu = tokio::spawn(async move {
-        tokio::time::sleep_until(w.from).await;
-        let a = CpuMark::now(server_pid);
-        tokio::time::sleep_until(w.until).await;
-        a.usage(&CpuMark::now(server_pid))
-    });
+    let cpu = w.measure_cpu(server_pid);
     let mut outs = Vec::with_capacity(rooms * size);
     while let Some(out) = tasks.join_next().await {
         outs.push(out?);

@@ -14,22 +14,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::net::Ws;
 use crate::proto::{self, Clock, Incoming, Proto, Spec};
-use crate::stats::{self, CpuMark, r1, r2};
+use crate::stats::{self, Window, r1, r2};
 use crate::{Ctx, Res};
-
-/// When the load starts, when measuring starts, when it ends.
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    start: Instant,
-    from: Instant,
-    until: Instant,
-}
-
-impl Window {
-    fn contains(&self, t: Instant) -> bool {
-        t >= self.from && t < self.until
-    }
-}
 
 /// What one initiator saw.
 #[derive(Debug, Default)]
@@ -90,13 +76,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
         )
         .len();
 
-    let start = Instant::now() + Duration::from_millis(100);
-    let from = start + ctx.warmup();
-    let w = Window {
-        start,
-        from,
-        until: from + ctx.duration(),
-    };
+    let w = Window::after(Duration::from_millis(100), ctx);
     let clock = Clock(std::time::Instant::now());
     let mut initiators = tokio::task::JoinSet::new();
     let mut responders = tokio::task::JoinSet::new();
@@ -111,12 +91,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
         responders.spawn(responder(b.ws, proto, a.id, prefix, w));
     }
     let server_pid = ctx.args.server_pid;
-    let cpu = tokio::spawn(async move {
-        tokio::time::sleep_until(w.from).await;
-        let a = CpuMark::now(server_pid);
-        tokio::time::sleep_until(w.until).await;
-        a.usage(&CpuMark::now(server_pid))
-    });
+    let cpu = w.measure_cpu(server_pid);
 
     let mut outs = Vec::with_capacity(pairs);
     while let Some(out) = initiators.join_next().await {

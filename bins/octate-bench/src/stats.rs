@@ -2,6 +2,48 @@
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use tokio::time::{Duration, Instant};
+
+use crate::Ctx;
+
+/// When the load starts, when measuring starts, when it ends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    /// Load starts.
+    pub(crate) start: Instant,
+    /// Measuring starts (after the warm-up).
+    pub(crate) from: Instant,
+    /// Measuring and load end.
+    pub(crate) until: Instant,
+}
+
+impl Window {
+    /// A window starting `lead` from now, with the run's warm-up and duration.
+    pub(crate) fn after(lead: Duration, ctx: &Ctx) -> Self {
+        let start = Instant::now() + lead;
+        let from = start + ctx.warmup();
+        Self {
+            start,
+            from,
+            until: from + ctx.duration(),
+        }
+    }
+
+    /// Whether `t` falls in the measured part.
+    pub(crate) fn contains(&self, t: Instant) -> bool {
+        t >= self.from && t < self.until
+    }
+
+    /// Measures CPU use (server and generator) over the measured part, in the background.
+    pub(crate) fn measure_cpu(self, server_pid: Option<u32>) -> tokio::task::JoinHandle<Value> {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(self.from).await;
+            let a = CpuMark::now(server_pid);
+            tokio::time::sleep_until(self.until).await;
+            a.usage(&CpuMark::now(server_pid))
+        })
+    }
+}
 
 /// A histogram of microseconds, 1 µs to 60 s, three significant digits.
 pub(crate) fn histogram() -> Histogram<u64> {
