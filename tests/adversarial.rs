@@ -555,8 +555,10 @@ async fn websocket_protocol_violations_close_1002() {
         ws.expect_close(what, 1002).await;
     }
 
-    // Frames no client may send: closed with 1002, or dropped.
+    // Frames no client may send: closed with 1002.
     let violations = [
+        ("unmasked text frame", vec![0x80 | OP_TEXT, 2, b'{', b'}']),
+        ("unmasked close frame", vec![0x80 | OP_CLOSE, 0]),
         ("reserved data opcode 0x3", frame(true, 0x3, b"x")),
         ("reserved control opcode 0xB", frame(true, 0xB, b"")),
         (
@@ -574,15 +576,16 @@ async fn websocket_protocol_violations_close_1002() {
             "close code 999",
             frame(true, OP_CLOSE, &999u16.to_be_bytes()),
         ),
+        (
+            "close code 1005, which is never sent",
+            frame(true, OP_CLOSE, &1005u16.to_be_bytes()),
+        ),
     ];
     for (what, bytes) in violations {
         let mut ws = RawWs::connect(server.signaling).await;
         ws.send(&bytes).await.unwrap();
         let (texts, code) = ws.end(what).await;
-        assert!(
-            matches!(code, None | Some(1002)),
-            "{what}: closed with {code:?}"
-        );
+        assert_eq!(code, Some(1002), "{what}: closed with {code:?}");
         for text in texts {
             assert!(
                 text.contains(r#""code":"invalid-message""#),

@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use octate_core::{CoreError, NewRoom};
 use octate_protocol::http::{
     CreateRoomRequest, HealthResponse, HttpError, InfoResponse, MemoryReport, OperationStats,
@@ -19,6 +20,7 @@ use octate_protocol::http::{
 use octate_protocol::{ErrorCode, PROTOCOL_VERSION, RoomId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::app::App;
@@ -213,15 +215,24 @@ fn upgrade(
             "too many connections from this address",
         );
     };
+    // The session frames the upgraded TCP stream itself (see `session`), so the
+    // upgrade is taken here and fastwebsockets only checks the handshake and answers it.
+    let on_upgrade = hyper::upgrade::on(&mut req);
     match fastwebsockets::upgrade::upgrade(&mut req) {
-        Ok((resp, fut)) => {
+        Ok((resp, _)) => {
             let app = app.clone();
             let stop = app.stop.subscribe();
             tokio::spawn(async move {
                 let _slots = (slot, address);
-                match fut.await {
-                    Ok(ws) => session::run(ws, app, stop).await,
-                    Err(err) => debug!(%err, "websocket upgrade failed"),
+                let upgraded = match on_upgrade.await {
+                    Ok(upgraded) => upgraded,
+                    Err(err) => return debug!(%err, "websocket upgrade failed"),
+                };
+                match upgraded.downcast::<TokioIo<TcpStream>>() {
+                    Ok(parts) => {
+                        session::run(parts.io.into_inner(), parts.read_buf, app, stop).await
+                    }
+                    Err(_) => debug!("upgraded connection is not a TCP stream"),
                 }
             });
             resp.map(|_| Body::default())

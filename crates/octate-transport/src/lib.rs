@@ -12,7 +12,6 @@
 mod app;
 mod assemble;
 mod auth;
-mod batch;
 mod config;
 mod error;
 mod heap;
@@ -24,6 +23,7 @@ mod server;
 mod session;
 mod static_files;
 mod timers;
+mod wire;
 
 pub use app::App;
 pub use config::{CorsOrigins, TransportConfig};

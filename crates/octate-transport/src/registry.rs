@@ -1,29 +1,32 @@
 //! The connections of this process: a bounded outbound queue per connection.
 //!
 //! The core addresses effects to [`ConnId`]s; this map turns them into queue pushes.
-//! Pushes never wait: a connection whose queue is full, or holds too many bytes, is
-//! a slow consumer and is told to stop at once instead of growing the server's memory.
+//! Pushes never wait: a connection whose queue holds too many frames or bytes is a
+//! slow consumer and is told to stop at once instead of growing the server's memory.
+//! An idle connection's queue holds no allocation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
-use fastwebsockets::Frame;
 use octate_core::ConnId;
 use octate_protocol::CloseCode;
-use parking_lot::RwLock;
-use tokio::sync::{Notify, mpsc};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
 
-/// Something for a connection's writer task to put on the wire.
+/// Something for a connection to put on the wire.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Outbound {
     /// A text frame, shared by every recipient of the same message.
     Text(Bytes),
     /// A WebSocket ping.
     Ping,
-    /// A pong or close echo owed to the peer by the WebSocket protocol.
-    Control(Frame<'static>),
-    /// A close frame; the writer stops after it.
+    /// A pong owed to the peer's ping, with its payload.
+    Pong(Bytes),
+    /// The answer to the peer's close frame, with its code if it sent one.
+    CloseEcho(Option<u16>),
+    /// A close frame; nothing is written after it.
     Close(CloseCode),
 }
 
@@ -32,29 +35,58 @@ impl std::fmt::Debug for Outbound {
         match self {
             Self::Text(b) => write!(f, "Text({} bytes)", b.len()),
             Self::Ping => f.write_str("Ping"),
-            Self::Control(frame) => write!(f, "Control({:?})", frame.opcode),
+            Self::Pong(b) => write!(f, "Pong({} bytes)", b.len()),
+            Self::CloseEcho(code) => write!(f, "CloseEcho({code:?})"),
             Self::Close(code) => write!(f, "Close({})", code.code()),
         }
     }
 }
 
-/// The sending side of one connection.
-#[derive(Debug, Clone)]
-struct Handle {
-    tx: mpsc::Sender<Outbound>,
-    pending_bytes: Arc<AtomicUsize>,
-    kill: Arc<Notify>,
+/// One connection's queue, shared by the registry (pushes) and its session (drains).
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    queue: Mutex<Queue>,
+    /// Wakes the session when something is queued.
+    ready: Notify,
+    /// Set when the connection must stop at once (slow consumer).
+    killed: AtomicBool,
 }
 
-/// The receiving side of one connection, owned by its session.
-#[derive(Debug)]
-pub(crate) struct Mailbox {
-    /// Queue drained by the writer task.
-    pub(crate) rx: mpsc::Receiver<Outbound>,
-    /// Bytes of text frames queued and not yet written.
-    pub(crate) pending_bytes: Arc<AtomicUsize>,
-    /// Fires when the connection must stop at once (slow consumer).
-    pub(crate) kill: Arc<Notify>,
+/// The frames waiting in an [`Outbox`], and the bytes of their text.
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Outbound>,
+    text_bytes: usize,
+}
+
+impl Outbox {
+    /// Moves every queued item into `out` (which keeps its order) and returns how many.
+    pub(crate) fn drain_into(&self, out: &mut VecDeque<Outbound>) -> usize {
+        let mut queue = self.queue.lock();
+        queue.text_bytes = 0;
+        let n = queue.items.len();
+        if out.is_empty() {
+            std::mem::swap(out, &mut queue.items);
+        } else {
+            out.append(&mut queue.items);
+        }
+        n
+    }
+
+    /// Waits until something is queued or the connection is killed.
+    pub(crate) async fn wait(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Whether the connection has been told to stop at once.
+    pub(crate) fn killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
+    fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.ready.notify_one();
+    }
 }
 
 /// What happened to a push.
@@ -71,7 +103,7 @@ pub(crate) enum Push {
 /// Every open WebSocket connection of this process.
 #[derive(Debug)]
 pub(crate) struct Registry {
-    conns: RwLock<HashMap<ConnId, Handle>>,
+    conns: RwLock<HashMap<ConnId, Arc<Outbox>>>,
     next_id: AtomicU64,
     queue_messages: usize,
     queue_bytes: usize,
@@ -87,26 +119,12 @@ impl Registry {
         }
     }
 
-    /// Registers a new connection and returns its id and mailbox.
-    pub(crate) fn register(&self) -> (ConnId, Mailbox) {
+    /// Registers a new connection and returns its id and outbox.
+    pub(crate) fn register(&self) -> (ConnId, Arc<Outbox>) {
         let id = ConnId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = mpsc::channel(self.queue_messages);
-        let pending_bytes = Arc::new(AtomicUsize::new(0));
-        let kill = Arc::new(Notify::new());
-        let handle = Handle {
-            tx,
-            pending_bytes: pending_bytes.clone(),
-            kill: kill.clone(),
-        };
-        self.conns.write().insert(id, handle);
-        (
-            id,
-            Mailbox {
-                rx,
-                pending_bytes,
-                kill,
-            },
-        )
+        let outbox = Arc::new(Outbox::default());
+        self.conns.write().insert(id, outbox.clone());
+        (id, outbox)
     }
 
     /// Forgets a connection.
@@ -121,53 +139,46 @@ impl Registry {
 
     /// Queues a text frame.
     pub(crate) fn send_text(&self, id: ConnId, text: Bytes) -> Push {
-        let len = text.len();
-        let verdict = {
-            let conns = self.conns.read();
-            let Some(handle) = conns.get(&id) else {
-                return Push::Gone;
-            };
-            let queued = handle.pending_bytes.fetch_add(len, Ordering::Relaxed) + len;
-            if queued > self.queue_bytes {
-                Err(handle.kill.clone())
-            } else {
-                match handle.tx.try_send(Outbound::Text(text)) {
-                    Ok(()) => Ok(()),
-                    Err(mpsc::error::TrySendError::Closed(_)) => return Push::Gone,
-                    Err(mpsc::error::TrySendError::Full(_)) => Err(handle.kill.clone()),
-                }
-            }
-        };
-        match verdict {
-            Ok(()) => Push::Queued,
-            Err(kill) => {
-                kill.notify_one();
-                self.unregister(id);
-                Push::SlowConsumer
-            }
-        }
+        self.push(id, Outbound::Text(text))
     }
 
-    /// Queues a control item (ping or close); a full queue kills the connection.
+    /// Queues a control item (ping, pong or close); a full queue kills the connection.
     pub(crate) fn send_control(&self, id: ConnId, item: Outbound) -> Push {
-        let verdict = {
+        self.push(id, item)
+    }
+
+    fn push(&self, id: ConnId, item: Outbound) -> Push {
+        let slow = {
             let conns = self.conns.read();
-            let Some(handle) = conns.get(&id) else {
+            let Some(outbox) = conns.get(&id) else {
                 return Push::Gone;
             };
-            match handle.tx.try_send(item) {
-                Ok(()) => Ok(()),
-                Err(mpsc::error::TrySendError::Closed(_)) => return Push::Gone,
-                Err(mpsc::error::TrySendError::Full(_)) => Err(handle.kill.clone()),
+            let mut queue = outbox.queue.lock();
+            let len = match &item {
+                Outbound::Text(bytes) => bytes.len(),
+                _ => 0,
+            };
+            if queue.items.len() >= self.queue_messages || queue.text_bytes + len > self.queue_bytes
+            {
+                drop(queue);
+                outbox.kill();
+                true
+            } else {
+                queue.text_bytes += len;
+                let was_empty = queue.items.is_empty();
+                queue.items.push_back(item);
+                drop(queue);
+                if was_empty {
+                    outbox.ready.notify_one();
+                }
+                false
             }
         };
-        match verdict {
-            Ok(()) => Push::Queued,
-            Err(kill) => {
-                kill.notify_one();
-                self.unregister(id);
-                Push::SlowConsumer
-            }
+        if slow {
+            self.unregister(id);
+            Push::SlowConsumer
+        } else {
+            Push::Queued
         }
     }
 
@@ -191,11 +202,17 @@ impl Registry {
 mod tests {
     use super::*;
 
+    fn drain(outbox: &Outbox) -> Vec<Outbound> {
+        let mut out = VecDeque::new();
+        outbox.drain_into(&mut out);
+        out.into()
+    }
+
     #[test]
     fn full_queue_kills_the_slow_consumer_only() {
         let reg = Registry::new(4, 1 << 20);
-        let (slow, _slow_box) = reg.register();
-        let (fast, mut fast_box) = reg.register();
+        let (slow, slow_box) = reg.register();
+        let (fast, fast_box) = reg.register();
         for _ in 0..4 {
             assert_eq!(reg.send_text(slow, Bytes::from_static(b"x")), Push::Queued);
         }
@@ -203,16 +220,21 @@ mod tests {
             reg.send_text(slow, Bytes::from_static(b"x")),
             Push::SlowConsumer
         );
+        assert!(slow_box.killed());
         assert_eq!(reg.send_text(slow, Bytes::from_static(b"x")), Push::Gone);
         assert_eq!(reg.send_text(fast, Bytes::from_static(b"y")), Push::Queued);
-        assert!(matches!(fast_box.rx.try_recv(), Ok(Outbound::Text(b)) if &b[..] == b"y"));
+        assert_eq!(
+            drain(&fast_box),
+            vec![Outbound::Text(Bytes::from_static(b"y"))]
+        );
+        assert!(!fast_box.killed());
         assert_eq!(reg.len(), 1);
     }
 
     #[test]
     fn byte_budget_kills_before_memory_grows() {
         let reg = Registry::new(1000, 10);
-        let (id, mailbox) = reg.register();
+        let (id, outbox) = reg.register();
         assert_eq!(
             reg.send_text(id, Bytes::from_static(b"12345")),
             Push::Queued
@@ -225,6 +247,46 @@ mod tests {
             reg.send_text(id, Bytes::from_static(b"1")),
             Push::SlowConsumer
         );
-        assert_eq!(mailbox.pending_bytes.load(Ordering::Relaxed), 11);
+        assert!(outbox.killed());
+        assert_eq!(drain(&outbox).len(), 2, "what was accepted stays queued");
+    }
+
+    #[test]
+    fn draining_frees_the_budget_and_keeps_order() {
+        let reg = Registry::new(3, 10);
+        let (id, outbox) = reg.register();
+        for text in [&b"12345"[..], b"67890"] {
+            assert_eq!(reg.send_text(id, Bytes::from_static(text)), Push::Queued);
+        }
+        assert_eq!(reg.send_control(id, Outbound::Ping), Push::Queued);
+        let first = drain(&outbox);
+        assert_eq!(first.len(), 3);
+        assert_eq!(first[2], Outbound::Ping);
+        assert_eq!(
+            reg.send_text(id, Bytes::from_static(b"0123456789")),
+            Push::Queued,
+            "a drained queue takes a full budget again"
+        );
+        assert_eq!(reg.close(id, CloseCode::GoingAway), Push::Queued);
+        assert_eq!(
+            drain(&outbox).last(),
+            Some(&Outbound::Close(CloseCode::GoingAway))
+        );
+        assert_eq!(reg.send_control(id, Outbound::Ping), Push::Gone);
+    }
+
+    #[test]
+    fn an_idle_queue_holds_no_allocation() {
+        let reg = Registry::new(8, 1 << 10);
+        let (id, outbox) = reg.register();
+        assert_eq!(outbox.queue.lock().items.capacity(), 0);
+        reg.send_control(id, Outbound::Ping);
+        let mut out = VecDeque::new();
+        outbox.drain_into(&mut out);
+        assert_eq!(
+            outbox.queue.lock().items.capacity(),
+            0,
+            "draining takes the queue's buffer"
+        );
     }
 }

@@ -1,31 +1,54 @@
-//! One signaling WebSocket: authentication, the read loop, and its writer task.
+//! One signaling WebSocket: authentication, reading frames, and writing its queue.
 //!
-//! The read loop owns the read half; a writer task owns the write half and drains the
-//! connection's bounded queue. Everything sent to the peer, pongs and close echoes
-//! included, goes through that queue, so the writer is the only place that writes.
+//! One task per connection does both directions over the TCP stream. It waits only on
+//! cancel-safe events (the socket is readable or writable, something was queued,
+//! shutdown, the auth deadline) and does all reading, handling and writing without
+//! awaiting, so it is never cancelled half-way through a frame.
+//!
+//! Bytes are read into a per-thread buffer and handled in place, and frames are
+//! encoded into a per-thread buffer and written at once. A connection keeps bytes of
+//! its own only for a frame still arriving or a write the socket did not take, so an
+//! idle connection holds no buffers and a relayed message costs no allocation here.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
-use fastwebsockets::{
-    Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
-};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use bytes::Bytes;
 use octate_core::{ConnId, Identity};
 use octate_protocol::{ClientMessage, CloseCode, ErrorCode, RoomId, UserId};
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::watch;
+use tokio::time::Sleep;
 use tracing::{debug, info};
 
 use crate::app::App;
 use crate::assemble::{AssembleError, Assembler, Message};
 use crate::auth::auth_error_code;
-use crate::batch::BatchWriter;
 use crate::limits::{MessageRate, Verdict};
-use crate::registry::{Mailbox, Outbound};
+use crate::registry::{Outbound, Outbox};
+use crate::wire::{self, FrameError, OpCode};
 
-type Io = TokioIo<Upgraded>;
+/// Bytes read from a socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
+/// Capacity of the per-thread write buffer kept between writes; a larger one is freed.
+const WRITE_KEEP: usize = 64 * 1024;
+/// How long queued frames (a close, typically) may take to leave once a session ends.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+thread_local! {
+    /// Where every connection on this thread reads into; handled before the next read.
+    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+    /// Where every connection on this thread encodes a burst of frames before writing it.
+    static WRITE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// How a session ended, for the log line.
 #[derive(Debug, Clone, Copy)]
@@ -34,44 +57,73 @@ type Io = TokioIo<Upgraded>;
     reason = "fields are read through Debug in the session log line"
 )]
 enum End {
+    /// The peer sent a close frame.
     PeerClosed,
+    /// The socket closed or failed without a close frame.
     Dropped,
+    /// The session closed it, for this reason.
     Closed(CloseCode),
+    /// The server is shutting down.
     Shutdown,
+    /// The queue overflowed: the peer does not read.
     SlowConsumer,
-    WriterDone,
+    /// A close frame queued by the core was sent.
+    CloseSent,
 }
 
 /// Runs a WebSocket session until it ends, then reports the disconnect to the core.
-pub(crate) async fn run(mut ws: WebSocket<Io>, app: Arc<App>, mut stop: watch::Receiver<bool>) {
-    // A frame may carry the whole message limit; the check is `len >= max`.
-    ws.set_max_message_size(app.config.max_message_bytes.saturating_add(1));
-    ws.set_auto_close(true);
-    ws.set_auto_pong(true);
-    let (rx, tx) = ws.split(|io| {
-        let (read, write) = tokio::io::split(io);
-        (read, BatchWriter::new(write))
-    });
-    let (conn, mailbox) = app.registry.register();
+///
+/// `early` holds bytes the client sent right behind its upgrade request.
+pub(crate) async fn run(
+    mut tcp: TcpStream,
+    early: Bytes,
+    app: Arc<App>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (conn, outbox) = app.registry.register();
     app.metrics.connections_opened.inc();
     debug!(%conn, "websocket open");
-
-    let Mailbox {
-        rx: queue,
-        pending_bytes,
-        kill,
-    } = mailbox;
-    // Every frame goes out as header + payload slices into the batch buffer, so the
-    // library's own per-connection write buffer never grows.
-    let mut tx = tx;
-    tx.set_writev_threshold(0);
-    let mut writer = tokio::spawn(write_loop(tx, queue, pending_bytes));
+    let (mut rd, wr) = tcp.split();
     let mut session = Session {
+        rate: MessageRate::new(
+            app.config.messages_per_second,
+            app.config.message_burst,
+            app.config.rate_limit_strikes,
+        ),
         app: app.clone(),
         conn,
         identity: None,
     };
-    let end = session.read_loop(rx, &mut stop, &kill, &mut writer).await;
+    let mut reader = Reader {
+        assembler: Assembler::new(app.config.max_message_bytes),
+        partial: Vec::new(),
+    };
+    let mut writer = Writer {
+        outbox,
+        batch: VecDeque::new(),
+        backlog: Vec::new(),
+        sent: 0,
+        close_sent: false,
+    };
+
+    let mut end = None;
+    if !early.is_empty() {
+        end = reader.on_bytes(&mut session, &mut early.to_vec());
+    }
+    let end = match end {
+        Some(end) => end,
+        None => {
+            event_loop(
+                &mut rd,
+                &wr,
+                &mut reader,
+                &mut session,
+                &mut writer,
+                &mut stop,
+            )
+            .await
+        }
+    };
 
     app.registry.unregister(conn);
     // At shutdown every connection gets 1001. Reporting this disconnect would race the
@@ -80,16 +132,9 @@ pub(crate) async fn run(mut ws: WebSocket<Io>, app: Arc<App>, mut stop: watch::R
     if !app.stopping() {
         app.drive(|core, now| core.handle_disconnect(now, conn));
     }
-    match end {
-        End::WriterDone => {}
-        End::SlowConsumer | End::Dropped => writer.abort(),
-        _ => {
-            // Let the writer flush what is queued (a close frame, typically), briefly.
-            let grace = std::time::Duration::from_secs(2);
-            if tokio::time::timeout(grace, &mut writer).await.is_err() {
-                writer.abort();
-            }
-        }
+    if !matches!(end, End::SlowConsumer | End::Dropped | End::CloseSent) {
+        // Let what is queued (a close frame, typically) leave, briefly.
+        let _ = tokio::time::timeout(CLOSE_GRACE, writer.finish(&wr)).await;
     }
     match &session.identity {
         Some(id) => info!(%conn, user = %id.user_id, room = %id.room_id, ?end, "session ended"),
@@ -97,167 +142,272 @@ pub(crate) async fn run(mut ws: WebSocket<Io>, app: Arc<App>, mut stop: watch::R
     }
 }
 
-struct Session {
-    app: Arc<App>,
-    conn: ConnId,
-    identity: Option<Identity>,
+/// What woke the session.
+enum Event {
+    Stop,
+    AuthTimeout,
+    Read(io::Result<Option<End>>),
+    Queued,
+    Writable(io::Result<()>),
 }
 
-impl Session {
-    async fn read_loop(
-        &mut self,
-        mut rx: WebSocketRead<ReadHalf<Io>>,
-        stop: &mut watch::Receiver<bool>,
-        kill: &tokio::sync::Notify,
-        writer: &mut tokio::task::JoinHandle<()>,
-    ) -> End {
-        let app = self.app.clone();
-        let conn = self.conn;
-        let mut assembler = Assembler::new(app.config.max_message_bytes);
-        let mut rate = MessageRate::new(
-            app.config.messages_per_second,
-            app.config.message_burst,
-            app.config.rate_limit_strikes,
-        );
-        // Pongs and close echoes owed by the protocol go through the same queue.
-        let mut send_fn = |frame: Frame<'_>| {
-            let owned = Frame::new(
-                frame.fin,
-                frame.opcode,
-                None,
-                Payload::Owned(frame.payload.to_vec()),
-            );
-            let res = match app.registry.send_control(conn, Outbound::Control(owned)) {
-                crate::registry::Push::Queued => Ok(()),
-                _ => Err(WebSocketError::ConnectionClosed),
-            };
-            std::future::ready(res)
+/// Waits for events and handles them until the session ends.
+async fn event_loop(
+    rd: &mut ReadHalf<'_>,
+    wr: &WriteHalf<'_>,
+    reader: &mut Reader,
+    session: &mut Session,
+    writer: &mut Writer,
+    stop: &mut watch::Receiver<bool>,
+) -> End {
+    let app = session.app.clone();
+    let conn = session.conn;
+    // Boxed: it is gone once the client authenticates, and the session stays small.
+    let mut auth_deadline: Option<Pin<Box<Sleep>>> =
+        Some(Box::pin(tokio::time::sleep(app.config.auth_timeout)));
+    loop {
+        let backlog = writer.has_backlog();
+        let event = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => Event::Stop,
+            () = expire(&mut auth_deadline), if auth_deadline.is_some() => Event::AuthTimeout,
+            read = poll_fn(|cx| poll_read_frames(cx, rd, reader, session)) => Event::Read(read),
+            () = writer.outbox.wait() => Event::Queued,
+            ready = wr.writable(), if backlog => Event::Writable(ready),
         };
-        let auth_deadline = tokio::time::Instant::now() + app.config.auth_timeout;
-        loop {
-            let authenticated = self.identity.is_some();
-            // `read_frame` is not cancel-safe: every other branch leaves the loop.
-            let frame = tokio::select! {
-                biased;
-                () = kill.notified() => return End::SlowConsumer,
-                _ = stop.wait_for(|s| *s) => {
-                    app.close(conn, CloseCode::GoingAway);
-                    return End::Shutdown;
-                }
-                _ = &mut *writer => return End::WriterDone,
-                () = tokio::time::sleep_until(auth_deadline), if !authenticated => {
-                    app.send_error(conn, ErrorCode::NotAuthenticated, "no auth message in time");
-                    app.close(conn, CloseCode::AuthTimeout);
-                    return End::Closed(CloseCode::AuthTimeout);
-                }
-                frame = rx.read_frame(&mut send_fn) => frame,
-            };
-            let frame = match frame {
-                Ok(frame) => frame,
-                Err(err) => return self.on_read_error(&err),
-            };
-            match frame.opcode {
-                OpCode::Close => return End::PeerClosed,
-                OpCode::Pong => {
-                    app.drive(|core, now| core.handle_pong(now, conn));
-                    continue;
-                }
-                OpCode::Ping => continue,
-                _ => {}
+        match event {
+            Event::Stop => {
+                app.close(conn, CloseCode::GoingAway);
+                return End::Shutdown;
             }
-            match assembler.push(frame) {
-                Ok(None) => {}
-                Ok(Some(Message::Text(bytes))) => {
-                    match rate.check() {
-                        Verdict::Allow => {}
-                        Verdict::Reject => {
-                            app.send_error(
-                                conn,
-                                ErrorCode::RateLimited,
-                                "slow down: message dropped",
-                            );
-                            continue;
-                        }
-                        Verdict::Close => {
-                            return self.close_with(
-                                ErrorCode::RateLimited,
-                                "rate limit exceeded",
-                                CloseCode::RateLimited,
-                            );
-                        }
-                    }
-                    if let Some(end) = self.on_text(&bytes) {
-                        return end;
-                    }
-                }
-                Ok(Some(Message::Binary)) => {
-                    return self.close_with(
-                        ErrorCode::InvalidMessage,
-                        "text frames only",
-                        CloseCode::UnsupportedData,
-                    );
-                }
-                Err(AssembleError::TooLarge) => {
-                    return self.close_with(
-                        ErrorCode::TooLarge,
-                        "message too large",
-                        CloseCode::MessageTooBig,
-                    );
-                }
-                Err(AssembleError::InvalidUtf8) => {
-                    return self.close_with(
-                        ErrorCode::InvalidMessage,
-                        "invalid utf-8",
-                        CloseCode::InvalidPayload,
-                    );
-                }
-                Err(AssembleError::BadFragment) => {
-                    return self.close_with(
-                        ErrorCode::InvalidMessage,
-                        "invalid fragmentation",
-                        CloseCode::ProtocolError,
-                    );
-                }
+            Event::AuthTimeout => {
+                app.send_error(conn, ErrorCode::NotAuthenticated, "no auth message in time");
+                app.close(conn, CloseCode::AuthTimeout);
+                return End::Closed(CloseCode::AuthTimeout);
+            }
+            Event::Read(Ok(Some(end))) => return end,
+            Event::Read(Err(_)) | Event::Writable(Err(_)) => return End::Dropped,
+            Event::Read(Ok(None)) | Event::Queued | Event::Writable(Ok(())) => {}
+        }
+        if session.identity.is_some() {
+            auth_deadline = None;
+        }
+        if writer.outbox.killed() {
+            return End::SlowConsumer;
+        }
+        if writer.flush(wr).is_err() {
+            return End::Dropped;
+        }
+        if writer.close_sent && !writer.has_backlog() {
+            return End::CloseSent;
+        }
+    }
+}
+
+/// Completes when the deadline passes; never, once there is none.
+async fn expire(deadline: &mut Option<Pin<Box<Sleep>>>) {
+    match deadline {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads what the socket has into the thread's buffer and handles every whole frame.
+///
+/// Cancel-safe: bytes are handled in the same poll that reads them.
+fn poll_read_frames(
+    cx: &mut Context<'_>,
+    rd: &mut ReadHalf<'_>,
+    reader: &mut Reader,
+    session: &mut Session,
+) -> Poll<io::Result<Option<End>>> {
+    READ_BUF.with_borrow_mut(|buf| {
+        let n = {
+            let mut read = ReadBuf::new(buf);
+            ready!(Pin::new(&mut *rd).poll_read(cx, &mut read))?;
+            read.filled().len()
+        };
+        if n == 0 {
+            return Poll::Ready(Ok(Some(End::Dropped)));
+        }
+        Poll::Ready(Ok(reader.on_bytes(session, &mut buf[..n])))
+    })
+}
+
+/// Turns bytes from the socket into frames and messages.
+struct Reader {
+    assembler: Assembler,
+    /// The start of a frame still arriving; empty (and unallocated) otherwise.
+    partial: Vec<u8>,
+}
+
+impl Reader {
+    /// Handles newly read bytes; returns how the session ends, if it does.
+    fn on_bytes(&mut self, session: &mut Session, data: &mut [u8]) -> Option<End> {
+        if self.partial.is_empty() {
+            let (used, end) = self.on_frames(session, data);
+            if end.is_none() && used < data.len() {
+                self.partial.extend_from_slice(&data[used..]);
+            }
+            return end;
+        }
+        let mut buf = std::mem::take(&mut self.partial);
+        buf.extend_from_slice(data);
+        let (used, end) = self.on_frames(session, &mut buf);
+        if end.is_none() && used < buf.len() {
+            buf.drain(..used);
+            self.partial = buf;
+        }
+        end
+    }
+
+    /// Handles every whole frame at the start of `buf`; returns the bytes used.
+    fn on_frames(&mut self, session: &mut Session, buf: &mut [u8]) -> (usize, Option<End>) {
+        let max = session.app.config.max_message_bytes;
+        let mut used = 0;
+        loop {
+            let rest = &mut buf[used..];
+            let header = match wire::parse(rest, max) {
+                Ok(Some(header)) if header.frame_len() <= rest.len() => header,
+                Ok(_) => return (used, None),
+                Err(err) => return (used, Some(session.on_frame_error(err))),
+            };
+            let payload = &mut rest[header.header_len..header.frame_len()];
+            wire::unmask(payload, header.mask);
+            used += header.frame_len();
+            if let Some(end) = self.on_frame(session, header.fin, header.opcode, payload) {
+                return (used, Some(end));
             }
         }
     }
 
+    fn on_frame(
+        &mut self,
+        session: &mut Session,
+        fin: bool,
+        opcode: OpCode,
+        payload: &[u8],
+    ) -> Option<End> {
+        let app = &session.app;
+        let conn = session.conn;
+        match opcode {
+            OpCode::Close => return Some(session.on_close(payload)),
+            OpCode::Ping => {
+                app.push_control(conn, Outbound::Pong(Bytes::copy_from_slice(payload)));
+                return None;
+            }
+            OpCode::Pong => {
+                app.drive(|core, now| core.handle_pong(now, conn));
+                return None;
+            }
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {}
+        }
+        match self.assembler.push(fin, opcode, payload) {
+            Ok(None) => None,
+            Ok(Some(Message::Text(text))) => session.on_text(text),
+            Ok(Some(Message::Binary)) => Some(session.close_with(
+                ErrorCode::InvalidMessage,
+                "text frames only",
+                CloseCode::UnsupportedData,
+            )),
+            Err(AssembleError::TooLarge) => Some(session.close_with(
+                ErrorCode::TooLarge,
+                "message too large",
+                CloseCode::MessageTooBig,
+            )),
+            Err(AssembleError::InvalidUtf8) => Some(session.close_with(
+                ErrorCode::InvalidMessage,
+                "invalid utf-8",
+                CloseCode::InvalidPayload,
+            )),
+            Err(AssembleError::BadFragment) => Some(session.close_with(
+                ErrorCode::InvalidMessage,
+                "invalid fragmentation",
+                CloseCode::ProtocolError,
+            )),
+        }
+    }
+}
+
+/// Who is on the other end, and what they may do.
+struct Session {
+    app: Arc<App>,
+    conn: ConnId,
+    identity: Option<Identity>,
+    rate: MessageRate,
+}
+
+impl Session {
     fn close_with(&self, code: ErrorCode, message: &str, close: CloseCode) -> End {
         self.app.send_error(self.conn, code, message);
         self.app.close(self.conn, close);
         End::Closed(close)
     }
 
-    fn on_read_error(&self, err: &WebSocketError) -> End {
-        let close = match err {
-            WebSocketError::FrameTooLarge => CloseCode::MessageTooBig,
-            WebSocketError::InvalidUTF8 => CloseCode::InvalidPayload,
-            WebSocketError::UnexpectedEOF
-            | WebSocketError::IoError(_)
-            | WebSocketError::ConnectionClosed
-            | WebSocketError::SendError(_) => return End::Dropped,
-            _ => CloseCode::ProtocolError,
-        };
+    fn on_frame_error(&self, err: FrameError) -> End {
         debug!(conn = %self.conn, %err, "websocket protocol error");
-        match close {
-            CloseCode::MessageTooBig => {
-                self.close_with(ErrorCode::TooLarge, "frame too large", close)
-            }
-            CloseCode::InvalidPayload => {
-                self.close_with(ErrorCode::InvalidMessage, "invalid utf-8", close)
-            }
+        match err {
+            FrameError::TooLarge => self.close_with(
+                ErrorCode::TooLarge,
+                "frame too large",
+                CloseCode::MessageTooBig,
+            ),
             _ => {
-                self.app.close(self.conn, close);
-                End::Closed(close)
+                self.app.close(self.conn, CloseCode::ProtocolError);
+                End::Closed(CloseCode::ProtocolError)
             }
         }
     }
 
+    /// Answers the peer's close frame (RFC 6455 §5.5.1), or refuses a malformed one.
+    fn on_close(&self, payload: &[u8]) -> End {
+        let code = match payload {
+            [] => None,
+            [hi, lo, reason @ ..] => {
+                let code = u16::from_be_bytes([*hi, *lo]);
+                if !wire::close_code_allowed(code) {
+                    self.app.close(self.conn, CloseCode::ProtocolError);
+                    return End::Closed(CloseCode::ProtocolError);
+                }
+                if std::str::from_utf8(reason).is_err() {
+                    self.app.close(self.conn, CloseCode::InvalidPayload);
+                    return End::Closed(CloseCode::InvalidPayload);
+                }
+                Some(code)
+            }
+            [_] => {
+                self.app.close(self.conn, CloseCode::ProtocolError);
+                return End::Closed(CloseCode::ProtocolError);
+            }
+        };
+        self.app.push_control(self.conn, Outbound::CloseEcho(code));
+        self.app.registry.unregister(self.conn);
+        End::PeerClosed
+    }
+
     /// Handles one text message; returns how the session ends, if it does.
-    fn on_text(&mut self, bytes: &[u8]) -> Option<End> {
+    fn on_text(&mut self, text: &str) -> Option<End> {
+        match self.rate.check() {
+            Verdict::Allow => {}
+            Verdict::Reject => {
+                self.app.send_error(
+                    self.conn,
+                    ErrorCode::RateLimited,
+                    "slow down: message dropped",
+                );
+                return None;
+            }
+            Verdict::Close => {
+                return Some(self.close_with(
+                    ErrorCode::RateLimited,
+                    "rate limit exceeded",
+                    CloseCode::RateLimited,
+                ));
+            }
+        }
         let app = &self.app;
         let conn = self.conn;
-        let msg = match ClientMessage::decode(bytes, app.config.max_message_bytes) {
+        let msg = match ClientMessage::decode(text.as_bytes(), app.config.max_message_bytes) {
             Ok(msg) => msg,
             Err(err) => {
                 app.send_error(conn, err.code(), err.to_string());
@@ -315,48 +465,105 @@ impl Session {
     }
 }
 
-/// Drains the connection's queue onto the socket; the only writer of this WebSocket.
-///
-/// Frames queued together are written together: the batch is flushed when the
-/// queue is momentarily empty, so a burst costs one system call, not one per frame.
-async fn write_loop(
-    mut tx: WebSocketWrite<BatchWriter<WriteHalf<Io>>>,
-    mut queue: tokio::sync::mpsc::Receiver<Outbound>,
-    pending_bytes: Arc<std::sync::atomic::AtomicUsize>,
-) {
-    while let Some(first) = queue.recv().await {
-        let mut next = Some(first);
-        while let Some(item) = next.take() {
-            let (result, last) = match item {
-                Outbound::Text(bytes) => {
-                    let res = tx.write_frame(Frame::text(Payload::Borrowed(&bytes))).await;
-                    pending_bytes.fetch_sub(bytes.len(), Ordering::Relaxed);
-                    (res, false)
-                }
-                Outbound::Ping => {
-                    let ping = Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[]));
-                    (tx.write_frame(ping).await, false)
-                }
-                Outbound::Control(frame) => {
-                    let last = frame.opcode == OpCode::Close;
-                    (tx.write_frame(frame).await, last)
+/// Puts a connection's queued frames on the wire.
+struct Writer {
+    outbox: Arc<Outbox>,
+    /// Items taken from the outbox; empty between flushes (its capacity is reused).
+    batch: VecDeque<Outbound>,
+    /// Encoded bytes the socket has not taken yet; empty (and unallocated) otherwise.
+    backlog: Vec<u8>,
+    /// How many bytes of `backlog` are already written.
+    sent: usize,
+    /// Whether a close frame has been encoded: nothing follows it.
+    close_sent: bool,
+}
+
+impl Writer {
+    fn has_backlog(&self) -> bool {
+        self.sent < self.backlog.len()
+    }
+
+    /// Writes what is queued, as far as the socket takes it without waiting.
+    ///
+    /// While the socket holds back a backlog, the queue is left alone, so its frame and
+    /// byte limits find a peer that does not read.
+    fn flush(&mut self, wr: &WriteHalf<'_>) -> io::Result<()> {
+        if self.has_backlog() {
+            self.write_backlog(wr)?;
+            if self.has_backlog() {
+                return Ok(());
+            }
+        }
+        if self.close_sent || self.outbox.drain_into(&mut self.batch) == 0 {
+            return Ok(());
+        }
+        WRITE_BUF.with_borrow_mut(|buf| {
+            buf.clear();
+            self.encode_batch(buf);
+            let written = match wr.try_write(buf) {
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(err) => return Err(err),
+            };
+            if written < buf.len() {
+                self.backlog.extend_from_slice(&buf[written..]);
+                self.sent = 0;
+            }
+            if buf.capacity() > WRITE_KEEP {
+                *buf = Vec::new();
+            }
+            Ok(())
+        })
+    }
+
+    /// Encodes the batch into frames, stopping after a close frame.
+    fn encode_batch(&mut self, out: &mut Vec<u8>) {
+        while let Some(item) = self.batch.pop_front() {
+            match item {
+                Outbound::Text(text) => wire::write_frame(out, OpCode::Text, &text),
+                Outbound::Ping => wire::write_frame(out, OpCode::Ping, &[]),
+                Outbound::Pong(payload) => wire::write_frame(out, OpCode::Pong, &payload),
+                Outbound::CloseEcho(code) => {
+                    let payload = code.map(u16::to_be_bytes);
+                    wire::write_frame(out, OpCode::Close, payload.as_ref().map_or(&[], |p| p));
+                    self.close_sent = true;
                 }
                 Outbound::Close(code) => {
-                    let close = Frame::close(code.code(), code.reason().as_bytes());
-                    (tx.write_frame(close).await, true)
+                    let reason = code.reason().as_bytes();
+                    wire::write_header(out, OpCode::Close, 2 + reason.len());
+                    out.extend_from_slice(&code.code().to_be_bytes());
+                    out.extend_from_slice(reason);
+                    self.close_sent = true;
                 }
-            };
-            if result.is_err() {
+            }
+            if self.close_sent {
+                self.batch.clear();
                 return;
             }
-            if last {
-                let _ = tx.flush().await;
-                return;
-            }
-            next = queue.try_recv().ok();
         }
-        if tx.flush().await.is_err() {
-            return;
+    }
+
+    fn write_backlog(&mut self, wr: &WriteHalf<'_>) -> io::Result<()> {
+        match wr.try_write(&self.backlog[self.sent..]) {
+            Ok(n) => self.sent += n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => return Err(err),
+        }
+        if !self.has_backlog() {
+            self.backlog = Vec::new();
+            self.sent = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes everything queued (up to a close frame), waiting for the socket as needed.
+    async fn finish(&mut self, wr: &WriteHalf<'_>) -> io::Result<()> {
+        loop {
+            self.flush(wr)?;
+            if !self.has_backlog() {
+                return Ok(());
+            }
+            wr.writable().await?;
         }
     }
 }
