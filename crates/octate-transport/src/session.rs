@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -34,7 +35,7 @@ use crate::assemble::{AssembleError, Assembler, Message};
 use crate::auth::auth_error_code;
 use crate::limits::{MessageRate, Verdict};
 use crate::registry::{Outbound, Outbox};
-use crate::wire::{self, FrameError, OpCode};
+use crate::wire::{self, FrameError, FrameReader, OpCode};
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -95,8 +96,8 @@ pub(crate) async fn run(
         identity: None,
     };
     let mut reader = Reader {
+        frames: FrameReader::new(app.config.max_message_bytes),
         assembler: Assembler::new(app.config.max_message_bytes),
-        partial: Vec::new(),
     };
     let mut writer = Writer {
         outbox,
@@ -236,53 +237,28 @@ fn poll_read_frames(
 
 /// Turns bytes from the socket into frames and messages.
 struct Reader {
+    frames: FrameReader,
     assembler: Assembler,
-    /// The start of a frame still arriving; empty (and unallocated) otherwise.
-    partial: Vec<u8>,
 }
 
 impl Reader {
     /// Handles newly read bytes; returns how the session ends, if it does.
     fn on_bytes(&mut self, session: &mut Session, data: &mut [u8]) -> Option<End> {
-        if self.partial.is_empty() {
-            let (used, end) = self.on_frames(session, data);
-            if end.is_none() && used < data.len() {
-                self.partial.extend_from_slice(&data[used..]);
+        let Self { frames, assembler } = self;
+        let outcome = frames.feed(data, |header, payload| {
+            match Self::on_frame(assembler, session, header.fin, header.opcode, payload) {
+                Some(end) => ControlFlow::Break(end),
+                None => ControlFlow::Continue(()),
             }
-            return end;
-        }
-        let mut buf = std::mem::take(&mut self.partial);
-        buf.extend_from_slice(data);
-        let (used, end) = self.on_frames(session, &mut buf);
-        if end.is_none() && used < buf.len() {
-            buf.drain(..used);
-            self.partial = buf;
-        }
-        end
-    }
-
-    /// Handles every whole frame at the start of `buf`; returns the bytes used.
-    fn on_frames(&mut self, session: &mut Session, buf: &mut [u8]) -> (usize, Option<End>) {
-        let max = session.app.config.max_message_bytes;
-        let mut used = 0;
-        loop {
-            let rest = &mut buf[used..];
-            let header = match wire::parse(rest, max) {
-                Ok(Some(header)) if header.frame_len() <= rest.len() => header,
-                Ok(_) => return (used, None),
-                Err(err) => return (used, Some(session.on_frame_error(err))),
-            };
-            let payload = &mut rest[header.header_len..header.frame_len()];
-            wire::unmask(payload, header.mask);
-            used += header.frame_len();
-            if let Some(end) = self.on_frame(session, header.fin, header.opcode, payload) {
-                return (used, Some(end));
-            }
+        });
+        match outcome {
+            Ok(end) => end,
+            Err(err) => Some(session.on_frame_error(err)),
         }
     }
 
     fn on_frame(
-        &mut self,
+        assembler: &mut Assembler,
         session: &mut Session,
         fin: bool,
         opcode: OpCode,
@@ -302,7 +278,7 @@ impl Reader {
             }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {}
         }
-        match self.assembler.push(fin, opcode, payload) {
+        match assembler.push(fin, opcode, payload) {
             Ok(None) => None,
             Ok(Some(Message::Text(text))) => session.on_text(text),
             Ok(Some(Message::Binary)) => Some(session.close_with(

@@ -3,8 +3,11 @@
 //! [`parse`] finds the next client frame at the start of a byte buffer and checks
 //! everything a server must refuse (reserved bits and opcodes, unmasked frames,
 //! fragmented or oversized control frames, frames over the message limit) before any
-//! payload is read; [`write_header`] writes the header of an unmasked server frame.
-//! The session owns the buffers, so an idle connection holds none.
+//! payload is read; [`FrameReader`] turns bytes as they arrive into whole frames,
+//! keeping only an unfinished one; [`write_header`] writes the header of an unmasked
+//! server frame.
+
+use std::ops::ControlFlow;
 
 /// A frame's opcode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +158,82 @@ pub(crate) fn parse(buf: &[u8], max_payload: usize) -> Result<Option<Header>, Fr
     }))
 }
 
+/// Turns bytes as they arrive into whole, unmasked frames.
+///
+/// Frames wholly inside the bytes given are handed out in place; only the start of a
+/// frame still arriving is copied and kept, so between frames nothing is held.
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    max_payload: usize,
+    /// The start of a frame still arriving; empty (and unallocated) otherwise.
+    partial: Vec<u8>,
+}
+
+impl FrameReader {
+    /// A reader refusing frames with more than `max_payload` bytes of payload.
+    pub(crate) fn new(max_payload: usize) -> Self {
+        Self {
+            max_payload,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Hands every whole frame in what has arrived so far to `on_frame`, in order.
+    ///
+    /// Returns the value `on_frame` stopped with, if it did (the rest of `data` is then
+    /// left unread), or the first frame the server must refuse.
+    pub(crate) fn feed<B>(
+        &mut self,
+        data: &mut [u8],
+        mut on_frame: impl FnMut(Header, &[u8]) -> ControlFlow<B>,
+    ) -> Result<Option<B>, FrameError> {
+        if self.partial.is_empty() {
+            let (used, outcome) = self.frames(data, &mut on_frame);
+            if matches!(outcome, Ok(None)) && used < data.len() {
+                self.partial.extend_from_slice(&data[used..]);
+            }
+            return outcome;
+        }
+        let mut buf = std::mem::take(&mut self.partial);
+        buf.extend_from_slice(data);
+        let (used, outcome) = self.frames(&mut buf, &mut on_frame);
+        if matches!(outcome, Ok(None)) && used < buf.len() {
+            buf.drain(..used);
+            self.partial = buf;
+        }
+        outcome
+    }
+
+    /// Handles the whole frames at the start of `buf`; returns the bytes they took.
+    fn frames<B>(
+        &self,
+        buf: &mut [u8],
+        on_frame: &mut impl FnMut(Header, &[u8]) -> ControlFlow<B>,
+    ) -> (usize, Result<Option<B>, FrameError>) {
+        let mut used = 0;
+        loop {
+            let rest = &mut buf[used..];
+            let header = match parse(rest, self.max_payload) {
+                Ok(Some(header)) if header.frame_len() <= rest.len() => header,
+                Ok(_) => return (used, Ok(None)),
+                Err(err) => return (used, Err(err)),
+            };
+            let payload = &mut rest[header.header_len..header.frame_len()];
+            unmask(payload, header.mask);
+            used += header.frame_len();
+            if let ControlFlow::Break(value) = on_frame(header, payload) {
+                return (used, Ok(Some(value)));
+            }
+        }
+    }
+
+    /// Bytes held for a frame still arriving.
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        (self.partial.len(), self.partial.capacity())
+    }
+}
+
 /// Unmasks a payload in place.
 pub(crate) fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     fastwebsockets::unmask(payload, mask);
@@ -287,6 +366,41 @@ mod tests {
     }
 
     #[test]
+    fn the_reader_stops_where_the_handler_says_and_at_the_first_bad_frame() {
+        let mut stream = [
+            client_frame(true, 0x1, b"one", [1; 4]),
+            client_frame(true, 0x1, b"two", [2; 4]),
+        ]
+        .concat();
+        let mut reader = FrameReader::new(100);
+        let mut seen = 0;
+        let got = reader.feed(&mut stream, |_, payload| {
+            seen += 1;
+            ControlFlow::Break(payload.to_vec())
+        });
+        assert_eq!(got, Ok(Some(b"one".to_vec())));
+        assert_eq!(seen, 1, "nothing after the stop is handled");
+
+        let mut bad = [
+            client_frame(true, 0x1, b"ok", [3; 4]),
+            vec![0x81, 0x01, b'x'],
+        ]
+        .concat();
+        let mut reader = FrameReader::new(100);
+        let mut texts = Vec::new();
+        let got = reader.feed(&mut bad, |_, payload| {
+            texts.push(payload.to_vec());
+            ControlFlow::<()>::Continue(())
+        });
+        assert_eq!(got, Err(FrameError::Unmasked));
+        assert_eq!(
+            texts,
+            vec![b"ok".to_vec()],
+            "frames before the bad one count"
+        );
+    }
+
+    #[test]
     fn server_frames_use_the_shortest_length_form() {
         for (len, header) in [(0, 2), (125, 2), (126, 4), (65_535, 4), (65_536, 10)] {
             let mut out = Vec::new();
@@ -325,6 +439,48 @@ mod tests {
             let body = &mut buf[h.header_len..h.frame_len()];
             unmask(body, h.mask);
             prop_assert_eq!(&body[..], &payload[..]);
+        }
+
+        #[test]
+        fn frames_come_out_the_same_however_the_bytes_are_cut(
+            frames in prop::collection::vec(
+                (any::<bool>(), prop::sample::select(vec![0x0u8, 0x1, 0x2, 0x9, 0xA]),
+                 prop::collection::vec(any::<u8>(), 0..400), any::<[u8; 4]>()),
+                1..12,
+            ),
+            cuts in prop::collection::vec(1usize..700, 0..40),
+        ) {
+            let frames: Vec<_> = frames
+                .into_iter()
+                .map(|(fin, op, mut payload, mask)| {
+                    let control = op >= 0x8;
+                    if control {
+                        payload.truncate(125);
+                    }
+                    (fin || control, op, payload, mask)
+                })
+                .collect();
+            let mut stream: Vec<u8> = frames
+                .iter()
+                .flat_map(|(fin, op, payload, mask)| client_frame(*fin, *op, payload, *mask))
+                .collect();
+            let longest = frames.iter().map(|f| f.2.len() + 14).max().unwrap_or(0);
+            let mut reader = FrameReader::new(1 << 16);
+            let mut seen = Vec::new();
+            let mut at = 0usize;
+            for cut in cuts.into_iter().chain([usize::MAX]) {
+                let end = at.saturating_add(cut).min(stream.len());
+                let got = reader.feed(&mut stream[at..end], |h, payload| {
+                    seen.push((h.fin, h.opcode.bits(), payload.to_vec()));
+                    ControlFlow::<()>::Continue(())
+                });
+                prop_assert_eq!(got, Ok(None));
+                prop_assert!(reader.held().0 < longest, "holds at most one unfinished frame");
+                at = end;
+            }
+            prop_assert_eq!(reader.held(), (0, 0), "nothing is held between frames");
+            let want: Vec<_> = frames.into_iter().map(|(fin, op, payload, _)| (fin, op, payload)).collect();
+            prop_assert_eq!(seen, want);
         }
 
         #[test]
