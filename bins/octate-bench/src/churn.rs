@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::net::{Dialer, Ws};
 use crate::proto::{self, Incoming, Proto, Spec};
@@ -80,10 +80,9 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
         let users: Vec<String> = (0..per_worker).map(|k| format!("{tag}-s{i}x{k}")).collect();
         let room = format!("{tag}-c{i}");
         let (proto, dialer, offer) = (ctx.proto.clone(), ctx.dialer.clone(), offer.clone());
-        let anchor_id = anchor.id.clone();
-        worker_tasks.spawn(worker(
-            proto, dialer, room, anchor_id, users, tokens, offer, w,
-        ));
+        // The whole signal is the same for every session of a worker: built once, shared.
+        let signal = Utf8Bytes::from(proto.signal(&anchor.id, "sdp-offer", &offer));
+        worker_tasks.spawn(worker(proto, dialer, room, users, tokens, signal, w));
         anchor_tasks.spawn(anchor_loop(anchor.ws, ctx.proto.clone(), w));
     }
     let server_pid = ctx.args.server_pid;
@@ -140,15 +139,13 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn worker(
     proto: Arc<Proto>,
     dialer: Arc<Dialer>,
     room: String,
-    anchor: String,
     users: Vec<String>,
     tokens: Vec<Option<String>>,
-    offer: Arc<str>,
+    signal: Utf8Bytes,
     w: Window,
 ) -> WorkerOut {
     let mut out = WorkerOut::default();
@@ -166,8 +163,7 @@ async fn worker(
             &room,
             &users[k],
             tokens[k].as_deref(),
-            &anchor,
-            &offer,
+            &signal,
         )
         .await;
         k += 1;
@@ -192,20 +188,19 @@ async fn worker(
     out
 }
 
-/// One session; returns when it had joined.
+/// One session, sending `signal` (the offer to the anchor); returns when it had joined.
 async fn session(
     proto: &Proto,
     dialer: &Dialer,
     room: &str,
     user: &str,
     token: Option<&str>,
-    anchor: &str,
-    offer: &str,
+    signal: &Utf8Bytes,
 ) -> Res<Instant> {
     let joined = proto.join(dialer, room, user, token).await?;
     let at = Instant::now();
     let mut ws = joined.ws;
-    proto::send_text(&mut ws, proto.signal(anchor, "sdp-offer", offer)).await?;
+    proto::send_text(&mut ws, signal.clone()).await?;
     proto::close(ws, Duration::from_secs(2)).await;
     Ok(at)
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use octate_auth::{KeyRing, TokenAuthority};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::Res;
 use crate::net::{Dialer, Ws};
@@ -177,18 +177,31 @@ impl Proto {
     /// A signal for peer `to`. `kind` is `sdp-offer`, `sdp-answer` or `ice-candidate`;
     /// `body` is the JSON value under `offer` / `answer` / `candidate`.
     pub(crate) fn signal(&self, to: &str, kind: &str, body: &str) -> String {
+        let mut text = self.signal_head(to, kind);
+        text.push_str(body);
+        text.push_str(self.signal_tail());
+        text
+    }
+
+    /// The text of a signal up to its body: [`Proto::signal`] is this, the body, then
+    /// [`Proto::signal_tail`]. Lets hot loops build each message in one allocation.
+    pub(crate) fn signal_head(&self, to: &str, kind: &str) -> String {
         let field = match kind {
             "sdp-offer" => "offer",
             "sdp-answer" => "answer",
             _ => "candidate",
         };
         match self {
-            Self::Octate(_) => {
-                format!(r#"{{"type":"{kind}","data":{{"peer":"{to}","{field}":{body}}}}}"#)
-            }
-            Self::Matchbox => {
-                format!(r#"{{"Signal":{{"receiver":"{to}","data":{{"{field}":{body}}}}}}}"#)
-            }
+            Self::Octate(_) => format!(r#"{{"type":"{kind}","data":{{"peer":"{to}","{field}":"#),
+            Self::Matchbox => format!(r#"{{"Signal":{{"receiver":"{to}","data":{{"{field}":"#),
+        }
+    }
+
+    /// What closes a signal after its body (see [`Proto::signal_head`]).
+    pub(crate) fn signal_tail(&self) -> &'static str {
+        match self {
+            Self::Octate(_) => "}}",
+            Self::Matchbox => "}}}",
         }
     }
 
@@ -258,10 +271,42 @@ pub(crate) async fn next_text(
 }
 
 /// The number after the last `"key":` in `text`.
+///
+/// The relayed messages carry their stamps at the end, so the search runs backwards
+/// over bytes and stops at the first match.
 pub(crate) fn last_u64(text: &str, key: &str) -> Option<u64> {
-    let at = text.rfind(key)? + key.len();
-    let digits = text[at..].bytes().take_while(u8::is_ascii_digit).count();
-    text[at..at + digits].parse().ok()
+    if key.is_empty() {
+        return None;
+    }
+    let bytes = text.as_bytes();
+    let at = bytes
+        .windows(key.len())
+        .rposition(|w| w == key.as_bytes())?
+        + key.len();
+    let digits = bytes[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    text.get(at..at + digits)?.parse().ok()
+}
+
+/// Appends the decimal digits of `n` to `out`, as `format!("{n}")` would, without the
+/// formatting machinery.
+pub(crate) fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // Invariant: `n % 10` is a single digit.
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
 }
 
 /// The first 120 characters, for error messages.
@@ -300,7 +345,7 @@ pub(crate) fn sdp_text(len: usize, kind: &str) -> String {
 }
 
 /// Sends a text message; the error says the connection is gone.
-pub(crate) async fn send_text(ws: &mut Ws, text: String) -> Res<()> {
+pub(crate) async fn send_text(ws: &mut Ws, text: impl Into<Utf8Bytes>) -> Res<()> {
     ws.send(Message::text(text)).await?;
     Ok(())
 }
@@ -362,8 +407,14 @@ pub(crate) async fn join_many(
 pub(crate) struct Clock(pub(crate) std::time::Instant);
 
 impl Clock {
+    /// Now, in microseconds since the origin.
     pub(crate) fn us(&self) -> u64 {
-        u64::try_from(self.0.elapsed().as_micros()).unwrap_or(u64::MAX)
+        self.us_at(std::time::Instant::now())
+    }
+
+    /// `at`, in microseconds since the origin (0 before it).
+    pub(crate) fn us_at(&self, at: std::time::Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.0).as_micros()).unwrap_or(u64::MAX)
     }
 }
 

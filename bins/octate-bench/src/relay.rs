@@ -4,12 +4,13 @@
 //! with an `sdp-answer` of the same size carrying the stamp back. One round trip is two
 //! relayed messages. Only answers received inside the measured window count.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::net::Ws;
@@ -149,6 +150,51 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
     ))
 }
 
+/// Builds the relayed messages of one direction of a pair: everything but the sequence
+/// number and the stamp is fixed, so each message is one allocation and a few copies.
+struct Stamped {
+    /// The signal up to and including `"seq":`.
+    head: String,
+    /// What closes the body and the signal after the stamp.
+    tail: String,
+}
+
+impl Stamped {
+    /// Messages of `kind` to `peer` whose body starts with `prefix` (ending in `"seq":`).
+    fn new(proto: &Proto, peer: &str, kind: &str, prefix: &str) -> Self {
+        let mut head = proto.signal_head(peer, kind);
+        head.push_str(prefix);
+        let mut tail = String::from("}");
+        tail.push_str(proto.signal_tail());
+        Self { head, tail }
+    }
+
+    /// The same text as `proto.signal(peer, kind, &format!("{prefix}{seq},\"t\":{t}}}"))`.
+    fn build(&self, seq: u64, t: u64) -> String {
+        let mut text = String::with_capacity(self.head.len() + self.tail.len() + 48);
+        text.push_str(&self.head);
+        proto::push_u64(&mut text, seq);
+        text.push_str(",\"t\":");
+        proto::push_u64(&mut text, t);
+        text.push_str(&self.tail);
+        text
+    }
+}
+
+/// The next message, or `None` once `deadline` has passed. Like `timeout_at`, a message
+/// that is ready wins over the deadline; unlike it, the timer is registered only once
+/// per loop instead of once per message.
+async fn next_until(ws: &mut Ws, deadline: Pin<&mut Sleep>) -> Option<Option<WsResult>> {
+    tokio::select! {
+        biased;
+        msg = ws.next() => Some(msg),
+        () = deadline => None,
+    }
+}
+
+/// One item of the WebSocket stream.
+type WsResult = Result<Message, tokio_tungstenite::tungstenite::Error>;
+
 async fn initiator(
     mut ws: Ws,
     proto: Arc<Proto>,
@@ -160,22 +206,21 @@ async fn initiator(
 ) -> PairOut {
     let mut out = PairOut::default();
     let mut seq = 0u64;
-    let offer = |seq: u64| {
-        let body = format!("{prefix}{seq},\"t\":{}}}", clock.us());
-        proto.signal(&peer, "sdp-offer", &body)
-    };
+    let offers = Stamped::new(&proto, &peer, "sdp-offer", &prefix);
     tokio::time::sleep_until(w.start).await;
     for _ in 0..window {
         seq += 1;
-        if proto::send_text(&mut ws, offer(seq)).await.is_err() {
+        if proto::send_text(&mut ws, offers.build(seq, clock.us()))
+            .await
+            .is_err()
+        {
             out.closed = true;
             return out;
         }
     }
-    loop {
-        let Ok(msg) = tokio::time::timeout_at(w.until, ws.next()).await else {
-            break;
-        };
+    let deadline = tokio::time::sleep_until(w.until);
+    tokio::pin!(deadline);
+    while let Some(msg) = next_until(&mut ws, deadline.as_mut()).await {
         let text = match msg {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Close(_)) | Err(_)) | None => {
@@ -191,12 +236,15 @@ async fn initiator(
                     && let Some(t) = proto::last_u64(text.as_str(), "\"t\":")
                 {
                     out.round_trips += 1;
-                    let rtt = clock.us().saturating_sub(t);
+                    let rtt = clock.us_at(now.into_std()).saturating_sub(t);
                     out.rtt_us.push(u32::try_from(rtt).unwrap_or(u32::MAX));
                 }
                 if now < w.until {
                     seq += 1;
-                    if proto::send_text(&mut ws, offer(seq)).await.is_err() {
+                    if proto::send_text(&mut ws, offers.build(seq, clock.us()))
+                        .await
+                        .is_err()
+                    {
                         out.closed = true;
                         return out;
                     }
@@ -204,7 +252,7 @@ async fn initiator(
             }
             Incoming::Heartbeat => {
                 if let Some(pong) = proto.pong() {
-                    let _ = proto::send_text(&mut ws, pong.to_owned()).await;
+                    let _ = proto::send_text(&mut ws, pong).await;
                 }
             }
             Incoming::Error => out.errors += 1,
@@ -224,11 +272,10 @@ async fn responder(
     w: Window,
 ) -> u64 {
     let mut errors = 0;
-    let stop = w.until + Duration::from_millis(500);
-    loop {
-        let Ok(msg) = tokio::time::timeout_at(stop, ws.next()).await else {
-            break;
-        };
+    let answers = Stamped::new(&proto, &peer, "sdp-answer", &prefix);
+    let deadline = tokio::time::sleep_until(w.until + Duration::from_millis(500));
+    tokio::pin!(deadline);
+    while let Some(msg) = next_until(&mut ws, deadline.as_mut()).await {
         let text = match msg {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Close(_)) | Err(_)) | None => return errors,
@@ -238,8 +285,7 @@ async fn responder(
             Incoming::Signal => {
                 let t = proto::last_u64(text.as_str(), "\"t\":").unwrap_or(0);
                 let seq = proto::last_u64(text.as_str(), "\"seq\":").unwrap_or(0);
-                let body = format!("{prefix}{seq},\"t\":{t}}}");
-                if proto::send_text(&mut ws, proto.signal(&peer, "sdp-answer", &body))
+                if proto::send_text(&mut ws, answers.build(seq, t))
                     .await
                     .is_err()
                 {
@@ -248,7 +294,7 @@ async fn responder(
             }
             Incoming::Heartbeat => {
                 if let Some(pong) = proto.pong() {
-                    let _ = proto::send_text(&mut ws, pong.to_owned()).await;
+                    let _ = proto::send_text(&mut ws, pong).await;
                 }
             }
             // After the window, answers to an initiator that already left fail: not counted.
@@ -258,4 +304,30 @@ async fn responder(
     }
     proto::close(ws, Duration::from_secs(2)).await;
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamped_messages_match_the_formatted_ones() {
+        let prefix = r#"{"type":"offer","sdp":"v=0","seq":"#;
+        let proto = Proto::Matchbox;
+        let built = Stamped::new(&proto, "peer-b", "sdp-offer", prefix).build(42, 1_234_567);
+        let formatted = proto.signal(
+            "peer-b",
+            "sdp-offer",
+            &format!("{prefix}42,\"t\":1234567}}"),
+        );
+        assert_eq!(built, formatted);
+        assert_eq!(proto::last_u64(&built, "\"t\":"), Some(1_234_567));
+        assert_eq!(proto::last_u64(&built, "\"seq\":"), Some(42));
+        let mut digits = String::new();
+        for n in [0, 7, 10, 999, u64::MAX] {
+            digits.clear();
+            proto::push_u64(&mut digits, n);
+            assert_eq!(digits, n.to_string());
+        }
+    }
 }
