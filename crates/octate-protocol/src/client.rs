@@ -1,9 +1,11 @@
-//! Messages a client sends over the signaling WebSocket, and their one decode entry point.
+//! Messages a client sends over the signaling WebSocket, and their decode entry points.
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::envelope::{Envelope, OutEnvelope};
+use crate::envelope::{Envelope, OutEnvelope, json_str, object_fields, utf8};
 use crate::error::truncate;
 use crate::{ProtocolError, RawJson, RoomId, UserId};
 
@@ -171,6 +173,18 @@ fn check_file_id(file_id: Option<String>) -> Result<Option<String>, ProtocolErro
     }
 }
 
+/// Rejects a message longer than `max_len` bytes, before looking at it.
+fn check_len(len: usize, max_len: usize) -> Result<(), ProtocolError> {
+    if len > max_len {
+        Err(ProtocolError::TooLarge {
+            len,
+            limit: max_len,
+        })
+    } else {
+        Ok(())
+    }
+}
+
 /// `data` must be a JSON object: serde would otherwise accept an array for a struct.
 fn require_object(raw: &RawValue) -> Result<(), ProtocolError> {
     if raw.get().starts_with('{') {
@@ -180,13 +194,6 @@ fn require_object(raw: &RawValue) -> Result<(), ProtocolError> {
             "`data` must be a JSON object".into(),
         ))
     }
-}
-
-/// Parses a required `data` object (absent or `null` is a missing field).
-fn parse_data<'a, T: Deserialize<'a>>(data: Option<&'a RawValue>) -> Result<T, ProtocolError> {
-    let raw = data.ok_or(ProtocolError::MissingField("data"))?;
-    require_object(raw)?;
-    serde_json::from_str(raw.get()).map_err(|e| ProtocolError::from_serde(&e))
 }
 
 /// Parses an optional `data` object (absent or `null` gives the default).
@@ -202,14 +209,45 @@ fn parse_optional_data<'a, T: Deserialize<'a> + Default>(
     }
 }
 
+/// The raw text of the named fields of a required `data` object; `null` counts as absent.
+///
+/// A scan finds the fields without parsing `data` a second time (it was validated when
+/// captured). When the scan cannot vouch for its answer (escaped keys, a wanted field
+/// written twice), `data` is parsed into `T`, whose derived `Deserialize` defines the
+/// behaviour, errors included: `fields` lists its fields in the order of `names`.
+fn data_fields<'a, T: Deserialize<'a>, const N: usize>(
+    data: Option<&'a RawValue>,
+    names: [&str; N],
+    fields: impl FnOnce(T) -> [Option<&'a RawValue>; N],
+) -> Result<[Option<&'a str>; N], ProtocolError> {
+    let raw = data.ok_or(ProtocolError::MissingField("data"))?;
+    require_object(raw)?;
+    if let Some(found) = object_fields(raw.get(), names) {
+        // The parser reads `null` into an absent `Option`.
+        return Ok(found.map(|value| value.filter(|v| *v != "null")));
+    }
+    let parsed: T = serde_json::from_str(raw.get()).map_err(|e| ProtocolError::from_serde(&e))?;
+    Ok(fields(parsed).map(|value| value.map(RawValue::get)))
+}
+
 /// A required field of `data`, parsed as `T`; a value of another type is an invalid field.
 fn required<'a, T: Deserialize<'a>>(
-    raw: Option<&'a RawValue>,
+    raw: Option<&'a str>,
     field: &'static str,
     reason: &'static str,
 ) -> Result<T, ProtocolError> {
     let raw = raw.ok_or(ProtocolError::MissingField(field))?;
-    serde_json::from_str(raw.get()).map_err(|_| ProtocolError::InvalidField { field, reason })
+    serde_json::from_str(raw).map_err(|_| ProtocolError::InvalidField { field, reason })
+}
+
+/// A required string field of `data`, borrowed when written without escapes.
+fn required_str<'a>(
+    raw: Option<&'a str>,
+    field: &'static str,
+    reason: &'static str,
+) -> Result<Cow<'a, str>, ProtocolError> {
+    let raw = raw.ok_or(ProtocolError::MissingField(field))?;
+    json_str(raw).ok_or(ProtocolError::InvalidField { field, reason })
 }
 
 /// Renames the field of an id validation error (`peer` is a user id).
@@ -228,13 +266,22 @@ impl ClientMessage {
     /// ignored whatever its value, because identity comes from the verified token; so is
     /// `roomId` on messages other than `create-room` and `join-room`.
     pub fn decode(bytes: &[u8], max_len: usize) -> Result<Self, ProtocolError> {
-        if bytes.len() > max_len {
-            return Err(ProtocolError::TooLarge {
-                len: bytes.len(),
-                limit: max_len,
-            });
-        }
-        let env = Envelope::parse(bytes)?;
+        check_len(bytes.len(), max_len)?;
+        Self::decode_text(utf8(bytes)?)
+    }
+
+    /// Decodes one client message already known to be text, such as a WebSocket text
+    /// frame; never panics.
+    ///
+    /// Same as [`decode`](Self::decode) on `text.as_bytes()`, results and errors alike,
+    /// minus the UTF-8 validation that `&str` already guarantees.
+    pub fn decode_str(text: &str, max_len: usize) -> Result<Self, ProtocolError> {
+        check_len(text.len(), max_len)?;
+        Self::decode_text(text)
+    }
+
+    fn decode_text(text: &str) -> Result<Self, ProtocolError> {
+        let env = Envelope::parse_str(text)?;
         let msg = match env.kind.as_ref() {
             "auth" => {
                 let data: AuthData = parse_optional_data(env.data)?;
@@ -270,9 +317,9 @@ impl ClientMessage {
                     "sdp-answer" => SignalKind::Answer,
                     _ => SignalKind::IceCandidate,
                 };
-                let data: SignalData<'_> = parse_data(env.data)?;
-                let peer: String = required(data.peer, "peer", "must be a user id string")?;
-                let target = UserId::new(peer).map_err(|e| as_field(e, "peer"))?;
+                let [peer] = data_fields(env.data, ["peer"], |d: SignalData<'_>| [d.peer])?;
+                let peer = required_str(peer, "peer", "must be a user id string")?;
+                let target = UserId::from_borrowed(&peer).map_err(|e| as_field(e, "peer"))?;
                 Self::Signal {
                     kind,
                     target,
@@ -280,10 +327,10 @@ impl ClientMessage {
                 }
             }
             "presence" => {
-                let data: PresenceData<'_> = parse_data(env.data)?;
+                let [status] = data_fields(env.data, ["status"], |d: PresenceData<'_>| [d.status])?;
                 let reason = "must be \"active\", \"idle\" or \"away\"";
-                let status: String = required(data.status, "status", reason)?;
-                if !PRESENCE_STATUSES.contains(&status.as_str()) {
+                let status = required_str(status, "status", reason)?;
+                if !PRESENCE_STATUSES.contains(&status.as_ref()) {
                     return Err(ProtocolError::InvalidField {
                         field: "status",
                         reason,
@@ -295,10 +342,13 @@ impl ClientMessage {
                 }
             }
             "cursor-update" => {
-                let data: CursorData<'_> = parse_data(env.data)?;
+                let [line, column] =
+                    data_fields(env.data, ["line", "column"], |d: CursorData<'_>| {
+                        [d.line, d.column]
+                    })?;
                 let reason = "must be a non-negative integer";
-                let _: u64 = required(data.line, "line", reason)?;
-                let _: u64 = required(data.column, "column", reason)?;
+                let _: u64 = required(line, "line", reason)?;
+                let _: u64 = required(column, "column", reason)?;
                 Self::Update {
                     kind: UpdateKind::Cursor,
                     data: RawJson::from_raw(env.data.ok_or(ProtocolError::MissingField("data"))?),

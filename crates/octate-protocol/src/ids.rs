@@ -48,6 +48,13 @@ macro_rules! id_type {
                 Ok(Self(Arc::from(value)))
             }
 
+            /// Validates and copies a borrowed identifier: one allocation, straight
+            /// into the shared string.
+            pub(crate) fn from_borrowed(value: &str) -> Result<Self, ProtocolError> {
+                validate_id($field, value)?;
+                Ok(Self(Arc::from(value)))
+            }
+
             /// The identifier as a string slice.
             pub fn as_str(&self) -> &str {
                 &self.0

@@ -2,7 +2,8 @@
 //!
 //! Signaling messages travel over a WebSocket as JSON text frames in the envelope
 //! `{ "type", "userId"?, "roomId"?, "data"? }`. [`ClientMessage::decode`] is the one
-//! entry point from client bytes to a typed message; it never panics and returns a
+//! entry point from client bytes to a typed message ([`ClientMessage::decode_str`] the
+//! same for text already known to be UTF-8); it never panics and returns a
 //! [`ProtocolError`] with a stable [`ErrorCode`]. SDP and ICE payloads are kept as raw
 //! JSON and relayed byte for byte. HTTP bodies live in [`http`].
 //!

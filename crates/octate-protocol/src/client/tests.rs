@@ -348,6 +348,141 @@ fn signal_data_must_be_an_object() {
     }
 }
 
+fn signal(text: &str) -> (UserId, String) {
+    match ok(text) {
+        ClientMessage::Signal { target, data, .. } => (target, data.get().to_owned()),
+        other => panic!("{text}: not a signal: {other:?}"),
+    }
+}
+
+#[test]
+fn signal_peer_after_a_long_sdp_is_found() {
+    let sdp = "v=0\\r\\no=- 1 2 IN IP4 127.0.0.1\\r\\na=\\\"peer\\\":\\\"eve\\\"\\r\\n".repeat(40);
+    let data = format!(r#"{{"offer":{{"type":"offer","sdp":"{sdp}","peer":"eve"}},"peer":"bob"}}"#);
+    let (target, raw) = signal(&format!(r#"{{"type":"sdp-offer","data":{data}}}"#));
+    assert_eq!(target.as_str(), "bob");
+    assert_eq!(raw, data);
+}
+
+#[test]
+fn signal_peer_is_read_at_the_top_level_of_data_only() {
+    let text =
+        r#"{"type":"sdp-answer","peer":"eve","data":{"answer":{"peer":"eve"},"x":["peer","eve"]}}"#;
+    assert_eq!(err(text), ProtocolError::MissingField("peer"));
+    let text = r#"{"type":"sdp-answer","data":{"s":"\"peer\":\"eve\"","peer":"bob"}}"#;
+    assert_eq!(signal(text).0.as_str(), "bob");
+}
+
+#[test]
+fn signal_keys_and_peer_may_be_escaped() {
+    // Keys are compared after unescaping, as the parser does.
+    for data in [
+        r#"{"pe\u0065r":"bob","candidate":{}}"#,
+        r#"{"candidate":{},"\u0070\u0065\u0065\u0072":"bob"}"#,
+        r#"{"x\n":1,"peer":"bob"}"#,
+        r#"{"peer":"b\u006fb"}"#,
+        r#"{ "peer" : "bob" }"#,
+    ] {
+        let text = format!(r#"{{"type":"ice-candidate","data":{data}}}"#);
+        let (target, raw) = signal(&text);
+        assert_eq!(target.as_str(), "bob", "{text}");
+        assert_eq!(raw, data, "{text}");
+    }
+    let text = r#"{"type":"ice-candidate","data":{"pe\u0065r":"a b"}}"#;
+    assert!(matches!(
+        err(text),
+        ProtocolError::InvalidField { field: "peer", .. }
+    ));
+    let text = r#"{"type":"ice-candidate","data":{"pe\u0065r":null}}"#;
+    assert_eq!(err(text), ProtocolError::MissingField("peer"));
+}
+
+#[test]
+fn signal_with_duplicate_peer_is_invalid_shape() {
+    // The parser's "duplicate field" error, whatever the values and however spelled;
+    // other keys may repeat, as the parser ignores them.
+    for data in [
+        r#"{"peer":"bob","peer":"bob"}"#,
+        r#"{"peer":null,"peer":"bob"}"#,
+        r#"{"peer":"bob","sdp":"v=0","pe\u0065r":"eve"}"#,
+    ] {
+        let text = format!(r#"{{"type":"sdp-offer","data":{data}}}"#);
+        let e = err(&text);
+        assert!(
+            matches!(&e, ProtocolError::InvalidShape(m) if m.contains("duplicate field `peer`")),
+            "{text}: {e:?}"
+        );
+    }
+    let text = r#"{"type":"sdp-offer","data":{"x":1,"peer":"bob","x":[2]}}"#;
+    assert_eq!(signal(text).0.as_str(), "bob");
+}
+
+#[test]
+fn updates_read_fields_like_the_parser() {
+    assert!(matches!(
+        ok(r#"{"type":"presence","data":{"st\u0061tus":"\u0061ctive"}}"#),
+        ClientMessage::Update { .. }
+    ));
+    assert!(matches!(
+        err(r#"{"type":"presence","data":{"status":"idle","status":"away"}}"#),
+        ProtocolError::InvalidShape(_)
+    ));
+    assert_eq!(
+        err(r#"{"type":"presence","data":{"status":null}}"#),
+        ProtocolError::MissingField("status")
+    );
+    assert!(matches!(
+        ok(r#"{"type":"cursor-update","data":{ "line" : 1 , "column":2 ,"x":{"line":-1}}}"#),
+        ClientMessage::Update { .. }
+    ));
+    assert_eq!(
+        err(r#"{"type":"cursor-update","data":{"line":null,"column":2}}"#),
+        ProtocolError::MissingField("line")
+    );
+    assert!(matches!(
+        err(r#"{"type":"cursor-update","data":{"line":1,"column":2,"column":3}}"#),
+        ProtocolError::InvalidShape(_)
+    ));
+}
+
+#[test]
+fn decode_str_is_decode_on_text() {
+    let offer = r#"{"type":"sdp-offer","data":{"peer":"bob","offer":{}}}"#;
+    assert_eq!(
+        ClientMessage::decode_str(offer, MAX),
+        ClientMessage::decode(offer.as_bytes(), MAX)
+    );
+    assert_eq!(
+        ClientMessage::decode_str(offer, offer.len() - 1),
+        Err(ProtocolError::TooLarge {
+            len: offer.len(),
+            limit: offer.len() - 1
+        })
+    );
+    assert!(matches!(
+        ClientMessage::decode_str("[]", MAX),
+        Err(ProtocolError::InvalidShape(_))
+    ));
+}
+
+/// Signal decoding as the parser alone does it: `data` parsed into `SignalData`.
+fn reference_signal_target(data: Option<&str>) -> Result<UserId, ProtocolError> {
+    let raw: &RawValue = match data {
+        None | Some("null") => return Err(ProtocolError::MissingField("data")),
+        Some(text) => serde_json::from_str(text).unwrap(),
+    };
+    require_object(raw)?;
+    let data: SignalData<'_> =
+        serde_json::from_str(raw.get()).map_err(|e| ProtocolError::from_serde(&e))?;
+    let raw = data.peer.ok_or(ProtocolError::MissingField("peer"))?;
+    let peer: String =
+        serde_json::from_str(raw.get()).map_err(|_| ProtocolError::InvalidField {
+            field: "peer",
+            reason: "must be a user id string",
+        })?;
+    UserId::new(peer).map_err(|e| as_field(e, "peer"))
+}
+
 #[test]
 fn presence_statuses() {
     for status in PRESENCE_STATUSES {
@@ -835,6 +970,70 @@ proptest! {
         let text = format!(r#"{{"type":"{kind}","data":{{"peer":"bob"{tail}"#);
         let _ = ClientMessage::decode(text.as_bytes(), MAX);
         let _ = ServerMessage::decode(text.as_bytes());
+    }
+
+    #[test]
+    fn signals_decode_as_the_parser_alone_would(
+        data in proptest::option::of(json_value()),
+        raw_members in prop::collection::vec(
+            (
+                prop_oneof![Just("peer"), Just("pe\\u0065r"), Just("sdp"), Just("")],
+                prop_oneof![
+                    Just("\"bob\""), Just("\"b\\u006fb\""), Just("null"), Just("\"a b\""),
+                    Just("7"), Just("[\"bob\"]"), Just("{\"peer\":\"eve\"}"),
+                    Just("\"v=0\\r\\na=\\\"peer\\\":\\\"eve\\\"\""),
+                ],
+            ),
+            0..5,
+        ),
+        use_raw in any::<bool>(),
+        spaced in any::<bool>(),
+    ) {
+        // Either a generated value, or an object written by hand with escaped and
+        // repeated keys, which generated maps cannot have.
+        let data = if use_raw {
+            let sep = if spaced { " , " } else { "," };
+            let colon = if spaced { " :\n" } else { ":" };
+            let members: Vec<String> = raw_members
+                .iter()
+                .map(|(k, v)| format!("\"{k}\"{colon}{v}"))
+                .collect();
+            Some(format!("{{{}}}", members.join(sep)))
+        } else {
+            data.map(|d| if spaced {
+                serde_json::to_string_pretty(&d).unwrap()
+            } else {
+                d.to_string()
+            })
+        };
+        let text = match &data {
+            Some(d) => format!(r#"{{"type":"sdp-offer","data":{d}}}"#),
+            None => r#"{"type":"sdp-offer"}"#.to_owned(),
+        };
+        let decoded = ClientMessage::decode(text.as_bytes(), MAX);
+        let expected = reference_signal_target(data.as_deref());
+        match (&decoded, &expected) {
+            (Ok(ClientMessage::Signal { target, data: raw, .. }), Ok(peer)) => {
+                prop_assert_eq!(target, peer);
+                prop_assert_eq!(Some(raw.get()), data.as_deref());
+            }
+            (Err(got), Err(want)) => prop_assert_eq!(got, want),
+            _ => prop_assert!(false, "{}: {:?} but the parser says {:?}", text, decoded, expected),
+        }
+        prop_assert_eq!(ClientMessage::decode_str(&text, MAX), decoded);
+    }
+
+    #[test]
+    fn decode_str_matches_decode(text in r#"[\[\]{}":,\\ a-z0-9.\-]{0,120}"#, max in 0usize..140) {
+        let body = format!(r#"{{"type":"sdp-offer","data":{{"peer":"bob"{text}"#);
+        prop_assert_eq!(
+            ClientMessage::decode_str(&body, max),
+            ClientMessage::decode(body.as_bytes(), max)
+        );
+        prop_assert_eq!(
+            ClientMessage::decode_str(&body, MAX),
+            ClientMessage::decode(body.as_bytes(), MAX)
+        );
     }
 
     #[test]
