@@ -111,6 +111,8 @@ pub(crate) async fn run(
     if !early.is_empty() {
         end = reader.on_bytes(&mut session, &mut early.to_vec());
     }
+    // These bytes may share the HTTP connection's whole read buffer: let it go now.
+    drop(early);
     let end = match end {
         Some(end) => end,
         None => {
@@ -383,7 +385,7 @@ impl Session {
         }
         let app = &self.app;
         let conn = self.conn;
-        let msg = match ClientMessage::decode(text.as_bytes(), app.config.max_message_bytes) {
+        let msg = match ClientMessage::decode_str(text, app.config.max_message_bytes) {
             Ok(msg) => msg,
             Err(err) => {
                 app.send_error(conn, err.code(), err.to_string());
