@@ -744,11 +744,35 @@ impl Drop for RealServer {
     }
 }
 
+/// Names of the process's threads that are tokio workers.
+fn tokio_workers(pid: u32) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "tokio-rt-worker")
+        .count()
+}
+
 #[tokio::test]
 async fn the_binary_shuts_down_gracefully_on_sigterm() {
-    let mut server = tokio::task::spawn_blocking(|| RealServer::start(BIN_SECRET))
-        .await
-        .unwrap();
+    // 0 (one worker per CPU), one worker (the current-thread scheduler), and two.
+    for (threads, workers) in [("0", None), ("1", Some(0)), ("2", Some(2))] {
+        sigterm_with_workers(threads, workers).await;
+    }
+}
+
+/// A whole session then SIGTERM, with `OCTATE_WORKER_THREADS=threads`.
+async fn sigterm_with_workers(threads: &'static str, workers: Option<usize>) {
+    let mut server = tokio::task::spawn_blocking(move || {
+        let mut cmd = server_command();
+        cmd.env("OCTATE_WORKER_THREADS", threads);
+        RealServer::start_command(cmd, BIN_SECRET)
+    })
+    .await
+    .unwrap();
+    if let Some(want) = workers {
+        assert_eq!(tokio_workers(server.child.id()), want, "{threads} threads");
+    }
     let health = peers::body(&peers::get(server.http, "/health").await);
     assert_eq!(health["status"], "ok");
     let token_a = server.token("alice", "room-1").await;

@@ -33,6 +33,10 @@ pub(crate) enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(name = "octate-server", version, about, long_about = None)]
 pub(crate) struct Config {
+    /// Threads serving connections; 0 means one per CPU this process may run on.
+    /// With one, connections are served strictly in turn (see docs/performance.md).
+    #[arg(long, env = "OCTATE_WORKER_THREADS", default_value_t = 0)]
+    pub(crate) worker_threads: usize,
     /// Address to bind both listeners to.
     #[arg(long, env = "HOST", default_value = "127.0.0.1")]
     pub(crate) host: IpAddr,

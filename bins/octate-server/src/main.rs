@@ -18,6 +18,25 @@ use crate::config::{Config, LogFormat};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// The tokio runtime for `threads` workers (0: one per CPU this process may run on).
+///
+/// One worker gets the current-thread scheduler: its single run queue serves ready
+/// connections strictly in turn, where the multi-thread scheduler's bounded per-worker
+/// queue lets some connections wait many times the median under overload.
+fn runtime(threads: usize) -> tokio::runtime::Builder {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    };
+    if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    }
+}
+
 fn main() -> ExitCode {
     // A missing .env file is normal; a malformed one is reported.
     if let Err(err) = dotenvy::dotenv()
@@ -38,10 +57,7 @@ fn main() -> ExitCode {
     for warning in &built.warnings {
         warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(config.worker_threads).enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("octate-server: cannot start the runtime: {err}");
