@@ -288,6 +288,12 @@ fn plain_str(raw: &str) -> Option<&str> {
         .then_some(inner)
 }
 
+/// Bytes of an outgoing envelope besides its type, ids and data: keys, quotes, braces.
+const ENVELOPE_OVERHEAD: usize = 64;
+/// Room made for the data of an envelope whose size is not known beforehand (a peer,
+/// a reason, an error): most fit, and the rest grow once.
+const SMALL_DATA: usize = 192;
+
 /// An outgoing envelope borrowing its parts; serializes in one pass.
 #[derive(Serialize)]
 pub(crate) struct OutEnvelope<'a, D: ?Sized + Serialize> {
@@ -327,8 +333,17 @@ impl<'a, D: ?Sized + Serialize> OutEnvelope<'a, D> {
     }
 
     pub(crate) fn to_vec(&self) -> Vec<u8> {
+        self.to_vec_sized(SMALL_DATA)
+    }
+
+    /// Serializes into a buffer sized for `payload` bytes of data plus the envelope,
+    /// so a relayed SDP is written without growing the buffer on the way.
+    pub(crate) fn to_vec_sized(&self, payload: usize) -> Vec<u8> {
+        let ids = self.user_id.map_or(0, str::len) + self.room_id.map_or(0, str::len);
+        let mut out = Vec::with_capacity(ENVELOPE_OVERHEAD + self.kind.len() + ids + payload);
         // Invariant: every wire type serializes (string keys, no fallible impls).
-        serde_json::to_vec(self).expect("wire types always serialize")
+        serde_json::to_writer(&mut out, self).expect("wire types always serialize");
+        out
     }
 }
 

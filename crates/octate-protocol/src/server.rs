@@ -128,9 +128,9 @@ pub enum ServerMessage {
 }
 
 #[derive(Serialize, Deserialize)]
-struct RoomData<R> {
+struct RoomData<R, P> {
     room: R,
-    peers: Vec<PeerInfo>,
+    peers: Vec<P>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -236,7 +236,7 @@ impl ServerMessage {
                 .user(Some(from))
                 .room(Some(room_id))
                 .data(data)
-                .to_vec(),
+                .to_vec_sized(data.get().len()),
             Self::Heartbeat => OutEnvelope::<()>::new(kind).to_vec(),
             Self::Error { code, message } => OutEnvelope::new(kind)
                 .data(&ErrorBody {
@@ -262,14 +262,14 @@ impl ServerMessage {
         }
         Ok(match env.kind.as_ref() {
             "auth-ok" => {
-                let d: RoomData<RoomMetadata> = parse(data()?)?;
+                let d: RoomData<RoomMetadata, PeerInfo> = parse(data()?)?;
                 Self::AuthOk {
                     user_id: from()?,
                     room: d.room,
                 }
             }
             "room-joined" => {
-                let d: RoomData<RoomMetadata> = parse(data()?)?;
+                let d: RoomData<RoomMetadata, PeerInfo> = parse(data()?)?;
                 Self::RoomJoined {
                     user_id: from()?,
                     room: d.room,
@@ -337,12 +337,7 @@ impl ServerMessage {
 
 /// `auth-ok` and `room-joined` carry the room and, apart, the peers other than the recipient.
 fn encode_room(kind: &str, user: &UserId, room: &RoomMetadata) -> Vec<u8> {
-    let others: Vec<PeerInfo> = room
-        .peers
-        .iter()
-        .filter(|p| &p.user_id != user)
-        .cloned()
-        .collect();
+    let others: Vec<&PeerInfo> = room.peers.iter().filter(|p| &p.user_id != user).collect();
     OutEnvelope::new(kind)
         .user(Some(user))
         .room(Some(&room.room_id))
@@ -350,8 +345,12 @@ fn encode_room(kind: &str, user: &UserId, room: &RoomMetadata) -> Vec<u8> {
             room,
             peers: others,
         })
-        .to_vec()
+        .to_vec_sized(ROOM_BYTES + PEER_BYTES * 2 * room.peers.len())
 }
+
+/// Rough JSON size of a room's metadata without its peers, and of one peer.
+const ROOM_BYTES: usize = 256;
+const PEER_BYTES: usize = 128;
 
 #[cfg(test)]
 mod tests;
