@@ -29,15 +29,13 @@ OCT_HTTP=13000
 OCT_WS=13001
 MBX_PORT=13536
 SECRET="bench-only-secret-$(date +%s)-0123456789abcdef0123456789"
-# On a shared machine other work runs on the same cores, and CFS lets it finish its slice
-# before waking the server (milliseconds of added latency, servers at 25 % CPU). As root,
-# the servers and the generator run SCHED_RR (priority 20) so they get their cores when
-# runnable; the kernel's RT throttling (950 ms per second) still leaves others 5 %, and
-# shows up as pauses of up to 50 ms at p99.9. PRIO= turns this off; PRIO="nice -n -19"
-# is the milder choice.
-if [ -z "${PRIO+x}" ]; then
-    if [ "$(id -u)" = 0 ]; then PRIO="chrt -r 20"; else PRIO=""; fi
-fi
+# Scheduling priority of the servers and the generator: none by default. On a quiet
+# machine SCHED_RR does harm: the real-time tasks keep the kernel's softirq threads
+# (which finish loopback TCP work under load) off the CPU, and both servers lose
+# throughput. On a machine shared with other work, PRIO="chrt -r 20" (as root) lets the
+# benchmark processes have their cores when runnable; RT throttling (950 ms per second)
+# then shows up as pauses of up to 50 ms at p99.9. PRIO="nice -n -19" is the milder choice.
+PRIO=${PRIO:-}
 
 mkdir -p "$OUT"
 STAMP=$(date +%Y%m%d-%H%M%S)
