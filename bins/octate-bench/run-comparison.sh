@@ -14,7 +14,8 @@
 #
 # Knobs (environment): DURATION (s, default 10), MODES ("pinned two-core"),
 # SCENARIOS ("relay100 relay1000 churn idle1000 idle19000 fanout"), MATCHBOX_BIN,
-# OUT (target/bench-results), MAX_SECONDS (2400).
+# OUT (target/bench-results), MAX_SECONDS (2400), PRIO (a command prefix such as
+# "chrt -r 20" for the servers and the generator; none by default, see below).
 
 set -euo pipefail
 cd "$(dirname "$0")/../.."

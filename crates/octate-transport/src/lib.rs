@@ -24,6 +24,7 @@ mod session;
 mod static_files;
 mod timers;
 mod wire;
+mod writer;
 
 pub use app::App;
 pub use config::{CorsOrigins, TransportConfig};
