@@ -661,7 +661,9 @@ impl RealServer {
     }
 
     fn start_command(mut cmd: Command, secret: &str) -> Self {
-        cmd.env("HOST", "127.0.0.1")
+        // Real binaries listen on 127.0.0.2, so that a port the in-process servers of
+        // other tests (on 127.0.0.1) have just released is never theirs.
+        cmd.env("HOST", "127.0.0.2")
             .env("PORT", "0")
             .env("SIGNALING_PORT", "0")
             .env("OCTATE_TOKEN_SECRET", secret)

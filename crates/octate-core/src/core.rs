@@ -119,6 +119,8 @@ pub struct Core {
     next_heartbeat: UnixMillis,
     next_cleanup: UnixMillis,
     stats: CoreStats,
+    /// Set by [`Core::handle_shutdown`]: no connection is accepted any more.
+    stopping: bool,
 }
 
 impl Core {
@@ -135,6 +137,7 @@ impl Core {
             next_heartbeat,
             next_cleanup,
             stats: CoreStats::default(),
+            stopping: false,
         }
     }
 
@@ -190,6 +193,13 @@ impl Core {
         identity: Identity,
         user_name: Option<String>,
     ) {
+        if self.stopping {
+            self.outputs.push_back(Output::Close {
+                conn,
+                code: CloseCode::GoingAway,
+            });
+            return;
+        }
         if self.conns.contains_key(&conn) {
             self.send_error(
                 conn,
@@ -301,6 +311,24 @@ impl Core {
     /// A connection closed or dropped; the others are told.
     pub fn handle_disconnect(&mut self, now: UnixMillis, conn: ConnId) {
         self.forget(now, conn, LeaveReason::Disconnected);
+    }
+
+    /// The server is going away: every connection is closed with 1001 and nobody is
+    /// told that anybody left, since peers keep their peer-to-peer links without the
+    /// server. Connections that authenticate afterwards are closed the same way, and
+    /// later disconnects change nothing.
+    pub fn handle_shutdown(&mut self, _now: UnixMillis) {
+        self.stopping = true;
+        let mut conns: Vec<ConnId> = self.conns.drain().map(|(conn, _)| conn).collect();
+        conns.sort_unstable();
+        for conn in conns {
+            self.outputs.push_back(Output::Close {
+                conn,
+                code: CloseCode::GoingAway,
+            });
+        }
+        self.rooms.clear();
+        self.created_by.clear();
     }
 
     /// Runs the heartbeat and cleanup timers that are due; early calls do nothing.

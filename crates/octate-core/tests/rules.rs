@@ -1266,3 +1266,53 @@ fn stats_count_rooms_peers_and_connections() {
     assert_eq!((stats.rooms, stats.peers, stats.connections), (2, 2, 2));
     assert_eq!(stats.rooms_closed, 1);
 }
+
+// ---- shutdown --------------------------------------------------------------------------
+
+#[test]
+fn shutdown_closes_every_connection_with_1001_and_tells_nobody() {
+    let mut h = Harness::new();
+    h.auth(1, "alice", "room-1");
+    h.auth(2, "bob", "room-1");
+    h.auth(3, "carol", "room-2");
+    h.send(3, r#"{"type":"leave-room"}"#);
+    h.drain();
+
+    h.core.handle_shutdown(h.now);
+    let out = h.drain();
+    let closes: Vec<_> = out
+        .iter()
+        .map(|o| match o {
+            Output::Close { conn, code } => (*conn, *code),
+            other => panic!("only closes at shutdown, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        closes,
+        [1, 2, 3].map(|c| (ConnId(c), CloseCode::GoingAway)),
+        "every connection, in or out of a room, in id order"
+    );
+    let stats = h.core.stats();
+    assert_eq!((stats.rooms, stats.peers, stats.connections), (0, 0, 0));
+
+    // Their sessions end next; that tells nobody anything either.
+    for conn in [2, 1, 3] {
+        h.disconnect(conn);
+    }
+    h.advance(mins(10));
+    assert!(
+        h.drain().is_empty(),
+        "no peer-left, host-changed or heartbeat after shutdown"
+    );
+}
+
+#[test]
+fn a_connection_authenticating_after_shutdown_is_closed_with_1001() {
+    let mut h = Harness::new();
+    h.core.handle_shutdown(h.now);
+    h.auth(7, "late", "room-9");
+    assert_eq!(h.closed(7), Some(CloseCode::GoingAway));
+    assert!(h.sent_to(7).is_empty(), "no auth-ok");
+    assert!(h.core.room(&rid("room-9")).is_none(), "no room created");
+    assert_eq!(h.core.stats().connections, 0);
+}

@@ -48,6 +48,9 @@ pub async fn serve(
 
     shutdown.await;
     info!("shutting down");
+    // The core closes every authenticated connection with 1001 before any session
+    // learns of the shutdown, so no session's own ending can tell others `peer-left`.
+    app.drive(|core, now| core.handle_shutdown(now));
     app.stop.send_replace(true);
     for accept in accepts {
         let _ = accept.await;

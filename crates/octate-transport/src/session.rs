@@ -117,12 +117,8 @@ pub(crate) async fn run(
     };
 
     app.registry.unregister(conn);
-    // At shutdown every connection gets 1001. Reporting this disconnect would race the
-    // others' own close with `peer-left` (and `host-changed`), and clients would tear
-    // down peer-to-peer links that do not need the signaling server.
-    if !app.stopping() {
-        app.drive(|core, now| core.handle_disconnect(now, conn));
-    }
+    // After shutdown the core has forgotten every connection, so this tells nobody.
+    app.drive(|core, now| core.handle_disconnect(now, conn));
     if !matches!(end, End::SlowConsumer | End::Dropped | End::CloseSent) {
         // Let what is queued (a close frame, typically) leave, briefly.
         let _ = tokio::time::timeout(CLOSE_GRACE, writer.finish(&wr)).await;
