@@ -19,12 +19,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// Longest wait for something that must happen.
-pub const WAIT: Duration = Duration::from_secs(5);
-
-/// How long "nothing arrives" is observed.
-pub const QUIET: Duration = Duration::from_millis(300);
-
 /// How much the process's resident set may grow during one attack.
 ///
 /// The server runs inside the test process, so its memory is measured as the resident set
@@ -84,6 +78,8 @@ pub fn auth_text(token: &str) -> String {
 
 // ---- Well-behaved clients ---------------------------------------------------------------
 
+pub use crate::common::peers::{QUIET, WAIT, expect_end, expect_silence, next, next_text};
+
 /// Connects a tungstenite client and authenticates it; asserts `auth-ok` for `user`.
 pub async fn join(signaling: SocketAddr, token: &str, user: &str) -> Client {
     let url = format!("ws://{signaling}/");
@@ -98,23 +94,6 @@ pub async fn join(signaling: SocketAddr, token: &str, user: &str) -> Client {
     }
 }
 
-/// The next message (heartbeats skipped), or a panic naming `who`.
-pub async fn next(client: &mut Client, who: &str) -> ServerMessage {
-    match client.recv_within(WAIT).await {
-        Ok(msg) => msg,
-        Err(err) => panic!("{who}: expected a message, got {err}"),
-    }
-}
-
-/// The next message's exact text (heartbeats skipped).
-pub async fn next_text(client: &mut Client, who: &str) -> String {
-    match tokio::time::timeout(WAIT, client.recv_text()).await {
-        Ok(Ok(text)) => text,
-        Ok(Err(err)) => panic!("{who}: expected a message, got {err}"),
-        Err(_) => panic!("{who}: expected a message, got nothing in {WAIT:?}"),
-    }
-}
-
 /// Asserts the next message is an `error` with `code` (its wire name); returns the message text.
 pub async fn expect_error(client: &mut Client, who: &str, code: &str) -> String {
     let text = next_text(client, who).await;
@@ -125,28 +104,6 @@ pub async fn expect_error(client: &mut Client, who: &str, code: &str) -> String 
     );
     assert_eq!(json["data"]["code"], code, "{who}: {text}");
     json["data"]["message"].as_str().unwrap().to_owned()
-}
-
-/// Reads until the connection ends; returns the close code (`None` for a drop).
-pub async fn expect_end(client: &mut Client, who: &str) -> Option<u16> {
-    use octate_client::ClientError;
-    match client.recv_within(WAIT).await {
-        Err(ClientError::Closed(frame)) => frame.map(|(code, _)| code),
-        Err(ClientError::WebSocket(_) | ClientError::Io(_)) => None,
-        Err(ClientError::Timeout) => panic!("{who}: still open after {WAIT:?}"),
-        Err(err) => panic!("{who}: expected the connection to end, got {err}"),
-        Ok(msg) => panic!("{who}: expected the connection to end, got {msg:?}"),
-    }
-}
-
-/// Asserts nothing but heartbeats arrives for [`QUIET`] and the connection stays open.
-pub async fn expect_silence(client: &mut Client, who: &str) {
-    use octate_client::ClientError;
-    match client.recv_within(QUIET).await {
-        Err(ClientError::Timeout) => {}
-        Err(err) => panic!("{who}: expected silence, the connection failed: {err}"),
-        Ok(msg) => panic!("{who}: expected silence, got {msg:?}"),
-    }
 }
 
 // ---- A WebSocket client on a bare socket ------------------------------------------------

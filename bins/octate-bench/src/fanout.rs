@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::net::Ws;
-use crate::proto::{self, Clock, Incoming, Proto, Spec};
+use crate::proto::{self, Clock, Incoming, Proto};
 use crate::stats::{self, Window, r1};
 use crate::{Ctx, Res};
 
@@ -36,22 +36,12 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
     let names: Vec<(String, String)> = (0..rooms)
         .flat_map(|r| (0..size).map(move |j| (format!("{tag}-f{r}u{j}"), format!("{tag}-f{r}"))))
         .collect();
-    let tokens = ctx.proto.tokens(&names).await?;
-    let specs = names
-        .into_iter()
-        .zip(tokens)
-        .map(|((user, room), token)| Spec { room, user, token })
-        .collect();
-    let connect_started = Instant::now();
-    let joined = proto::join_many(&ctx.proto, &ctx.dialer, specs, 64).await;
-    let mut peers = Vec::with_capacity(joined.len());
-    for j in joined {
-        peers.push(j.map_err(|e| format!("connecting the rooms: {e}"))?);
-    }
+    let (peers, connect_secs) =
+        proto::join_named(&ctx.proto, &ctx.dialer, names, "the rooms").await?;
     eprintln!(
         "fanout: {} peers in {rooms} rooms of {size} connected in {:.2} s",
         peers.len(),
-        connect_started.elapsed().as_secs_f64()
+        connect_secs
     );
 
     let w = Window::after(Duration::from_millis(200), ctx);

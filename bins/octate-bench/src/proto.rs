@@ -369,6 +369,30 @@ pub(crate) struct Spec {
     pub(crate) token: Option<String>,
 }
 
+/// Mints tokens for `(user, room)` names and joins them all, 64 at a time; returns the
+/// peers in the order of `names` and the seconds it took. `what` names them in errors.
+pub(crate) async fn join_named(
+    proto: &std::sync::Arc<Proto>,
+    dialer: &std::sync::Arc<Dialer>,
+    names: Vec<(String, String)>,
+    what: &str,
+) -> Res<(Vec<Joined>, f64)> {
+    let tokens = proto.tokens(&names).await?;
+    let specs = names
+        .into_iter()
+        .zip(tokens)
+        .map(|((user, room), token)| Spec { room, user, token })
+        .collect();
+    let started = std::time::Instant::now();
+    let joined = join_many(proto, dialer, specs, 64).await;
+    let secs = started.elapsed().as_secs_f64();
+    let mut peers = Vec::with_capacity(joined.len());
+    for j in joined {
+        peers.push(j.map_err(|e| format!("connecting {what}: {e}"))?);
+    }
+    Ok((peers, secs))
+}
+
 /// Joins every spec with at most `concurrency` joins in flight; results in spec order.
 pub(crate) async fn join_many(
     proto: &std::sync::Arc<Proto>,

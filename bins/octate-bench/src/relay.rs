@@ -14,7 +14,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::net::Ws;
-use crate::proto::{self, Clock, Incoming, Proto, Spec};
+use crate::proto::{self, Clock, Incoming, Proto};
 use crate::stats::{self, Window, r1, r2};
 use crate::{Ctx, Res};
 
@@ -40,19 +40,8 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
             ]
         })
         .collect();
-    let tokens = ctx.proto.tokens(&names).await?;
-    let specs = names
-        .into_iter()
-        .zip(tokens)
-        .map(|((user, room), token)| Spec { room, user, token })
-        .collect();
-    let connect_started = Instant::now();
-    let joined = proto::join_many(&ctx.proto, &ctx.dialer, specs, 64).await;
-    let connect_secs = connect_started.elapsed().as_secs_f64();
-    let mut peers = Vec::with_capacity(joined.len());
-    for j in joined {
-        peers.push(j.map_err(|e| format!("connecting the pairs: {e}"))?);
-    }
+    let (peers, connect_secs) =
+        proto::join_named(&ctx.proto, &ctx.dialer, names, "the pairs").await?;
     eprintln!(
         "relay: {} peers connected in {connect_secs:.2} s",
         peers.len()

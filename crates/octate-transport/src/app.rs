@@ -143,20 +143,20 @@ impl App {
             Output::Send { to, msg } => {
                 self.count(&msg, 1);
                 let bytes = Bytes::from(msg.encode());
-                self.push_text(to, bytes);
+                self.push(to, Outbound::Text(bytes));
             }
             Output::Broadcast { to, msg } => {
                 self.count(&msg, to.len());
                 let bytes = Bytes::from(msg.encode());
                 for conn in to {
-                    self.push_text(conn, bytes.clone());
+                    self.push(conn, Outbound::Text(bytes.clone()));
                 }
             }
             Output::Heartbeat { to } => {
                 let bytes = Bytes::from(ServerMessage::Heartbeat.encode());
                 for conn in to {
-                    if self.push_text(conn, bytes.clone()) == Push::Queued {
-                        self.push_control(conn, Outbound::Ping);
+                    if self.push(conn, Outbound::Text(bytes.clone())) == Push::Queued {
+                        self.push(conn, Outbound::Ping);
                     }
                 }
             }
@@ -180,17 +180,9 @@ impl App {
         }
     }
 
-    /// Queues a text frame; a slow consumer is dropped from the core at once.
-    pub(crate) fn push_text(&self, conn: ConnId, bytes: Bytes) -> Push {
-        let push = self.registry.send_text(conn, bytes);
-        if push == Push::SlowConsumer {
-            self.on_slow_consumer(conn);
-        }
-        push
-    }
-
-    pub(crate) fn push_control(&self, conn: ConnId, item: Outbound) -> Push {
-        let push = self.registry.send_control(conn, item);
+    /// Queues an item for a connection; a slow consumer is dropped from the core at once.
+    pub(crate) fn push(&self, conn: ConnId, item: Outbound) -> Push {
+        let push = self.registry.push(conn, item);
         if push == Push::SlowConsumer {
             self.on_slow_consumer(conn);
         }
@@ -208,7 +200,7 @@ impl App {
     pub(crate) fn send_error(&self, conn: ConnId, code: ErrorCode, message: impl Into<String>) {
         self.metrics.error_sent(code);
         let bytes = Bytes::from(ServerMessage::error(code, message).encode());
-        self.push_text(conn, bytes);
+        self.push(conn, Outbound::Text(bytes));
     }
 
     /// Closes a connection outside the core.

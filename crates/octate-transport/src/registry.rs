@@ -137,17 +137,8 @@ impl Registry {
         self.conns.read().len()
     }
 
-    /// Queues a text frame.
-    pub(crate) fn send_text(&self, id: ConnId, text: Bytes) -> Push {
-        self.push(id, Outbound::Text(text))
-    }
-
-    /// Queues a control item (ping, pong or close); a full queue kills the connection.
-    pub(crate) fn send_control(&self, id: ConnId, item: Outbound) -> Push {
-        self.push(id, item)
-    }
-
-    fn push(&self, id: ConnId, item: Outbound) -> Push {
+    /// Queues an item; a queue over its frame or byte limit kills the connection.
+    pub(crate) fn push(&self, id: ConnId, item: Outbound) -> Push {
         let slow = {
             let conns = self.conns.read();
             let Some(outbox) = conns.get(&id) else {
@@ -184,7 +175,7 @@ impl Registry {
 
     /// Queues a close frame and forgets the connection: nothing more is sent to it.
     pub(crate) fn close(&self, id: ConnId, code: CloseCode) -> Push {
-        let push = self.send_control(id, Outbound::Close(code));
+        let push = self.push(id, Outbound::Close(code));
         self.unregister(id);
         push
     }
@@ -214,15 +205,24 @@ mod tests {
         let (slow, slow_box) = reg.register();
         let (fast, fast_box) = reg.register();
         for _ in 0..4 {
-            assert_eq!(reg.send_text(slow, Bytes::from_static(b"x")), Push::Queued);
+            assert_eq!(
+                reg.push(slow, Outbound::Text(Bytes::from_static(b"x"))),
+                Push::Queued
+            );
         }
         assert_eq!(
-            reg.send_text(slow, Bytes::from_static(b"x")),
+            reg.push(slow, Outbound::Text(Bytes::from_static(b"x"))),
             Push::SlowConsumer
         );
         assert!(slow_box.killed());
-        assert_eq!(reg.send_text(slow, Bytes::from_static(b"x")), Push::Gone);
-        assert_eq!(reg.send_text(fast, Bytes::from_static(b"y")), Push::Queued);
+        assert_eq!(
+            reg.push(slow, Outbound::Text(Bytes::from_static(b"x"))),
+            Push::Gone
+        );
+        assert_eq!(
+            reg.push(fast, Outbound::Text(Bytes::from_static(b"y"))),
+            Push::Queued
+        );
         assert_eq!(
             drain(&fast_box),
             vec![Outbound::Text(Bytes::from_static(b"y"))]
@@ -236,15 +236,15 @@ mod tests {
         let reg = Registry::new(1000, 10);
         let (id, outbox) = reg.register();
         assert_eq!(
-            reg.send_text(id, Bytes::from_static(b"12345")),
+            reg.push(id, Outbound::Text(Bytes::from_static(b"12345"))),
             Push::Queued
         );
         assert_eq!(
-            reg.send_text(id, Bytes::from_static(b"12345")),
+            reg.push(id, Outbound::Text(Bytes::from_static(b"12345"))),
             Push::Queued
         );
         assert_eq!(
-            reg.send_text(id, Bytes::from_static(b"1")),
+            reg.push(id, Outbound::Text(Bytes::from_static(b"1"))),
             Push::SlowConsumer
         );
         assert!(outbox.killed());
@@ -256,14 +256,17 @@ mod tests {
         let reg = Registry::new(3, 10);
         let (id, outbox) = reg.register();
         for text in [&b"12345"[..], b"67890"] {
-            assert_eq!(reg.send_text(id, Bytes::from_static(text)), Push::Queued);
+            assert_eq!(
+                reg.push(id, Outbound::Text(Bytes::from_static(text))),
+                Push::Queued
+            );
         }
-        assert_eq!(reg.send_control(id, Outbound::Ping), Push::Queued);
+        assert_eq!(reg.push(id, Outbound::Ping), Push::Queued);
         let first = drain(&outbox);
         assert_eq!(first.len(), 3);
         assert_eq!(first[2], Outbound::Ping);
         assert_eq!(
-            reg.send_text(id, Bytes::from_static(b"0123456789")),
+            reg.push(id, Outbound::Text(Bytes::from_static(b"0123456789"))),
             Push::Queued,
             "a drained queue takes a full budget again"
         );
@@ -272,7 +275,7 @@ mod tests {
             drain(&outbox).last(),
             Some(&Outbound::Close(CloseCode::GoingAway))
         );
-        assert_eq!(reg.send_control(id, Outbound::Ping), Push::Gone);
+        assert_eq!(reg.push(id, Outbound::Ping), Push::Gone);
     }
 
     #[test]
@@ -280,7 +283,7 @@ mod tests {
         let reg = Registry::new(8, 1 << 10);
         let (id, outbox) = reg.register();
         assert_eq!(outbox.queue.lock().items.capacity(), 0);
-        reg.send_control(id, Outbound::Ping);
+        reg.push(id, Outbound::Ping);
         let mut out = VecDeque::new();
         outbox.drain_into(&mut out);
         assert_eq!(

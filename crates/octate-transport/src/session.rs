@@ -255,7 +255,7 @@ impl Reader {
         match opcode {
             OpCode::Close => return Some(session.on_close(payload)),
             OpCode::Ping => {
-                app.push_control(conn, Outbound::Pong(Bytes::copy_from_slice(payload)));
+                app.push(conn, Outbound::Pong(Bytes::copy_from_slice(payload)));
                 return None;
             }
             OpCode::Pong => {
@@ -342,7 +342,7 @@ impl Session {
                 return End::Closed(CloseCode::ProtocolError);
             }
         };
-        self.app.push_control(self.conn, Outbound::CloseEcho(code));
+        self.app.push(self.conn, Outbound::CloseEcho(code));
         self.app.registry.unregister(self.conn);
         End::PeerClosed
     }
