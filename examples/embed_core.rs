@@ -40,6 +40,8 @@ impl Mailboxes {
                 Output::RoomRemoved { room_id, reason } => {
                     println!("room {room_id} removed: {reason:?}")
                 }
+                // Only a clustered core (`Core::clustered`) produces these.
+                Output::Forward { .. } | Output::Cluster(_) => {}
             }
         }
     }

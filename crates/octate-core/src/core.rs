@@ -1,6 +1,7 @@
 //! The signaling state machine: connections, rooms, routing, timers and memory policy.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use octate_protocol::{
     ClientMessage, CloseCode, ErrorCode, LeaveReason, PeerInfo, RoomCloseReason, RoomId,
@@ -8,8 +9,11 @@ use octate_protocol::{
 };
 
 use crate::config::millis;
-use crate::room::Room;
-use crate::{ConnId, CoreConfig, CoreError, MemoryLevel, Output};
+use crate::room::{Member, Room};
+use crate::{
+    ClusterCommand, ClusterEvent, ClusterMember, ConnId, CoreConfig, CoreError, JoinKind,
+    MembershipCause, MemoryLevel, NodeId, Output, PeerLocation, RoomSnapshot,
+};
 
 /// Who a connection is, as proven by its verified token.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +125,20 @@ pub struct Core {
     stats: CoreStats,
     /// Set by [`Core::handle_shutdown`]: no connection is accepted any more.
     stopping: bool,
+    /// This node, when the core is one node of a cluster; `None` on a single node.
+    node: Option<NodeId>,
+    /// Joins sent to the cluster and not answered yet (clustered cores only).
+    pending: HashMap<ConnId, PendingJoin>,
+    /// The cluster's shared store is unreachable: joins are refused.
+    degraded: bool,
+}
+
+/// A join waiting for the cluster's answer.
+#[derive(Debug)]
+struct PendingJoin {
+    kind: JoinKind,
+    room_id: RoomId,
+    user_id: UserId,
 }
 
 impl Core {
@@ -138,6 +156,18 @@ impl Core {
             next_cleanup,
             stats: CoreStats::default(),
             stopping: false,
+            node: None,
+            pending: HashMap::new(),
+            degraded: false,
+        }
+    }
+
+    /// Creates an empty core that is node `node` of a cluster: joins and leaves are
+    /// committed by the cluster ([`Output::Cluster`], [`Core::handle_cluster`]).
+    pub fn clustered(config: CoreConfig, now: UnixMillis, node: NodeId) -> Self {
+        Self {
+            node: Some(node),
+            ..Self::new(config, now)
         }
     }
 
@@ -163,6 +193,37 @@ impl Core {
         self.rooms.keys()
     }
 
+    /// This node's id, when the core is part of a cluster.
+    pub fn node(&self) -> Option<&NodeId> {
+        self.node.as_ref()
+    }
+
+    /// This node's members of every room, with their rooms (clustered cores only: the
+    /// cluster re-registers them after its store lost its data).
+    pub fn local_members(&self) -> Vec<(RoomId, ClusterMember)> {
+        let Some(node) = &self.node else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for room in self.rooms.values() {
+            for m in &room.members {
+                if let Some(conn) = m.local() {
+                    out.push((
+                        room.id.clone(),
+                        ClusterMember {
+                            user_id: m.info.user_id.clone(),
+                            user_name: m.info.user_name.clone(),
+                            node: node.clone(),
+                            conn,
+                            joined_at: m.info.connected_at,
+                        },
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Whether a connection is authenticated in this core.
     pub fn is_authenticated(&self, conn: ConnId) -> bool {
         self.conns.contains_key(&conn)
@@ -172,7 +233,11 @@ impl Core {
     pub fn stats(&self) -> CoreStats {
         CoreStats {
             rooms: self.rooms.len(),
-            peers: self.rooms.values().map(|r| r.members.len()).sum(),
+            peers: self
+                .rooms
+                .values()
+                .map(|r| r.members.iter().filter(|m| m.local().is_some()).count())
+                .sum(),
             connections: self.conns.len(),
             ..self.stats
         }
@@ -218,9 +283,8 @@ impl Core {
                 last_seen: now,
             },
         );
-        if let Err(err) = self.join(now, conn, JoinMode::Auth) {
-            self.send_error(conn, err.code(), err.to_string());
-            self.close(now, conn, CloseCode::PolicyViolation);
+        if let Err(err) = self.join(now, conn, JoinKind::Auth) {
+            self.refuse_auth(now, conn, err);
         }
     }
 
@@ -254,14 +318,14 @@ impl Core {
             } => self
                 .check_room(&room_id, asked.as_ref())
                 .map(|()| self.rename(conn, user_name))
-                .and_then(|()| self.join(now, conn, JoinMode::Create { room_name, file_id })),
+                .and_then(|()| self.join(now, conn, JoinKind::Create { room_name, file_id })),
             ClientMessage::JoinRoom {
                 room_id: asked,
                 user_name,
             } => self
                 .check_room(&room_id, asked.as_ref())
                 .map(|()| self.rename(conn, user_name))
-                .and_then(|()| self.join(now, conn, JoinMode::Join)),
+                .and_then(|()| self.join(now, conn, JoinKind::Join)),
             ClientMessage::LeaveRoom => self.leave_by_request(now, conn),
             ClientMessage::Signal { kind, target, data } => self.route_signal(
                 now,
@@ -361,6 +425,31 @@ impl Core {
         level
     }
 
+    /// Something happened in the cluster (clustered cores only; a single node ignores it).
+    pub fn handle_cluster(&mut self, now: UnixMillis, event: ClusterEvent) {
+        if self.node.is_none() || self.stopping {
+            return;
+        }
+        match event {
+            ClusterEvent::JoinCommitted { conn, snapshot } => {
+                self.join_committed(now, conn, snapshot);
+            }
+            ClusterEvent::JoinRejected { conn, error } => self.join_rejected(now, conn, error),
+            ClusterEvent::Membership { snapshot, cause } => {
+                self.apply_snapshot(now, snapshot, &cause, None);
+            }
+            ClusterEvent::Relay {
+                room_id,
+                from,
+                to,
+                text,
+            } => self.deliver_remote(now, &room_id, &from, to.as_ref(), text),
+            ClusterEvent::RoomClosed { room_id, reason } => self.close_room(&room_id, reason),
+            ClusterEvent::Degraded => self.degraded = true,
+            ClusterEvent::Recovered => self.degraded = false,
+        }
+    }
+
     // ---- C. Commands from the HTTP API -----------------------------------------------
 
     /// Creates an empty room that its host is expected to join.
@@ -406,6 +495,16 @@ impl Core {
         });
     }
 
+    /// A connection that authenticated cannot be in its room: tell it why and close it.
+    fn refuse_auth(&mut self, now: UnixMillis, conn: ConnId, err: CoreError) {
+        self.send_error(conn, err.code(), err.to_string());
+        let code = match err {
+            CoreError::Unavailable => CloseCode::TryAgainLater,
+            _ => CloseCode::PolicyViolation,
+        };
+        self.close(now, conn, code);
+    }
+
     fn check_room(&self, authorized: &RoomId, asked: Option<&RoomId>) -> Result<(), CoreError> {
         match asked {
             Some(asked) if asked != authorized => Err(CoreError::Forbidden),
@@ -437,7 +536,7 @@ impl Core {
         self.rooms.insert(room.id.clone(), room);
     }
 
-    fn join(&mut self, now: UnixMillis, conn: ConnId, mode: JoinMode) -> Result<(), CoreError> {
+    fn join(&mut self, now: UnixMillis, conn: ConnId, mode: JoinKind) -> Result<(), CoreError> {
         let state = self.conns.get(&conn).ok_or(CoreError::NotAuthenticated)?;
         let (user, room_id, name) = (
             state.identity.user_id.clone(),
@@ -446,19 +545,22 @@ impl Core {
         );
         if state.joined {
             return match mode {
-                JoinMode::Create { .. } => Err(CoreError::RoomExists),
+                JoinKind::Create { .. } => Err(CoreError::RoomExists),
                 _ => {
                     self.reply_joined(conn, &user, &room_id, mode.is_auth());
                     Ok(())
                 }
             };
         }
+        if self.node.is_some() {
+            return self.request_join(now, conn, user, room_id, name, mode);
+        }
         match self.rooms.get(&room_id) {
-            Some(_) if matches!(mode, JoinMode::Create { .. }) => {
+            Some(_) if matches!(mode, JoinKind::Create { .. }) => {
                 return Err(CoreError::RoomExists);
             }
             Some(room) => {
-                let replaced = room.member(&user).map(|m| m.conn);
+                let replaced = room.member(&user).and_then(Member::local);
                 let count = room.members.len() - usize::from(replaced.is_some());
                 if count >= self.config.max_peers_per_room {
                     return Err(CoreError::RoomFull);
@@ -480,7 +582,7 @@ impl Core {
                     name.clone(),
                     now,
                 );
-                if let JoinMode::Create { room_name, file_id } = &mode {
+                if let JoinKind::Create { room_name, file_id } = &mode {
                     if let Some(room_name) = room_name {
                         room.name.clone_from(room_name);
                     }
@@ -509,6 +611,378 @@ impl Core {
             });
         }
         Ok(())
+    }
+
+    /// Asks the cluster to commit a join; the answer comes as a [`ClusterEvent`].
+    fn request_join(
+        &mut self,
+        now: UnixMillis,
+        conn: ConnId,
+        user_id: UserId,
+        room_id: RoomId,
+        user_name: String,
+        kind: JoinKind,
+    ) -> Result<(), CoreError> {
+        if self.degraded {
+            return Err(CoreError::Unavailable);
+        }
+        if self.pending.contains_key(&conn) {
+            return Ok(());
+        }
+        self.pending.insert(
+            conn,
+            PendingJoin {
+                kind: kind.clone(),
+                room_id: room_id.clone(),
+                user_id: user_id.clone(),
+            },
+        );
+        self.outputs
+            .push_back(Output::Cluster(ClusterCommand::Join {
+                conn,
+                room_id,
+                user_id,
+                user_name,
+                kind,
+                joined_at: now,
+            }));
+        Ok(())
+    }
+
+    fn join_committed(&mut self, now: UnixMillis, conn: ConnId, snapshot: RoomSnapshot) {
+        let Some(pending) = self.pending.remove(&conn) else {
+            return;
+        };
+        let Some(state) = self.conns.get_mut(&conn) else {
+            // The connection went away while its join was in flight: undo the join.
+            self.outputs
+                .push_back(Output::Cluster(ClusterCommand::Leave {
+                    conn,
+                    room_id: pending.room_id,
+                    user_id: pending.user_id,
+                    reason: LeaveReason::Disconnected,
+                }));
+            return;
+        };
+        state.joined = true;
+        let room_id = snapshot.room_id.clone();
+        let user = pending.user_id;
+        let entry = snapshot
+            .members
+            .iter()
+            .find(|m| Some(&m.node) == self.node.as_ref() && m.conn == conn)
+            .cloned();
+        self.apply_snapshot(
+            now,
+            snapshot,
+            &MembershipCause::Joined(user.clone()),
+            Some(conn),
+        );
+        // A newer snapshot may have arrived first, while this connection was not joined yet.
+        let present = self
+            .rooms
+            .get(&room_id)
+            .and_then(|r| r.member(&user))
+            .map(|m| m.location.clone());
+        match (present, entry) {
+            (Some(PeerLocation::Local(c)), _) if c == conn => {}
+            (None, Some(entry)) => self.insert_member(now, &room_id, &entry, conn),
+            _ => {
+                // Replaced by a newer session before this one was told it joined.
+                self.outputs.push_back(Output::Close {
+                    conn,
+                    code: CloseCode::Replaced,
+                });
+                self.conns.remove(&conn);
+                return;
+            }
+        }
+        self.reply_joined(conn, &user, &room_id, pending.kind.is_auth());
+    }
+
+    /// Adds this node's joiner to a replica that a newer snapshot built without it.
+    fn insert_member(
+        &mut self,
+        now: UnixMillis,
+        room_id: &RoomId,
+        entry: &ClusterMember,
+        conn: ConnId,
+    ) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let info = PeerInfo {
+            user_id: entry.user_id.clone(),
+            user_name: entry.user_name.clone(),
+            is_host: room.host_id == entry.user_id,
+            connected_at: entry.joined_at,
+            last_heartbeat: now,
+        };
+        let at = room
+            .members
+            .iter()
+            .position(|m| m.info.connected_at > entry.joined_at)
+            .unwrap_or(room.members.len());
+        room.members.insert(
+            at,
+            Member {
+                info: info.clone(),
+                location: PeerLocation::Local(conn),
+            },
+        );
+        let others = room.conns_except(Some(&entry.user_id));
+        if !others.is_empty() {
+            self.outputs.push_back(Output::Broadcast {
+                to: others,
+                msg: ServerMessage::PeerJoined {
+                    room_id: room_id.clone(),
+                    peer: info,
+                },
+            });
+        }
+    }
+
+    fn join_rejected(&mut self, now: UnixMillis, conn: ConnId, error: CoreError) {
+        let Some(pending) = self.pending.remove(&conn) else {
+            return;
+        };
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        if pending.kind.is_auth() {
+            self.refuse_auth(now, conn, error);
+        } else {
+            self.send_error(conn, error.code(), error.to_string());
+        }
+    }
+
+    /// Makes this node's replica of a room match a committed snapshot, telling the local
+    /// peers what changed. Older snapshots are ignored; `quiet` gets no notifications.
+    fn apply_snapshot(
+        &mut self,
+        now: UnixMillis,
+        snapshot: RoomSnapshot,
+        cause: &MembershipCause,
+        quiet: Option<ConnId>,
+    ) {
+        let Some(this_node) = self.node.clone() else {
+            return;
+        };
+        let existing = self.rooms.get(&snapshot.room_id);
+        if existing.is_some_and(|r| r.ver >= snapshot.ver) {
+            return;
+        }
+        let old: Vec<Member> = existing.map(|r| r.members.clone()).unwrap_or_default();
+        let old_host = existing.map(|r| r.host_id.clone());
+        let mut members = Vec::with_capacity(snapshot.members.len());
+        for m in &snapshot.members {
+            let location = if m.node == this_node {
+                // A local member stays only while its connection is joined to this room.
+                let live = self.conns.get(&m.conn).is_some_and(|c| {
+                    c.joined
+                        && c.identity.user_id == m.user_id
+                        && c.identity.room_id == snapshot.room_id
+                });
+                if !live {
+                    continue;
+                }
+                PeerLocation::Local(m.conn)
+            } else {
+                PeerLocation::Remote {
+                    node: m.node.clone(),
+                    conn: m.conn,
+                }
+            };
+            let last_heartbeat = old
+                .iter()
+                .find(|o| o.info.user_id == m.user_id && o.location == location)
+                .map_or(m.joined_at, |o| o.info.last_heartbeat);
+            members.push(Member {
+                info: PeerInfo {
+                    user_id: m.user_id.clone(),
+                    user_name: m.user_name.clone(),
+                    is_host: snapshot.host_id.as_ref() == Some(&m.user_id),
+                    connected_at: m.joined_at,
+                    last_heartbeat,
+                },
+                location,
+            });
+        }
+        if existing.is_none() && !members.iter().any(|m| m.local().is_some()) {
+            return;
+        }
+        // Local members the cluster removed while their connection is still open.
+        let mut evicted = Vec::new();
+        for o in &old {
+            if let PeerLocation::Local(conn) = o.location
+                && !members.iter().any(|m| m.location == o.location)
+                && self.conns.get(&conn).is_some_and(|c| c.joined)
+            {
+                evicted.push(conn);
+            }
+        }
+        let room_id = snapshot.room_id.clone();
+        let room = self.rooms.entry(room_id.clone()).or_insert_with(|| {
+            Room::new(
+                room_id.clone(),
+                snapshot.room_name.clone(),
+                snapshot.created_by.clone(),
+                String::new(),
+                snapshot.created_at,
+            )
+        });
+        room.ver = snapshot.ver;
+        room.name.clone_from(&snapshot.room_name);
+        room.file_id.clone_from(&snapshot.file_id);
+        room.created_at = snapshot.created_at;
+        room.created_by.clone_from(&snapshot.created_by);
+        room.members = members;
+        room.refresh_remote_nodes();
+        if let Some(host) = room.members.iter().find(|m| m.info.is_host) {
+            room.host_id = host.info.user_id.clone();
+            room.host_name = host.info.user_name.clone();
+        }
+        room.touch(now);
+        let mut targets = room.conns_except(None);
+        targets.retain(|c| Some(*c) != quiet);
+        let mut notes = Vec::new();
+        if old_host.is_some() {
+            for o in &old {
+                let now_member = room.member(&o.info.user_id);
+                let reason = match cause {
+                    MembershipCause::Left(user, reason) if *user == o.info.user_id => *reason,
+                    MembershipCause::Replaced(user) if *user == o.info.user_id => {
+                        LeaveReason::Replaced
+                    }
+                    MembershipCause::NodeDown(_) => LeaveReason::NodeDown,
+                    _ => LeaveReason::Disconnected,
+                };
+                match now_member {
+                    None => notes.push((
+                        o.info.user_id.clone(),
+                        ServerMessage::PeerLeft {
+                            room_id: room_id.clone(),
+                            peer: o.info.clone(),
+                            reason,
+                        },
+                    )),
+                    Some(n) if n.location != o.location => {
+                        notes.push((
+                            o.info.user_id.clone(),
+                            ServerMessage::PeerLeft {
+                                room_id: room_id.clone(),
+                                peer: o.info.clone(),
+                                reason: LeaveReason::Replaced,
+                            },
+                        ));
+                        notes.push((
+                            o.info.user_id.clone(),
+                            ServerMessage::PeerJoined {
+                                room_id: room_id.clone(),
+                                peer: n.info.clone(),
+                            },
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+            for n in &room.members {
+                if !old.iter().any(|o| o.info.user_id == n.info.user_id) {
+                    notes.push((
+                        n.info.user_id.clone(),
+                        ServerMessage::PeerJoined {
+                            room_id: room_id.clone(),
+                            peer: n.info.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        let host_changed = match &old_host {
+            Some(old_host) => *old_host != room.host_id && !old.is_empty(),
+            None => false,
+        };
+        let host_note = host_changed.then(|| ServerMessage::HostChanged {
+            room_id: room_id.clone(),
+            host_id: room.host_id.clone(),
+            host_name: room.host_name.clone(),
+        });
+        let has_local = room.has_local_members();
+        for conn in evicted {
+            // Replaced elsewhere, or removed by the cluster: the client reconnects.
+            let code = if matches!(cause, MembershipCause::Replaced(_)) {
+                CloseCode::Replaced
+            } else {
+                CloseCode::TryAgainLater
+            };
+            self.outputs.push_back(Output::Close { conn, code });
+            self.conns.remove(&conn);
+            targets.retain(|c| *c != conn);
+        }
+        for (subject, msg) in notes {
+            let to: Vec<ConnId> = match self.rooms.get(&room_id).and_then(|r| r.member(&subject)) {
+                Some(member) => targets
+                    .iter()
+                    .copied()
+                    .filter(|c| member.local() != Some(*c))
+                    .collect(),
+                None => targets.clone(),
+            };
+            if !to.is_empty() {
+                self.outputs.push_back(Output::Broadcast { to, msg });
+            }
+        }
+        if let Some(msg) = host_note
+            && !targets.is_empty()
+        {
+            self.outputs
+                .push_back(Output::Broadcast { to: targets, msg });
+        }
+        if !has_local {
+            self.rooms.remove(&room_id);
+        }
+    }
+
+    /// Delivers a message relayed from another node to this node's peers of the room.
+    fn deliver_remote(
+        &mut self,
+        now: UnixMillis,
+        room_id: &RoomId,
+        from: &UserId,
+        to: Option<&UserId>,
+        text: Arc<str>,
+    ) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        if room.member(from).is_none() {
+            return;
+        }
+        room.touch(now);
+        let to = match to {
+            Some(user) => room
+                .member(user)
+                .and_then(Member::local)
+                .into_iter()
+                .collect(),
+            None => room.conns_except(Some(from)),
+        };
+        if !to.is_empty() {
+            self.stats.messages_relayed += to.len() as u64;
+            self.outputs.push_back(Output::Forward { to, text });
+        }
+    }
+
+    /// Closes a room here and, on a cluster, on every other node too.
+    fn close_room_everywhere(&mut self, room_id: &RoomId, reason: RoomCloseReason) {
+        if self.node.is_some() {
+            self.outputs
+                .push_back(Output::Cluster(ClusterCommand::CloseRoom {
+                    room_id: room_id.clone(),
+                    reason,
+                }));
+        }
+        self.close_room(room_id, reason);
     }
 
     fn reply_joined(&mut self, conn: ConnId, user: &UserId, room_id: &RoomId, auth: bool) {
@@ -559,7 +1033,7 @@ impl Core {
                 .rooms
                 .get(&room_id)
                 .and_then(|r| r.member(&user_id))
-                .is_some_and(|m| m.conn == conn);
+                .is_some_and(|m| m.local() == Some(conn));
             if same_conn {
                 self.remove_member(now, &room_id, &user_id, reason);
             }
@@ -590,6 +1064,22 @@ impl Core {
         let Some((member, new_host)) = room.remove(user, now) else {
             return;
         };
+        if self.node.is_some() {
+            if let Some(conn) = member.local() {
+                self.outputs
+                    .push_back(Output::Cluster(ClusterCommand::Leave {
+                        conn,
+                        room_id: room_id.clone(),
+                        user_id: user.clone(),
+                        reason,
+                    }));
+            }
+            if !room.has_local_members() {
+                // The room lives on in the cluster; this node keeps no replica of it.
+                self.rooms.remove(room_id);
+                return;
+            }
+        }
         if room.members.is_empty() {
             // A replaced member is re-added at once by `join`: keep its room.
             if reason != LeaveReason::Replaced {
@@ -687,14 +1177,29 @@ impl Core {
         if &target == user {
             return Err(CoreError::PeerNotFound);
         }
-        let to = room.member(&target).ok_or(CoreError::PeerNotFound)?.conn;
-        debug_assert_ne!(to, conn);
+        let location = &room
+            .member(&target)
+            .ok_or(CoreError::PeerNotFound)?
+            .location;
+        let out = match location {
+            PeerLocation::Local(to) => {
+                debug_assert_ne!(*to, conn);
+                Output::Send {
+                    to: *to,
+                    msg: build(user.clone(), room_id.clone()),
+                }
+            }
+            PeerLocation::Remote { node, .. } => Output::Cluster(ClusterCommand::Relay {
+                node: node.clone(),
+                room_id: room_id.clone(),
+                to: Some(target),
+                from: user.clone(),
+                msg: build(user.clone(), room_id.clone()),
+            }),
+        };
         room.touch(now);
         self.stats.messages_relayed += 1;
-        self.outputs.push_back(Output::Send {
-            to,
-            msg: build(user.clone(), room_id.clone()),
-        });
+        self.outputs.push_back(out);
         Ok(())
     }
 
@@ -712,12 +1217,20 @@ impl Core {
         let room = self.rooms.get_mut(room_id).ok_or(CoreError::NotInRoom)?;
         room.touch(now);
         let to = room.conns_except(Some(user));
+        let msg = build(user.clone(), room_id.clone());
+        for node in &room.remote_nodes {
+            self.outputs
+                .push_back(Output::Cluster(ClusterCommand::Relay {
+                    node: node.clone(),
+                    room_id: room_id.clone(),
+                    to: None,
+                    from: user.clone(),
+                    msg: msg.clone(),
+                }));
+        }
         if !to.is_empty() {
             self.stats.messages_relayed += to.len() as u64;
-            self.outputs.push_back(Output::Broadcast {
-                to,
-                msg: build(user.clone(), room_id.clone()),
-            });
+            self.outputs.push_back(Output::Broadcast { to, msg });
         }
         Ok(())
     }
@@ -780,7 +1293,7 @@ impl Core {
             self.remove_room(&room_id, RoomCloseReason::Empty);
         }
         for room_id in stale {
-            self.close_room(&room_id, RoomCloseReason::Inactive);
+            self.close_room_everywhere(&room_id, RoomCloseReason::Inactive);
         }
     }
 
@@ -797,7 +1310,7 @@ impl Core {
             .collect();
         idle.sort_unstable();
         for room_id in idle {
-            self.close_room(&room_id, RoomCloseReason::MemoryPressure);
+            self.close_room_everywhere(&room_id, RoomCloseReason::MemoryPressure);
         }
         let idle_peer = millis(self.config.idle_peer_after);
         self.close_where(now, CloseCode::MemoryPressure, |c| {
@@ -806,20 +1319,7 @@ impl Core {
     }
 }
 
-/// How a connection asks to be in its room.
-enum JoinMode {
-    /// Right after authentication: create the room if needed, answer `auth-ok`.
-    Auth,
-    /// `join-room`: create the room if needed, answer `room-joined`.
-    Join,
-    /// `create-room`: the room must not exist yet.
-    Create {
-        room_name: Option<String>,
-        file_id: Option<String>,
-    },
-}
-
-impl JoinMode {
+impl JoinKind {
     fn is_auth(&self) -> bool {
         matches!(self, Self::Auth)
     }

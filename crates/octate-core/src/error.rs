@@ -36,6 +36,9 @@ pub enum CoreError {
     /// The connection is not in a room.
     #[error("not in a room")]
     NotInRoom,
+    /// The cluster's shared store cannot be reached; try again shortly.
+    #[error("the cluster is recovering; try again shortly")]
+    Unavailable,
 }
 
 impl CoreError {
@@ -52,6 +55,7 @@ impl CoreError {
             Self::TooManyRoomsForUser => ErrorCode::TooManyRoomsForUser,
             Self::PeerNotFound => ErrorCode::PeerNotFound,
             Self::NotInRoom => ErrorCode::NotInRoom,
+            Self::Unavailable => ErrorCode::Unavailable,
         }
     }
 }

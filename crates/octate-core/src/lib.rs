@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cluster;
 mod config;
 mod core;
 mod error;
@@ -20,6 +21,10 @@ mod memory;
 mod output;
 mod room;
 
+pub use crate::cluster::{
+    ClusterCommand, ClusterEvent, ClusterMember, InvalidNodeId, JoinKind, MAX_NODE_ID_LEN,
+    MembershipCause, NodeId, PeerLocation, RoomSnapshot,
+};
 pub use crate::config::CoreConfig;
 pub use crate::core::{Core, CoreStats, Identity, NewRoom};
 pub use crate::error::CoreError;

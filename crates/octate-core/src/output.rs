@@ -1,6 +1,10 @@
 //! Effects the core asks its driver to carry out.
 
+use std::sync::Arc;
+
 use octate_protocol::{CloseCode, RoomCloseReason, RoomId, ServerMessage};
+
+use crate::ClusterCommand;
 
 /// Identifies one connection of this process; assigned by the driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,4 +52,13 @@ pub enum Output {
         /// Why.
         reason: RoomCloseReason,
     },
+    /// Send text already encoded elsewhere (a message relayed from another node).
+    Forward {
+        /// Recipients.
+        to: Vec<ConnId>,
+        /// The JSON text, sent as is.
+        text: Arc<str>,
+    },
+    /// Ask the cluster for something (clustered cores only).
+    Cluster(ClusterCommand),
 }

@@ -1,17 +1,25 @@
 //! One room: who is in it, who hosts it, and when anything last happened.
 //!
-//! A room knows users, not sockets: each member carries the [`ConnId`] of the
-//! connection that reaches it, and nothing else about transport.
+//! A room knows users, not sockets: each member carries where its connection lives
+//! (a [`ConnId`] of this process, or another node of a cluster), and nothing else
+//! about transport.
 
 use octate_protocol::{PeerInfo, RoomId, RoomMetadata, RoomState, UnixMillis, UserId};
 
-use crate::ConnId;
+use crate::{ConnId, NodeId, PeerLocation};
 
-/// A user in a room and the connection that reaches it.
+/// A user in a room and where the connection that reaches it lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Member {
     pub(crate) info: PeerInfo,
-    pub(crate) conn: ConnId,
+    pub(crate) location: PeerLocation,
+}
+
+impl Member {
+    /// The member's connection, when it is one of this process.
+    pub(crate) fn local(&self) -> Option<ConnId> {
+        self.location.local()
+    }
 }
 
 /// A room in memory.
@@ -29,6 +37,10 @@ pub(crate) struct Room {
     pub(crate) state: RoomState,
     /// Members in the order they joined: the first is the longest connected.
     pub(crate) members: Vec<Member>,
+    /// Version of the cluster snapshot this replica reflects (0 on a single node).
+    pub(crate) ver: u64,
+    /// Other nodes with members of this room (always empty on a single node).
+    pub(crate) remote_nodes: Vec<NodeId>,
 }
 
 impl Room {
@@ -51,6 +63,8 @@ impl Room {
             last_activity: now,
             state: RoomState::Active,
             members: Vec::new(),
+            ver: 0,
+            remote_nodes: Vec::new(),
         }
     }
 
@@ -82,7 +96,10 @@ impl Room {
             connected_at: now,
             last_heartbeat: now,
         };
-        self.members.push(Member { info, conn });
+        self.members.push(Member {
+            info,
+            location: PeerLocation::Local(conn),
+        });
         self.touch(now);
     }
 
@@ -107,13 +124,30 @@ impl Room {
         Some((member, new_host))
     }
 
-    /// Connections of every member except `except`.
+    /// Local connections of every member except `except`.
     pub(crate) fn conns_except(&self, except: Option<&UserId>) -> Vec<ConnId> {
         self.members
             .iter()
             .filter(|m| Some(&m.info.user_id) != except)
-            .map(|m| m.conn)
+            .filter_map(Member::local)
             .collect()
+    }
+
+    /// Whether any member's connection is one of this process.
+    pub(crate) fn has_local_members(&self) -> bool {
+        self.members.iter().any(|m| m.local().is_some())
+    }
+
+    /// Recomputes which other nodes hold members, after the members changed.
+    pub(crate) fn refresh_remote_nodes(&mut self) {
+        self.remote_nodes.clear();
+        for m in &self.members {
+            if let PeerLocation::Remote { node, .. } = &m.location
+                && !self.remote_nodes.contains(node)
+            {
+                self.remote_nodes.push(node.clone());
+            }
+        }
     }
 
     pub(crate) fn peers(&self) -> Vec<PeerInfo> {
@@ -161,7 +195,7 @@ mod tests {
         room.add(uid("c"), "C".into(), ConnId(3), 3);
         assert!(room.members[0].info.is_host);
         let (gone, new_host) = room.remove(&uid("a"), 4).expect("a is a member");
-        assert_eq!(gone.conn, ConnId(1));
+        assert_eq!(gone.local(), Some(ConnId(1)));
         let new_host = new_host.expect("someone takes over");
         assert_eq!(new_host.user_id, uid("b"));
         assert_eq!(room.host_id, uid("b"));

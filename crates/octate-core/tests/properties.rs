@@ -667,8 +667,8 @@ impl Model {
 fn message_recipients(o: &Output) -> impl Iterator<Item = ConnId> + '_ {
     let to: &[ConnId] = match o {
         Output::Send { to, .. } => std::slice::from_ref(to),
-        Output::Broadcast { to, .. } | Output::Heartbeat { to } => to,
-        Output::Close { .. } | Output::RoomRemoved { .. } => &[],
+        Output::Broadcast { to, .. } | Output::Heartbeat { to } | Output::Forward { to, .. } => to,
+        Output::Close { .. } | Output::RoomRemoved { .. } | Output::Cluster(_) => &[],
     };
     to.iter().copied()
 }

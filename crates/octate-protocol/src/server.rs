@@ -23,6 +23,8 @@ pub enum LeaveReason {
     Replaced,
     /// The server dropped the idle peer under memory pressure.
     MemoryPressure,
+    /// The cluster node holding the peer's connection died.
+    NodeDown,
 }
 
 /// Why a room was closed.

@@ -1,13 +1,13 @@
 //! Shared state of a running server and the drive loop around the core.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use octate_auth::TokenAuthority;
-use octate_core::{ConnId, Core, MemoryLevel, Output};
-use octate_protocol::{CloseCode, ErrorCode, ServerMessage, UnixMillis};
+use octate_core::{ClusterEvent, ClusterMember, ConnId, Core, MemoryLevel, NodeId, Output};
+use octate_protocol::{CloseCode, ErrorCode, RoomId, ServerMessage, UnixMillis};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -15,6 +15,7 @@ use tracing::{debug, info};
 
 use crate::TransportConfig;
 use crate::auth::AdminKey;
+use crate::cluster::ClusterLink;
 use crate::heap::{HeapProbe, HeapSample};
 use crate::limits::PerAddress;
 use crate::metrics::Metrics;
@@ -79,6 +80,17 @@ pub struct App {
     pub(crate) admin_key: Option<AdminKey>,
     memory_level: AtomicU8,
     started: Instant,
+    /// The rest of the cluster, when this server is one node of several.
+    pub(crate) cluster: OnceLock<Arc<dyn ClusterLink>>,
+}
+
+/// Text shared by every recipient of a relayed message, handed to `Bytes` without a copy.
+struct SharedText(Arc<str>);
+
+impl AsRef<[u8]> for SharedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 impl std::fmt::Debug for App {
@@ -98,6 +110,29 @@ impl App {
     ) -> Arc<Self> {
         let clock = Clock::new();
         let core = Core::new(config.core.clone(), clock.now_ms());
+        Self::build(config, authority, heap, clock, core)
+    }
+
+    /// Builds the shared state of one node of a cluster; attach its link with
+    /// [`App::attach_cluster`] before serving.
+    pub fn new_clustered(
+        config: TransportConfig,
+        authority: TokenAuthority,
+        heap: Box<dyn HeapProbe>,
+        node: NodeId,
+    ) -> Arc<Self> {
+        let clock = Clock::new();
+        let core = Core::clustered(config.core.clone(), clock.now_ms(), node);
+        Self::build(config, authority, heap, clock, core)
+    }
+
+    fn build(
+        config: TransportConfig,
+        authority: TokenAuthority,
+        heap: Box<dyn HeapProbe>,
+        clock: Clock,
+        core: Core,
+    ) -> Arc<Self> {
         let (stop, _) = watch::channel(false);
         let admin_key = config.admin_key.as_deref().map(AdminKey::new);
         Arc::new(Self {
@@ -115,7 +150,30 @@ impl App {
             admin_key,
             memory_level: AtomicU8::new(0),
             started: Instant::now(),
+            cluster: OnceLock::new(),
         })
+    }
+
+    /// Connects this node to the rest of its cluster; a second link is ignored.
+    pub fn attach_cluster(&self, link: Arc<dyn ClusterLink>) {
+        if self.cluster.set(link).is_err() {
+            tracing::warn!("a cluster link is attached already");
+        }
+    }
+
+    /// The cluster link, when this server is a node of a cluster.
+    pub(crate) fn cluster(&self) -> Option<&Arc<dyn ClusterLink>> {
+        self.cluster.get()
+    }
+
+    /// Feeds something the cluster reported into the core.
+    pub fn handle_cluster_event(&self, event: ClusterEvent) {
+        self.drive(|core, now| core.handle_cluster(now, event));
+    }
+
+    /// Every peer of this node in a room, as the cluster should know it.
+    pub fn local_members(&self) -> Vec<(RoomId, ClusterMember)> {
+        self.with_core(Core::local_members)
     }
 
     /// Runs `f` on the core with the current time, then carries out every output.
@@ -167,6 +225,16 @@ impl App {
             Output::RoomRemoved { room_id, reason } => {
                 info!(room = %room_id, ?reason, "room removed");
             }
+            Output::Forward { to, text } => {
+                let bytes = Bytes::from_owner(SharedText(text));
+                for conn in to {
+                    self.push(conn, Outbound::Text(bytes.clone()));
+                }
+            }
+            Output::Cluster(command) => match self.cluster() {
+                Some(cluster) => cluster.submit(command),
+                None => debug!(?command, "cluster command without a cluster"),
+            },
         }
     }
 

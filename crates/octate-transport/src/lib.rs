@@ -12,6 +12,7 @@
 mod app;
 mod assemble;
 mod auth;
+mod cluster;
 mod config;
 mod error;
 mod heap;
@@ -27,6 +28,7 @@ mod wire;
 mod writer;
 
 pub use app::App;
+pub use cluster::{ClusterLink, ClusterStats, LinkError, LinkFuture};
 pub use config::{CorsOrigins, TransportConfig};
 pub use error::TransportError;
 pub use heap::{HeapProbe, HeapSample, RssProbe, rss_bytes};

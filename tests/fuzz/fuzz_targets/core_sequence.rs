@@ -458,6 +458,8 @@ impl Model {
                         "{room_id} removed but present"
                     );
                 }
+                // A single-node core never produces these.
+                Output::Forward { .. } | Output::Cluster(_) => {}
             }
         }
         for conn in &closed {

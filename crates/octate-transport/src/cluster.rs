@@ -1,0 +1,83 @@
+//! The seam between this server and a cluster of servers that share rooms.
+//!
+//! The transport never talks to the shared store itself: a [`ClusterLink`] (implemented
+//! by the `octate-cluster` crate over Redis) carries the core's
+//! [`ClusterCommand`]s out and answers the HTTP API's cluster-wide questions; what the
+//! cluster tells this node comes back through [`App::handle_cluster_event`] and
+//! [`App::revoke_everywhere_applied`](crate::App). Without a link the server is one
+//! in-memory node, exactly as before.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use octate_core::{ClusterCommand, CoreError, NewRoom, NodeId, RoomSnapshot};
+use octate_protocol::{RoomCloseReason, RoomId, UnixMillis};
+
+/// A boxed future, for the link's asynchronous calls.
+pub type LinkFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a cluster-wide request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// The shared store cannot be reached right now; the request may be retried.
+    #[error("the cluster store is unavailable")]
+    Unavailable,
+    /// The request was refused by a room rule.
+    #[error(transparent)]
+    Refused(#[from] CoreError),
+}
+
+/// Figures about the cluster for `/stats`, `/info` and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    /// This node.
+    pub node_id: String,
+    /// Nodes whose heartbeat is current, this one included.
+    pub nodes_alive: u64,
+    /// Whether the link to the shared store is up.
+    pub connected: bool,
+    /// Whether joins are refused until the link recovers.
+    pub degraded: bool,
+    /// Messages received from other nodes.
+    pub messages_in: u64,
+    /// Messages sent to other nodes.
+    pub messages_out: u64,
+    /// Gaps found in another node's message sequence.
+    pub link_gaps: u64,
+    /// Rooms read again in full after a gap or an outage.
+    pub resyncs: u64,
+    /// Messages from the store that could not be decoded and were dropped.
+    pub bad_messages: u64,
+    /// Messages for other nodes dropped because the store stayed unreachable.
+    pub dropped: u64,
+}
+
+/// What this node needs from the rest of the cluster.
+pub trait ClusterLink: Send + Sync + 'static {
+    /// This node's id.
+    fn node_id(&self) -> &NodeId;
+    /// Carries out a command of the core; never waits.
+    fn submit(&self, command: ClusterCommand);
+    /// A room as the whole cluster sees it.
+    fn room(&self, room_id: RoomId) -> LinkFuture<'_, Result<Option<RoomSnapshot>, LinkError>>;
+    /// Creates an empty room for the whole cluster.
+    fn create_room(
+        &self,
+        room: NewRoom,
+        now: UnixMillis,
+    ) -> LinkFuture<'_, Result<RoomSnapshot, LinkError>>;
+    /// Closes a room on every node; `Ok(false)` when there was no such room.
+    fn close_room(
+        &self,
+        room_id: RoomId,
+        reason: RoomCloseReason,
+    ) -> LinkFuture<'_, Result<bool, LinkError>>;
+    /// Tells every node that a token is revoked until it expires.
+    fn revoke(
+        &self,
+        token_id: String,
+        expires_at: UnixMillis,
+    ) -> LinkFuture<'_, Result<(), LinkError>>;
+    /// Current figures.
+    fn stats(&self) -> ClusterStats;
+}
