@@ -131,6 +131,9 @@ pub struct Core {
     pending: HashMap<ConnId, PendingJoin>,
     /// The cluster's shared store is unreachable: joins are refused.
     degraded: bool,
+    /// The newest snapshot of each room with a join in flight: it may overtake the
+    /// join's own answer, and then decides whether the joiner is still current.
+    early: HashMap<RoomId, RoomSnapshot>,
 }
 
 /// A join waiting for the cluster's answer.
@@ -159,6 +162,7 @@ impl Core {
             node: None,
             pending: HashMap::new(),
             degraded: false,
+            early: HashMap::new(),
         }
     }
 
@@ -653,49 +657,56 @@ impl Core {
         let Some(pending) = self.pending.remove(&conn) else {
             return;
         };
+        let room_id = snapshot.room_id.clone();
+        // A newer snapshot of the room may have overtaken this answer: judge by the newest.
+        let newest = match self.early.get(&room_id) {
+            Some(early) if early.ver > snapshot.ver => early.clone(),
+            _ => snapshot,
+        };
+        if !self.pending.values().any(|p| p.room_id == room_id) {
+            self.early.remove(&room_id);
+        }
         let Some(state) = self.conns.get_mut(&conn) else {
             // The connection went away while its join was in flight: undo the join.
             self.outputs
                 .push_back(Output::Cluster(ClusterCommand::Leave {
                     conn,
-                    room_id: pending.room_id,
+                    room_id,
                     user_id: pending.user_id,
                     reason: LeaveReason::Disconnected,
                 }));
             return;
         };
-        state.joined = true;
-        let room_id = snapshot.room_id.clone();
         let user = pending.user_id;
-        let entry = snapshot
-            .members
-            .iter()
-            .find(|m| Some(&m.node) == self.node.as_ref() && m.conn == conn)
-            .cloned();
-        self.apply_snapshot(
-            now,
-            snapshot,
-            &MembershipCause::Joined(user.clone()),
-            Some(conn),
-        );
-        // A newer snapshot may have arrived first, while this connection was not joined yet.
-        let present = self
-            .rooms
-            .get(&room_id)
-            .and_then(|r| r.member(&user))
-            .map(|m| m.location.clone());
-        match (present, entry) {
-            (Some(PeerLocation::Local(c)), _) if c == conn => {}
-            (None, Some(entry)) => self.insert_member(now, &room_id, &entry, conn),
-            _ => {
-                // Replaced by a newer session before this one was told it joined.
-                self.outputs.push_back(Output::Close {
-                    conn,
-                    code: CloseCode::Replaced,
-                });
+        let owner = newest.members.iter().find(|m| m.user_id == user);
+        let entry = match owner {
+            Some(m) if Some(&m.node) == self.node.as_ref() && m.conn == conn => m.clone(),
+            other => {
+                // Replaced by a newer session (or removed) before it was told it joined.
+                let code = if other.is_some() {
+                    CloseCode::Replaced
+                } else {
+                    CloseCode::TryAgainLater
+                };
+                self.outputs.push_back(Output::Close { conn, code });
                 self.conns.remove(&conn);
                 return;
             }
+        };
+        state.joined = true;
+        self.apply_snapshot(
+            now,
+            newest,
+            &MembershipCause::Joined(user.clone()),
+            Some(conn),
+        );
+        // The replica may already be newer than this answer and lack the joiner.
+        let present = self
+            .rooms
+            .get(&room_id)
+            .is_some_and(|r| r.member(&user).is_some());
+        if !present {
+            self.insert_member(now, &room_id, &entry, conn);
         }
         self.reply_joined(conn, &user, &room_id, pending.kind.is_auth());
     }
@@ -746,6 +757,9 @@ impl Core {
         let Some(pending) = self.pending.remove(&conn) else {
             return;
         };
+        if !self.pending.values().any(|p| p.room_id == pending.room_id) {
+            self.early.remove(&pending.room_id);
+        }
         if !self.conns.contains_key(&conn) {
             return;
         }
@@ -768,6 +782,15 @@ impl Core {
         let Some(this_node) = self.node.clone() else {
             return;
         };
+        if self.pending.values().any(|p| p.room_id == snapshot.room_id)
+            && self
+                .early
+                .get(&snapshot.room_id)
+                .is_none_or(|e| e.ver < snapshot.ver)
+        {
+            self.early
+                .insert(snapshot.room_id.clone(), snapshot.clone());
+        }
         let existing = self.rooms.get(&snapshot.room_id);
         if existing.is_some_and(|r| r.ver >= snapshot.ver) {
             return;
@@ -818,7 +841,7 @@ impl Core {
                 && !members.iter().any(|m| m.location == o.location)
                 && self.conns.get(&conn).is_some_and(|c| c.joined)
             {
-                evicted.push(conn);
+                evicted.push((conn, o.info.user_id.clone()));
             }
         }
         let room_id = snapshot.room_id.clone();
@@ -838,9 +861,13 @@ impl Core {
         room.created_by.clone_from(&snapshot.created_by);
         room.members = members;
         room.refresh_remote_nodes();
-        if let Some(host) = room.members.iter().find(|m| m.info.is_host) {
-            room.host_id = host.info.user_id.clone();
-            room.host_name = host.info.user_name.clone();
+        if let Some(host) = snapshot
+            .host_id
+            .as_ref()
+            .and_then(|h| snapshot.members.iter().find(|m| &m.user_id == h))
+        {
+            room.host_id = host.user_id.clone();
+            room.host_name.clone_from(&host.user_name);
         }
         room.touch(now);
         let mut targets = room.conns_except(None);
@@ -908,9 +935,13 @@ impl Core {
             host_name: room.host_name.clone(),
         });
         let has_local = room.has_local_members();
-        for conn in evicted {
-            // Replaced elsewhere, or removed by the cluster: the client reconnects.
-            let code = if matches!(cause, MembershipCause::Replaced(_)) {
+        for (conn, user) in evicted {
+            // Replaced by a newer session, or removed by the cluster: the client reconnects.
+            let replaced = self
+                .rooms
+                .get(&room_id)
+                .is_some_and(|r| r.member(&user).is_some());
+            let code = if replaced || matches!(cause, MembershipCause::Replaced(_)) {
                 CloseCode::Replaced
             } else {
                 CloseCode::TryAgainLater
