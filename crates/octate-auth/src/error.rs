@@ -26,6 +26,22 @@ pub enum AuthError {
         /// The time the check was made at.
         now: u64,
     },
+    /// The token's lifetime (`exp - iat`) is longer than the longest the server grants.
+    #[error("token lifetime of {lifetime_ms} ms exceeds the maximum of {max_ms} ms")]
+    LifetimeTooLong {
+        /// The lifetime the token claims, in milliseconds.
+        lifetime_ms: u64,
+        /// The longest lifetime accepted, in milliseconds.
+        max_ms: u64,
+    },
+    /// The token expires at or before the time it was issued.
+    #[error("token expires at {expires_at}, not after it was issued at {issued_at}")]
+    InvertedLifetime {
+        /// When the token says it was issued.
+        issued_at: u64,
+        /// When the token says it expires.
+        expires_at: u64,
+    },
     /// The token was issued to another user.
     #[error("token was issued to another user")]
     WrongUser,
@@ -75,6 +91,7 @@ impl AuthError {
             Self::BadSignature => "token-bad-signature",
             Self::Expired { .. } => "token-expired",
             Self::NotYetValid { .. } => "token-not-yet-valid",
+            Self::LifetimeTooLong { .. } | Self::InvertedLifetime { .. } => "token-bad-lifetime",
             Self::WrongUser => "token-wrong-user",
             Self::WrongRoom => "token-wrong-room",
             Self::Revoked => "token-revoked",
@@ -111,6 +128,20 @@ mod tests {
                     now: 1,
                 },
                 "token-not-yet-valid",
+            ),
+            (
+                AuthError::LifetimeTooLong {
+                    lifetime_ms: 2,
+                    max_ms: 1,
+                },
+                "token-bad-lifetime",
+            ),
+            (
+                AuthError::InvertedLifetime {
+                    issued_at: 2,
+                    expires_at: 1,
+                },
+                "token-bad-lifetime",
             ),
             (AuthError::WrongUser, "token-wrong-user"),
             (AuthError::WrongRoom, "token-wrong-room"),
