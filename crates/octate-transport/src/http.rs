@@ -425,8 +425,7 @@ async fn revoke_token(app: &App, req: Request<Incoming>) -> Response<Body> {
         Ok(body) => body,
         Err(resp) => return resp,
     };
-    let now = app.clock.now_ms();
-    let result = app.auth.write().revoke(&body.token, now);
+    let result = app.revoke_token(&body.token);
     match result {
         Ok(_) => json(StatusCode::OK, &SuccessResponse { success: true }),
         Err(octate_auth::AuthError::RevocationListFull) => error(
