@@ -8,7 +8,7 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::claims::{self, Claims, MAX_TOKEN_LEN};
-use crate::{AuthError, KeyRing, RevocationList};
+use crate::{AuthError, KeyError, KeyRing, RevocationList};
 
 /// Random bytes in a token id.
 const TOKEN_ID_BYTES: usize = 16;
@@ -54,14 +54,10 @@ impl TokenAuthority {
     }
 
     /// Sets the default and maximum token lifetimes; both at least 1 ms, default ≤ max.
-    pub fn with_ttls(
-        mut self,
-        default_ttl: Duration,
-        max_ttl: Duration,
-    ) -> Result<Self, AuthError> {
+    pub fn with_ttls(mut self, default_ttl: Duration, max_ttl: Duration) -> Result<Self, KeyError> {
         let (default_ms, max_ms) = (millis(default_ttl), millis(max_ttl));
         if default_ms == 0 || default_ms > max_ms {
-            return Err(AuthError::InvalidTtl);
+            return Err(KeyError::InvalidTtl);
         }
         self.default_ttl_ms = default_ms;
         self.max_ttl_ms = max_ms;
@@ -458,11 +454,11 @@ mod tests {
         let bad = |d, m| authority("k1", SECRET_A).with_ttls(d, m).err();
         assert_eq!(
             bad(Duration::ZERO, Duration::from_secs(1)),
-            Some(AuthError::InvalidTtl)
+            Some(KeyError::InvalidTtl)
         );
         assert_eq!(
             bad(Duration::from_secs(2), Duration::from_secs(1)),
-            Some(AuthError::InvalidTtl)
+            Some(KeyError::InvalidTtl)
         );
     }
 
