@@ -4,8 +4,8 @@
 //! token id (the revocation key) and expiry per connection. Revoking a token ends every
 //! session the index has under its id. When expiry closes sessions
 //! ([`SessionExpiry::Close`]), one sweeper task per server sleeps until the earliest
-//! expiry (at most [`SWEEP_AT_LEAST_EVERY`], so a stepped wall clock is noticed) and
-//! ends the sessions whose token has expired: one timer for all sessions.
+//! expiry (at most a second, so a stepped wall clock is noticed) and ends the sessions
+//! whose token has expired: one timer for all sessions, however many there are.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -199,7 +199,7 @@ fn check_expected(
 }
 
 /// Records the token a session runs on, and starts the sweeper when expiry closes sessions.
-fn hold(app: &Arc<App>, conn: ConnId, claims: &Claims) -> Result<(), Refusal> {
+fn hold_token(app: &Arc<App>, conn: ConnId, claims: &Claims) -> Result<(), Refusal> {
     let deadline = app.config.session_expiry == SessionExpiry::Close;
     if deadline && !app.tokens.sweeping.swap(true, Ordering::AcqRel) {
         tokio::spawn(sweep(
@@ -228,7 +228,7 @@ pub(crate) fn authenticate(
 ) -> Result<(Identity, TokenLease), Refusal> {
     let (identity, claims) = verify(app, token)?;
     check_expected(&identity, room_id, user_id)?;
-    hold(app, conn, &claims)?;
+    hold_token(app, conn, &claims)?;
     let lease = TokenLease {
         tokens: app.tokens.clone(),
         conn,
@@ -251,7 +251,7 @@ pub(crate) fn refresh(app: &Arc<App>, conn: ConnId, identity: &Identity, token: 
             return true;
         }
     };
-    if let Err((code, message)) = hold(app, conn, &claims) {
+    if let Err((code, message)) = hold_token(app, conn, &claims) {
         // The session's token is now one that has been revoked.
         app.end_sessions(&[conn], code, &message);
         return false;
