@@ -437,7 +437,7 @@ async fn revoke(server: &TestServer, token: &str) {
 #[tokio::test]
 async fn with_session_expiry_close_a_session_ends_when_its_token_expires() {
     let server = closing_server().await;
-    let short = minted("alice", "room-1", now_ms(), Duration::from_millis(800));
+    let short = minted("alice", "room-1", now_ms(), Duration::from_millis(1500));
     let mut alice = peers::join(&server.ws_url(), &short, "alice", None)
         .await
         .client;
@@ -480,7 +480,13 @@ async fn by_default_a_session_outlives_its_token() {
 #[tokio::test]
 async fn refresh_moves_a_session_onto_a_new_token_of_the_same_user_and_room() {
     let server = closing_server().await;
-    let first = minted("alice", "room-1", now_ms(), Duration::from_millis(1500));
+    let first_expires = now_ms() + 2000;
+    let first = minted(
+        "alice",
+        "room-1",
+        first_expires - 2000,
+        Duration::from_secs(2),
+    );
     let mut alice = peers::join(&server.ws_url(), &first, "alice", None)
         .await
         .client;
@@ -515,7 +521,8 @@ async fn refresh_moves_a_session_onto_a_new_token_of_the_same_user_and_room() {
     }
     // The first token's expiry and revocation no longer concern the session.
     revoke(&server, &first).await;
-    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let past_first = (first_expires + 300).saturating_sub(now_ms());
+    tokio::time::sleep(Duration::from_millis(past_first)).await;
     alice.send_text(r#"{"type":"leave-room"}"#).await.unwrap();
     assert!(matches!(
         next(&mut alice, "alice").await,
