@@ -32,6 +32,8 @@ async fn concurrent_joins_never_see_peer_joined_before_their_auth_ok() {
                 .send(&octate_protocol::ClientMessage::Auth {
                     token,
                     user_name: None,
+                    room_id: None,
+                    user_id: None,
                 })
                 .await
                 .unwrap();

@@ -326,3 +326,211 @@ async fn tokens_survive_a_restart_only_with_the_same_secret() {
     assert_refused(&other_secret, &token, ErrorCode::TokenBadSignature).await;
     other_secret.stop().await;
 }
+
+/// Sends `text` as the first message and returns the client and the first answer.
+async fn first_answer(server: &TestServer, text: &str) -> (octate_client::Client, ServerMessage) {
+    let mut client = peers::connect(&server.ws_url()).await;
+    client.send_text(text).await.unwrap();
+    let answer = next(&mut client, "client").await;
+    (client, answer)
+}
+
+#[tokio::test]
+async fn revoking_a_token_ends_the_sessions_that_used_it() {
+    let server = TestServer::start(fast_config()).await;
+    let token = server.token("alice", "room-1").await;
+    let mut alice = peers::join(&server.ws_url(), &token, "alice", None)
+        .await
+        .client;
+    let mut bob = server.join("bob", "room-1").await.client;
+    common::peers::expect_peer_joined(&mut alice, "alice", "bob").await;
+
+    let resp = peers::post(
+        server.http,
+        "/api/auth/revoke",
+        &json!({"token": token}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+
+    expect_error(&mut alice, "alice", ErrorCode::TokenRevoked).await;
+    expect_close(&mut alice, "alice", 4001).await;
+    // The room forgets alice at once; bob, whose token is another, stays.
+    common::peers::expect_peer_left(
+        &mut bob,
+        "bob",
+        "alice",
+        octate_protocol::LeaveReason::Disconnected,
+    )
+    .await;
+    common::peers::expect_host_changed(&mut bob, "bob", "bob").await;
+    expect_silence(&mut bob, "bob").await;
+    let resp = peers::get(server.http, "/api/rooms/room-1/peers").await;
+    assert_eq!(peers::body(&resp).as_array().unwrap().len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn auth_naming_another_room_or_user_than_its_token_is_refused() {
+    let server = TestServer::start(fast_config()).await;
+    let token = server.token("mallory", "doc-B").await;
+    let mut alice = server.join("alice", "doc-A").await.client;
+
+    for (envelope, names) in [
+        (r#""roomId":"doc-A""#, "room doc-B, not doc-A"),
+        (r#""userId":"alice""#, "user mallory, not alice"),
+        (
+            r#""userId":"mallory","roomId":"doc-A""#,
+            "room doc-B, not doc-A",
+        ),
+    ] {
+        let text = format!(r#"{{"type":"auth",{envelope},"data":{{"token":"{token}"}}}}"#);
+        let (mut client, answer) = first_answer(&server, &text).await;
+        match answer {
+            ServerMessage::Error { code, message } => {
+                assert_eq!(code, ErrorCode::Forbidden, "{text}");
+                assert!(message.contains(names), "{message:?} for {text}");
+            }
+            other => panic!("{text}: expected forbidden, got {}", peers::brief(&other)),
+        }
+        expect_close(&mut client, "mallory", 4001).await;
+    }
+    expect_silence(&mut alice, "alice").await;
+
+    // Ids that agree with the token, or none at all, let the token decide.
+    for envelope in [r#""userId":"mallory","roomId":"doc-B""#, r#""x":1"#] {
+        let text = format!(r#"{{"type":"auth",{envelope},"data":{{"token":"{token}"}}}}"#);
+        let (client, answer) = first_answer(&server, &text).await;
+        match answer {
+            ServerMessage::AuthOk { room, .. } => assert_eq!(room.room_id.as_str(), "doc-B"),
+            other => panic!("{text}: expected auth-ok, got {}", peers::brief(&other)),
+        }
+        client.close().await.unwrap();
+    }
+    server.stop().await;
+}
+
+/// A server whose sessions end when their token expires.
+async fn closing_server() -> TestServer {
+    TestServer::start_tweaked(|config| {
+        config.session_expiry = octate_transport::SessionExpiry::Close;
+    })
+    .await
+}
+
+fn refresh_text(token: &str) -> String {
+    json!({"type": "refresh", "data": {"token": token}}).to_string()
+}
+
+async fn revoke(server: &TestServer, token: &str) {
+    let resp = peers::post(
+        server.http,
+        "/api/auth/revoke",
+        &json!({"token": token}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+}
+
+#[tokio::test]
+async fn with_session_expiry_close_a_session_ends_when_its_token_expires() {
+    let server = closing_server().await;
+    let short = minted("alice", "room-1", now_ms(), Duration::from_millis(1500));
+    let mut alice = peers::join(&server.ws_url(), &short, "alice", None)
+        .await
+        .client;
+    let long = minted("bob", "room-1", now_ms(), Duration::from_secs(60));
+    let mut bob = peers::join(&server.ws_url(), &long, "bob", None)
+        .await
+        .client;
+    common::peers::expect_peer_joined(&mut alice, "alice", "bob").await;
+
+    expect_error(&mut alice, "alice", ErrorCode::TokenExpired).await;
+    expect_close(&mut alice, "alice", 4001).await;
+    common::peers::expect_peer_left(
+        &mut bob,
+        "bob",
+        "alice",
+        octate_protocol::LeaveReason::Disconnected,
+    )
+    .await;
+    common::peers::expect_host_changed(&mut bob, "bob", "bob").await;
+    expect_silence(&mut bob, "bob").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn by_default_a_session_outlives_its_token() {
+    let server = TestServer::start(fast_config()).await;
+    let short = minted("alice", "room-1", now_ms(), Duration::from_millis(300));
+    let mut alice = peers::join(&server.ws_url(), &short, "alice", None)
+        .await
+        .client;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    alice.send_text(r#"{"type":"leave-room"}"#).await.unwrap();
+    assert!(matches!(
+        next(&mut alice, "alice").await,
+        ServerMessage::RoomLeft { .. }
+    ));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refresh_moves_a_session_onto_a_new_token_of_the_same_user_and_room() {
+    let server = closing_server().await;
+    let first_expires = now_ms() + 2000;
+    let first = minted(
+        "alice",
+        "room-1",
+        first_expires - 2000,
+        Duration::from_secs(2),
+    );
+    let mut alice = peers::join(&server.ws_url(), &first, "alice", None)
+        .await
+        .client;
+
+    // Tokens for another room or user, or that do not verify, change nothing.
+    let cases = [
+        (
+            minted("alice", "room-2", now_ms(), Duration::from_secs(60)),
+            ErrorCode::Forbidden,
+        ),
+        (
+            minted("bob", "room-1", now_ms(), Duration::from_secs(60)),
+            ErrorCode::Forbidden,
+        ),
+        ("garbage".to_owned(), ErrorCode::TokenMalformed),
+        (flip_signature_char(&first), ErrorCode::TokenBadSignature),
+    ];
+    for (token, code) in &cases {
+        alice.send_text(refresh_text(token)).await.unwrap();
+        expect_error(&mut alice, "alice", *code).await;
+    }
+
+    let issued = now_ms();
+    let second = minted("alice", "room-1", issued, Duration::from_secs(60));
+    alice.send_text(refresh_text(&second)).await.unwrap();
+    match next(&mut alice, "alice").await {
+        ServerMessage::TokenRefreshed { expires_at } => assert_eq!(expires_at, issued + 60_000),
+        other => panic!(
+            "alice: expected token-refreshed, got {}",
+            peers::brief(&other)
+        ),
+    }
+    // The first token's expiry and revocation no longer concern the session.
+    revoke(&server, &first).await;
+    let past_first = (first_expires + 300).saturating_sub(now_ms());
+    tokio::time::sleep(Duration::from_millis(past_first)).await;
+    alice.send_text(r#"{"type":"leave-room"}"#).await.unwrap();
+    assert!(matches!(
+        next(&mut alice, "alice").await,
+        ServerMessage::RoomLeft { .. }
+    ));
+    // Revoking the token it runs on now ends it.
+    revoke(&server, &second).await;
+    expect_error(&mut alice, "alice", ErrorCode::TokenRevoked).await;
+    expect_close(&mut alice, "alice", 4001).await;
+    server.stop().await;
+}

@@ -224,6 +224,8 @@ impl Client {
             .send(&ClientMessage::Auth {
                 token: token.to_owned(),
                 user_name: user_name.map(str::to_owned),
+                room_id: None,
+                user_id: None,
             })
             .await?;
         let first = client.recv().await?;

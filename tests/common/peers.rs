@@ -51,6 +51,8 @@ pub async fn auth_raw(url: &str, token: &str, user_name: Option<&str>) -> (Clien
     let auth = ClientMessage::Auth {
         token: token.to_owned(),
         user_name: user_name.map(str::to_owned),
+        room_id: None,
+        user_id: None,
     };
     client.send(&auth).await.expect("auth is sent");
     let text = client.recv_text().await.expect("an answer to auth");

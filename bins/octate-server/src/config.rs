@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use octate_auth::{KeyRing, TokenAuthority};
 use octate_core::CoreConfig;
-use octate_transport::{CorsOrigins, TransportConfig};
+use octate_transport::{CorsOrigins, SessionExpiry, TransportConfig};
 
 /// Deployment mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -25,6 +25,15 @@ pub(crate) enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// What happens to an open session when its token expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SessionExpiryArg {
+    /// The session lives on: its token was checked when it authenticated.
+    Ignore,
+    /// The session is closed with `token-expired` (4001) unless it sent `refresh` first.
+    Close,
 }
 
 /// Octate: a WebRTC signaling server for peer-to-peer collaborative editing.
@@ -75,6 +84,14 @@ pub(crate) struct Config {
     /// Longest token lifetime a caller may ask for, in seconds.
     #[arg(long, env = "OCTATE_TOKEN_MAX_TTL_SECS", default_value_t = 86_400)]
     pub(crate) token_max_ttl_secs: u64,
+    /// What happens to a session when its token expires: ignore or close.
+    #[arg(
+        long,
+        env = "OCTATE_SESSION_EXPIRY",
+        value_enum,
+        default_value = "ignore"
+    )]
+    pub(crate) session_expiry: SessionExpiryArg,
     /// Admin key guarding token issuance and room create/delete (Authorization: Bearer).
     #[arg(long, env = "OCTATE_ADMIN_KEY", hide_env_values = true)]
     pub(crate) admin_key: Option<String>,
@@ -301,6 +318,10 @@ impl Config {
             cors_origins,
             admin_key: self.admin_key.clone(),
             auth_timeout: ms(self.auth_timeout_ms),
+            session_expiry: match self.session_expiry {
+                SessionExpiryArg::Ignore => SessionExpiry::Ignore,
+                SessionExpiryArg::Close => SessionExpiry::Close,
+            },
             max_message_bytes: self.max_message_bytes,
             max_body_bytes: self.max_body_bytes,
             outbound_queue_messages: self.outbound_queue_messages,
@@ -358,6 +379,17 @@ mod tests {
             "admin-key-0123456789",
         ]);
         assert!(ok.build().is_ok());
+    }
+
+    #[test]
+    fn session_expiry_defaults_to_ignore() {
+        let default = parse(&[]).build().expect("defaults are valid");
+        assert_eq!(default.transport.session_expiry, SessionExpiry::Ignore);
+        let close = parse(&["--session-expiry", "close"])
+            .build()
+            .expect("valid");
+        assert_eq!(close.transport.session_expiry, SessionExpiry::Close);
+        assert!(Config::try_parse_from(["octate-server", "--session-expiry", "later"]).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::claims::{self, Claims, MAX_TOKEN_LEN};
-use crate::{AuthError, KeyRing, RevocationList};
+use crate::{AuthError, KeyError, KeyRing, RevocationList};
 
 /// Random bytes in a token id.
 const TOKEN_ID_BYTES: usize = 16;
@@ -54,14 +54,10 @@ impl TokenAuthority {
     }
 
     /// Sets the default and maximum token lifetimes; both at least 1 ms, default ≤ max.
-    pub fn with_ttls(
-        mut self,
-        default_ttl: Duration,
-        max_ttl: Duration,
-    ) -> Result<Self, AuthError> {
+    pub fn with_ttls(mut self, default_ttl: Duration, max_ttl: Duration) -> Result<Self, KeyError> {
         let (default_ms, max_ms) = (millis(default_ttl), millis(max_ttl));
         if default_ms == 0 || default_ms > max_ms {
-            return Err(AuthError::InvalidTtl);
+            return Err(KeyError::InvalidTtl);
         }
         self.default_ttl_ms = default_ms;
         self.max_ttl_ms = max_ms;
@@ -153,8 +149,10 @@ impl TokenAuthority {
     ///
     /// Checks, in order: structure ([`AuthError::Malformed`]), key id
     /// ([`AuthError::UnknownKey`]), signature in constant time
-    /// ([`AuthError::BadSignature`]), and only then the claims: issued
-    /// beyond the clock skew ([`AuthError::NotYetValid`]), expired
+    /// ([`AuthError::BadSignature`]), and only then the claims: a lifetime
+    /// that ends before it starts ([`AuthError::InvertedLifetime`]) or is
+    /// longer than [`TokenAuthority::max_ttl`] ([`AuthError::LifetimeTooLong`]),
+    /// issued beyond the clock skew ([`AuthError::NotYetValid`]), expired
     /// ([`AuthError::Expired`], from `expires_at` on) and revoked
     /// ([`AuthError::Revoked`]).
     pub fn verify(&self, token: &str, now_ms: u64) -> Result<Claims, AuthError> {
@@ -167,6 +165,21 @@ impl TokenAuthority {
             .map_err(|_| AuthError::BadSignature)?;
         // The signature checks out: the claims can be trusted from here on.
         let claims = unverified.claims;
+        // A verify-only key may belong to an issuer with other rules: the lifetime is
+        // judged here too, so no token outlives what this server would grant.
+        if claims.expires_at <= claims.issued_at {
+            return Err(AuthError::InvertedLifetime {
+                issued_at: claims.issued_at,
+                expires_at: claims.expires_at,
+            });
+        }
+        let lifetime_ms = claims.expires_at - claims.issued_at;
+        if lifetime_ms > self.max_ttl_ms {
+            return Err(AuthError::LifetimeTooLong {
+                lifetime_ms,
+                max_ms: self.max_ttl_ms,
+            });
+        }
         if claims.issued_at.saturating_sub(self.skew_ms) > now_ms {
             return Err(AuthError::NotYetValid {
                 issued_at: claims.issued_at,
@@ -205,7 +218,8 @@ impl TokenAuthority {
 
     /// Revokes a valid token until it expires, and returns its claims.
     ///
-    /// A token that does not verify (including one already revoked) is an
+    /// Since only tokens that verify are revoked, an entry is kept at most
+    /// [`TokenAuthority::max_ttl`] plus the clock skew. A token that does not verify (including one already revoked) is an
     /// error. When the list is full, expired entries are purged first; if
     /// that frees nothing, fails with [`AuthError::RevocationListFull`].
     pub fn revoke(&mut self, token: &str, now_ms: u64) -> Result<Claims, AuthError> {
@@ -440,11 +454,11 @@ mod tests {
         let bad = |d, m| authority("k1", SECRET_A).with_ttls(d, m).err();
         assert_eq!(
             bad(Duration::ZERO, Duration::from_secs(1)),
-            Some(AuthError::InvalidTtl)
+            Some(KeyError::InvalidTtl)
         );
         assert_eq!(
             bad(Duration::from_secs(2), Duration::from_secs(1)),
-            Some(AuthError::InvalidTtl)
+            Some(KeyError::InvalidTtl)
         );
     }
 
@@ -615,6 +629,91 @@ mod tests {
         assert_eq!(auth.verify(&token, NOW), Err(AuthError::UnknownKey));
     }
 
+    /// A token with these claims signed by `auth`'s signing key, as a holder of a
+    /// verify-only key of another deployment could sign it.
+    fn signed(auth: &TokenAuthority, claims: &Claims) -> String {
+        let payload = claims::encode_payload(claims);
+        claims::assemble(&payload, auth.keys.sign(payload.as_bytes()).as_ref())
+    }
+
+    fn claims_for(issued_at: u64, expires_at: u64) -> Claims {
+        Claims {
+            token_id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+            key_id: "k1".into(),
+            user_id: "alice".into(),
+            room_id: "room-1".into(),
+            issued_at,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn lifetimes_beyond_the_maximum_or_inverted_are_refused() {
+        let auth = authority("k1", SECRET_A)
+            .with_ttls(Duration::from_secs(60), Duration::from_secs(600))
+            .expect("valid ttls");
+        let max = 600_000;
+        assert!(
+            auth.verify(&signed(&auth, &claims_for(NOW, NOW + max)), NOW)
+                .is_ok()
+        );
+        assert_eq!(
+            auth.verify(&signed(&auth, &claims_for(NOW, NOW + max + 1)), NOW),
+            Err(AuthError::LifetimeTooLong {
+                lifetime_ms: max + 1,
+                max_ms: max
+            })
+        );
+        assert_eq!(
+            auth.verify(&signed(&auth, &claims_for(NOW, u64::MAX)), NOW),
+            Err(AuthError::LifetimeTooLong {
+                lifetime_ms: u64::MAX - NOW,
+                max_ms: max
+            })
+        );
+        for exp in [NOW, NOW - 1, 0] {
+            assert_eq!(
+                auth.verify(&signed(&auth, &claims_for(NOW, exp)), NOW - 10),
+                Err(AuthError::InvertedLifetime {
+                    issued_at: NOW,
+                    expires_at: exp
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn revocations_are_kept_no_longer_than_the_longest_lifetime() {
+        let mut auth = authority("k1", SECRET_A)
+            .with_ttls(Duration::from_secs(60), Duration::from_secs(600))
+            .expect("valid ttls")
+            .with_clock_skew(Duration::ZERO);
+        let token = signed(&auth, &claims_for(NOW, NOW + 600_000));
+        auth.revoke(&token, NOW + 1).expect("valid token");
+        assert_eq!(auth.purge_revoked(NOW + 599_999), 0);
+        assert_eq!(auth.purge_revoked(NOW + 600_000), 1);
+        // A token that could outlive the maximum is never stored at all.
+        let long = signed(&auth, &claims_for(NOW, u64::MAX));
+        assert!(matches!(
+            auth.revoke(&long, NOW),
+            Err(AuthError::LifetimeTooLong { .. })
+        ));
+        assert!(auth.revocations().is_empty());
+    }
+
+    #[test]
+    fn long_token_ids_are_malformed() {
+        let auth = authority("k1", SECRET_A);
+        let mut claims = claims_for(NOW, NOW + 1000);
+        claims.token_id = "j".repeat(claims::MAX_TOKEN_ID_LEN + 1);
+        assert_eq!(
+            auth.verify(&signed(&auth, &claims), NOW),
+            Err(AuthError::Malformed("token id too long"))
+        );
+        claims.token_id = "j".repeat(claims::MAX_TOKEN_ID_LEN);
+        assert!(auth.verify(&signed(&auth, &claims), NOW).is_ok());
+    }
+
     #[test]
     fn debug_does_not_leak_secrets() {
         let auth = authority("k1", SECRET_A);
@@ -660,6 +759,30 @@ mod tests {
             };
             let forged = claims::assemble(&claims::encode_payload(&claims), &sig);
             prop_assert_eq!(auth.verify(&forged, NOW), Err(AuthError::BadSignature));
+        }
+
+        #[test]
+        fn signed_lifetimes_are_judged_against_the_maximum(
+            iat in NOW - HOUR_MS..NOW + HOUR_MS,
+            exp in prop_oneof![any::<u64>(), NOW - 2 * HOUR_MS..NOW + 50 * HOUR_MS],
+            max_hours in 1u64..48,
+        ) {
+            let auth = authority("k1", SECRET_A)
+                .with_ttls(Duration::from_secs(1), Duration::from_secs(max_hours * 3600))
+                .expect("valid ttls");
+            let max = max_hours * HOUR_MS;
+            let result = auth.verify(&signed(&auth, &claims_for(iat, exp)), NOW);
+            if exp <= iat {
+                prop_assert_eq!(result, Err(AuthError::InvertedLifetime { issued_at: iat, expires_at: exp }));
+            } else if exp - iat > max {
+                prop_assert_eq!(result, Err(AuthError::LifetimeTooLong { lifetime_ms: exp - iat, max_ms: max }));
+            } else if exp <= NOW {
+                prop_assert!(matches!(result, Err(AuthError::Expired { .. })), "{:?}", result);
+            } else if iat > NOW + millis(TokenAuthority::DEFAULT_CLOCK_SKEW) {
+                prop_assert!(matches!(result, Err(AuthError::NotYetValid { .. })), "{:?}", result);
+            } else {
+                prop_assert!(result.is_ok(), "{:?}", result);
+            }
         }
 
         #[test]

@@ -24,6 +24,11 @@ pub const TOKEN_VERSION: u8 = 1;
 /// Longest token string accepted, in bytes; longer input is refused unread.
 pub const MAX_TOKEN_LEN: usize = 2048;
 
+/// Longest token id (`jti`) accepted, in bytes; ids issued here are 22.
+///
+/// Revoked ids are stored, so their size is bounded apart from the token's.
+pub(crate) const MAX_TOKEN_ID_LEN: usize = 64;
+
 /// Length of an HMAC-SHA256 tag, in bytes.
 const TAG_LEN: usize = 32;
 
@@ -145,6 +150,9 @@ pub(crate) fn parse(token: &str) -> Result<Unverified<'_>, AuthError> {
         serde_json::from_slice(&json).map_err(|_| AuthError::Malformed("invalid claims json"))?;
     if wire.v != TOKEN_VERSION {
         return Err(AuthError::Malformed("unsupported token version"));
+    }
+    if wire.jti.len() > MAX_TOKEN_ID_LEN {
+        return Err(AuthError::Malformed("token id too long"));
     }
     Ok(Unverified {
         signed_part,

@@ -5,7 +5,7 @@ use std::fmt;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::AuthError;
+use crate::KeyError;
 
 /// Shortest secret accepted, in bytes (the HMAC-SHA256 output size).
 pub const MIN_SECRET_LEN: usize = 32;
@@ -22,12 +22,12 @@ fn is_valid_key_id(id: &str) -> bool {
 }
 
 /// Builds an HMAC-SHA256 key, refusing bad ids and short secrets.
-fn make_key(id: String, secret: &[u8]) -> Result<(String, hmac::Key), AuthError> {
+fn make_key(id: String, secret: &[u8]) -> Result<(String, hmac::Key), KeyError> {
     if !is_valid_key_id(&id) {
-        return Err(AuthError::InvalidKeyId);
+        return Err(KeyError::InvalidKeyId);
     }
     if secret.len() < MIN_SECRET_LEN {
-        return Err(AuthError::SecretTooShort { len: secret.len() });
+        return Err(KeyError::SecretTooShort { len: secret.len() });
     }
     Ok((id, hmac::Key::new(hmac::HMAC_SHA256, secret)))
 }
@@ -48,7 +48,7 @@ pub struct KeyRing {
 
 impl KeyRing {
     /// Creates a ring whose signing key is `secret` (at least 32 bytes) under `key_id`.
-    pub fn new(key_id: impl Into<String>, secret: &[u8]) -> Result<Self, AuthError> {
+    pub fn new(key_id: impl Into<String>, secret: &[u8]) -> Result<Self, KeyError> {
         let (signing_id, signing) = make_key(key_id.into(), secret)?;
         Ok(Self {
             signing_id,
@@ -61,12 +61,12 @@ impl KeyRing {
     ///
     /// For when no secret is configured: tokens then stop verifying when the
     /// process exits, and other instances cannot verify them.
-    pub fn generate() -> Result<Self, AuthError> {
+    pub fn generate() -> Result<Self, KeyError> {
         let rng = SystemRandom::new();
         let mut secret = [0u8; MIN_SECRET_LEN];
-        rng.fill(&mut secret).map_err(|_| AuthError::Random)?;
+        rng.fill(&mut secret).map_err(|_| KeyError::Random)?;
         let mut suffix = [0u8; 4];
-        rng.fill(&mut suffix).map_err(|_| AuthError::Random)?;
+        rng.fill(&mut suffix).map_err(|_| KeyError::Random)?;
         let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
         Self::new(format!("ephemeral-{hex}"), &secret)
     }
@@ -88,15 +88,15 @@ impl KeyRing {
 
     /// Adds a verify-only key, e.g. the key of another instance or a previous deployment.
     ///
-    /// Fails with [`AuthError::InvalidKeyId`] if the id is malformed or already in the ring.
+    /// Fails with [`KeyError::InvalidKeyId`] if the id is malformed or already in the ring.
     pub fn add_verifying_key(
         &mut self,
         key_id: impl Into<String>,
         secret: &[u8],
-    ) -> Result<(), AuthError> {
+    ) -> Result<(), KeyError> {
         let (id, key) = make_key(key_id.into(), secret)?;
         if self.contains(&id) {
-            return Err(AuthError::InvalidKeyId);
+            return Err(KeyError::InvalidKeyId);
         }
         self.verifying.push((id, key));
         Ok(())
@@ -104,15 +104,15 @@ impl KeyRing {
 
     /// Makes a new key the signer; the previous signer stays as a verify-only key.
     ///
-    /// Fails with [`AuthError::InvalidKeyId`] if the id is malformed or already in the ring.
+    /// Fails with [`KeyError::InvalidKeyId`] if the id is malformed or already in the ring.
     pub fn rotate(
         &mut self,
         new_key_id: impl Into<String>,
         new_secret: &[u8],
-    ) -> Result<(), AuthError> {
+    ) -> Result<(), KeyError> {
         let (id, key) = make_key(new_key_id.into(), new_secret)?;
         if self.contains(&id) {
-            return Err(AuthError::InvalidKeyId);
+            return Err(KeyError::InvalidKeyId);
         }
         let old_id = std::mem::replace(&mut self.signing_id, id);
         let old_key = std::mem::replace(&mut self.signing, key);
@@ -120,7 +120,7 @@ impl KeyRing {
         Ok(())
     }
 
-    /// Removes a verify-only key; tokens it signed then fail with [`AuthError::UnknownKey`].
+    /// Removes a verify-only key; tokens it signed then fail with [`crate::AuthError::UnknownKey`].
     ///
     /// Returns whether a key was removed. The signing key cannot be removed (rotate first).
     pub fn remove_verifying_key(&mut self, key_id: &str) -> bool {
@@ -169,21 +169,21 @@ mod tests {
     fn short_secrets_are_refused() {
         assert_eq!(
             KeyRing::new("k", &SECRET_A[..31]).err(),
-            Some(AuthError::SecretTooShort { len: 31 })
+            Some(KeyError::SecretTooShort { len: 31 })
         );
         assert_eq!(
             KeyRing::new("k", b"").err(),
-            Some(AuthError::SecretTooShort { len: 0 })
+            Some(KeyError::SecretTooShort { len: 0 })
         );
         assert!(KeyRing::new("k", SECRET_A).is_ok());
         let mut ring = KeyRing::new("k", SECRET_A).expect("valid key");
         assert_eq!(
             ring.add_verifying_key("old", &SECRET_B[..10]),
-            Err(AuthError::SecretTooShort { len: 10 })
+            Err(KeyError::SecretTooShort { len: 10 })
         );
         assert_eq!(
             ring.rotate("new", &SECRET_B[..1]),
-            Err(AuthError::SecretTooShort { len: 1 })
+            Err(KeyError::SecretTooShort { len: 1 })
         );
         assert_eq!(ring.signing_key_id(), "k");
     }
@@ -193,7 +193,7 @@ mod tests {
         for bad in ["", "has space", "dot.", "ü", &"a".repeat(33), "a/b"] {
             assert_eq!(
                 KeyRing::new(bad, SECRET_A).err(),
-                Some(AuthError::InvalidKeyId),
+                Some(KeyError::InvalidKeyId),
                 "{bad:?}"
             );
         }
@@ -207,15 +207,15 @@ mod tests {
         let mut ring = KeyRing::new("k1", SECRET_A).expect("valid key");
         assert_eq!(
             ring.add_verifying_key("k1", SECRET_B),
-            Err(AuthError::InvalidKeyId)
+            Err(KeyError::InvalidKeyId)
         );
         ring.add_verifying_key("k0", SECRET_B).expect("new id");
         assert_eq!(
             ring.add_verifying_key("k0", SECRET_B),
-            Err(AuthError::InvalidKeyId)
+            Err(KeyError::InvalidKeyId)
         );
-        assert_eq!(ring.rotate("k0", SECRET_B), Err(AuthError::InvalidKeyId));
-        assert_eq!(ring.rotate("k1", SECRET_B), Err(AuthError::InvalidKeyId));
+        assert_eq!(ring.rotate("k0", SECRET_B), Err(KeyError::InvalidKeyId));
+        assert_eq!(ring.rotate("k1", SECRET_B), Err(KeyError::InvalidKeyId));
         assert_eq!(ring.signing_key_id(), "k1");
     }
 

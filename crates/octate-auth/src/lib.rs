@@ -20,7 +20,7 @@
 //! let (token, claims) = authority.issue("alice", "room-1", None, now_ms)?;
 //! assert_eq!(authority.verify_for(&token, "alice", "room-1", now_ms + 1)?, claims);
 //! assert_eq!(authority.verify_for(&token, "bob", "room-1", now_ms), Err(AuthError::WrongUser));
-//! # Ok::<(), AuthError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 #![forbid(unsafe_code)]
@@ -34,6 +34,6 @@ mod revocation;
 
 pub use authority::TokenAuthority;
 pub use claims::{Claims, MAX_TOKEN_LEN, TOKEN_VERSION};
-pub use error::AuthError;
+pub use error::{AuthError, KeyError};
 pub use keys::{KeyRing, MAX_KEY_ID_LEN, MIN_SECRET_LEN};
 pub use revocation::{DEFAULT_REVOCATION_CAPACITY, RevocationList};

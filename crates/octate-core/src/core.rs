@@ -355,7 +355,10 @@ impl Core {
                     }
                 })
             }
-            ClientMessage::Heartbeat | ClientMessage::Pong => Ok(()),
+            // The transport answers `refresh` itself: here it only counts as liveness.
+            ClientMessage::Heartbeat | ClientMessage::Pong | ClientMessage::Refresh { .. } => {
+                Ok(())
+            }
         };
         if let Err(err) = result {
             self.send_error(conn, err.code(), err.to_string());

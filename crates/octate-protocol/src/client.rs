@@ -62,6 +62,15 @@ pub enum ClientMessage {
         token: String,
         /// Display name to show other peers.
         user_name: Option<String>,
+        /// The envelope's `roomId`: the room the client expects; must be the token's.
+        room_id: Option<RoomId>,
+        /// The envelope's `userId`: the user the client expects; must be the token's.
+        user_id: Option<UserId>,
+    },
+    /// `refresh`: a new token for the same user and room, to outlive the first one.
+    Refresh {
+        /// The new token string (`data.token`).
+        token: String,
     },
     /// `create-room`: join the token's room, which must not exist yet.
     CreateRoom {
@@ -110,6 +119,11 @@ pub enum ClientMessage {
 struct AuthData {
     token: Option<String>,
     user_name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RefreshData {
+    token: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -263,8 +277,10 @@ impl ClientMessage {
     ///
     /// `max_len` bounds the input. The input must be UTF-8, a JSON object, and nest no
     /// deeper than [`MAX_NESTING_DEPTH`](crate::MAX_NESTING_DEPTH). The `userId` field is
-    /// ignored whatever its value, because identity comes from the verified token; so is
-    /// `roomId` on messages other than `create-room` and `join-room`.
+    /// ignored whatever its value on messages other than `auth`, because identity comes
+    /// from the verified token; so is `roomId` on messages other than `auth`,
+    /// `create-room` and `join-room`. On `auth`, both are what the client expects the
+    /// token to say, checked against it once verified.
     pub fn decode(bytes: &[u8], max_len: usize) -> Result<Self, ProtocolError> {
         check_len(bytes.len(), max_len)?;
         Self::decode_text(utf8(bytes)?)
@@ -292,6 +308,14 @@ impl ClientMessage {
                 Self::Auth {
                     token,
                     user_name: clean_name(data.user_name),
+                    room_id: env.room_id()?,
+                    user_id: env.user_id()?,
+                }
+            }
+            "refresh" => {
+                let data: RefreshData = parse_optional_data(env.data)?;
+                Self::Refresh {
+                    token: data.token.ok_or(ProtocolError::MissingField("token"))?,
                 }
             }
             "create-room" => {
@@ -365,6 +389,7 @@ impl ClientMessage {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Auth { .. } => "auth",
+            Self::Refresh { .. } => "refresh",
             Self::CreateRoom { .. } => "create-room",
             Self::JoinRoom { .. } => "join-room",
             Self::LeaveRoom => "leave-room",
@@ -396,10 +421,23 @@ impl ClientMessage {
         }
         let kind = self.kind();
         match self {
-            Self::Auth { token, user_name } => OutEnvelope::new(kind)
+            Self::Auth {
+                token,
+                user_name,
+                room_id,
+                user_id,
+            } => OutEnvelope::new(kind)
+                .user(user_id.as_ref())
+                .room(room_id.as_ref())
                 .data(&AuthOut {
                     token,
                     user_name: user_name.as_deref(),
+                })
+                .to_string(),
+            Self::Refresh { token } => OutEnvelope::new(kind)
+                .data(&AuthOut {
+                    token,
+                    user_name: None,
                 })
                 .to_string(),
             Self::CreateRoom {

@@ -119,6 +119,8 @@ pub enum ErrorCode {
     TokenExpired,
     /// The token is not valid yet.
     TokenNotYetValid,
+    /// The token's lifetime is longer than the server grants, or ends before it starts.
+    TokenBadLifetime,
     /// The token was issued to another user.
     TokenWrongUser,
     /// The token authorizes another room.
@@ -179,6 +181,7 @@ impl ErrorCode {
             Self::TokenBadSignature => "token-bad-signature",
             Self::TokenExpired => "token-expired",
             Self::TokenNotYetValid => "token-not-yet-valid",
+            Self::TokenBadLifetime => "token-bad-lifetime",
             Self::TokenWrongUser => "token-wrong-user",
             Self::TokenWrongRoom => "token-wrong-room",
             Self::TokenRevoked => "token-revoked",
@@ -217,6 +220,7 @@ impl ErrorCode {
         Self::TokenBadSignature,
         Self::TokenExpired,
         Self::TokenNotYetValid,
+        Self::TokenBadLifetime,
         Self::TokenWrongUser,
         Self::TokenWrongRoom,
         Self::TokenRevoked,
@@ -448,7 +452,7 @@ mod tests {
         wire.sort_unstable();
         wire.dedup();
         assert_eq!(wire.len(), n);
-        assert_eq!(n, 33);
+        assert_eq!(n, 34);
     }
 
     #[test]

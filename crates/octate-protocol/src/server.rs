@@ -120,6 +120,11 @@ pub enum ServerMessage {
     },
     /// `heartbeat`: answer with `pong` (any message also counts).
     Heartbeat,
+    /// `token-refreshed`: the session now runs on the token sent with `refresh`.
+    TokenRefreshed {
+        /// When the new token expires, in Unix milliseconds.
+        expires_at: u64,
+    },
     /// `error`: a request failed; the connection stays open unless a close follows.
     Error {
         /// Stable machine-readable code.
@@ -150,6 +155,12 @@ struct HostData<U, S> {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefreshedData {
+    expires_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
 struct ReasonData {
     reason: RoomCloseReason,
 }
@@ -177,6 +188,7 @@ impl ServerMessage {
             Self::Signal { kind, .. } => kind.as_str(),
             Self::Update { kind, .. } => kind.as_str(),
             Self::Heartbeat => "heartbeat",
+            Self::TokenRefreshed { .. } => "token-refreshed",
             Self::Error { .. } => "error",
         }
     }
@@ -240,6 +252,11 @@ impl ServerMessage {
                 .data(data)
                 .to_vec_sized(data.get().len()),
             Self::Heartbeat => OutEnvelope::<()>::new(kind).to_vec(),
+            Self::TokenRefreshed { expires_at } => OutEnvelope::new(kind)
+                .data(&RefreshedData {
+                    expires_at: *expires_at,
+                })
+                .to_vec(),
             Self::Error { code, message } => OutEnvelope::new(kind)
                 .data(&ErrorBody {
                     code: *code,
@@ -325,6 +342,9 @@ impl ServerMessage {
                 data: RawJson::from_raw(data()?),
             },
             "heartbeat" => Self::Heartbeat,
+            "token-refreshed" => Self::TokenRefreshed {
+                expires_at: parse::<RefreshedData>(data()?)?.expires_at,
+            },
             "error" => {
                 let d: ErrorBody = parse(data()?)?;
                 Self::Error {

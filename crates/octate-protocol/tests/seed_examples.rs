@@ -66,14 +66,13 @@ fn seed_auth_with_token_in_data() {
         msg,
         ClientMessage::Auth {
             token: "dG9rZW4".into(),
-            user_name: None
+            user_name: None,
+            room_id: Some(RoomId::new("room456").unwrap()),
+            user_id: Some(UserId::new("user123").unwrap()),
         }
     );
-    // userId/roomId are not part of the message: identity comes from the token.
-    assert_eq!(
-        value(&msg.encode()),
-        value(r#"{"type":"auth","data":{"token":"dG9rZW4"}}"#)
-    );
+    // userId/roomId are what the client expects; the server checks them against the token.
+    assert_eq!(value(&msg.encode()), value(text));
 }
 
 #[test]
@@ -84,12 +83,16 @@ fn seed_auth_with_token_at_top_level() {
         msg,
         ClientMessage::Auth {
             token: "dG9rZW4".into(),
-            user_name: None
+            user_name: None,
+            room_id: Some(RoomId::new("room456").unwrap()),
+            user_id: Some(UserId::new("user123").unwrap()),
         }
     );
     assert_eq!(
         value(&msg.encode()),
-        value(r#"{"type":"auth","data":{"token":"dG9rZW4"}}"#)
+        value(
+            r#"{"type":"auth","userId":"user123","roomId":"room456","data":{"token":"dG9rZW4"}}"#
+        )
     );
 }
 
@@ -187,6 +190,16 @@ fn seed_cursor_update() {
     let text = r#"{"type":"cursor-update","userId":"alice","roomId":"room456","data":{"line":42,"column":7}}"#;
     let msg = decode(text);
     assert_eq!(relayed(msg, "alice", "room456"), value(text));
+}
+
+#[test]
+fn token_refreshed_is_exact() {
+    let msg = ServerMessage::TokenRefreshed {
+        expires_at: 1_700_000_060_000,
+    };
+    let text = r#"{"type":"token-refreshed","data":{"expiresAt":1700000060000}}"#;
+    assert_eq!(String::from_utf8(msg.encode()).unwrap(), text);
+    assert_eq!(ServerMessage::decode(text.as_bytes()).unwrap(), msg);
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use octate_auth::TokenAuthority;
+use octate_auth::{AuthError, Claims, TokenAuthority};
 use octate_core::{ClusterEvent, ClusterMember, ConnId, Core, MemoryLevel, NodeId, Output};
 use octate_protocol::{CloseCode, ErrorCode, RoomId, ServerMessage, UnixMillis};
 use parking_lot::{Mutex, RwLock};
@@ -20,32 +20,64 @@ use crate::heap::{HeapProbe, HeapSample};
 use crate::limits::PerAddress;
 use crate::metrics::Metrics;
 use crate::registry::{Outbound, Push, Registry};
+use crate::tokens::SessionTokens;
 
-/// Converts between the tokio clock and the core's Unix milliseconds.
+/// A source of wall-clock time, in Unix milliseconds (quinn's `TimeSource`, for wall time).
+pub(crate) trait WallClock: Send + Sync + std::fmt::Debug {
+    /// Now, as the wall clock says: it may jump when the system clock is set.
+    fn unix_ms(&self) -> UnixMillis;
+}
+
+/// The system's wall clock.
+#[derive(Debug)]
+struct SystemWallClock;
+
+impl WallClock for SystemWallClock {
+    fn unix_ms(&self) -> UnixMillis {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// Time for timers and for tokens.
 ///
-/// Reads tokio's clock, so paused-time tests steer the core too.
-#[derive(Debug, Clone, Copy)]
+/// Timers run on tokio's monotonic clock, mapped onto Unix milliseconds from the
+/// wall time at start, so paused-time tests steer the core too and a stepped
+/// system clock never moves a deadline. Token times (`iat`, `exp`) are judged
+/// against the wall clock read at each check, so a server started before its
+/// clock was set judges tokens right once it is.
+#[derive(Debug, Clone)]
 pub(crate) struct Clock {
     base: Instant,
     base_unix_ms: UnixMillis,
+    wall: Arc<dyn WallClock>,
 }
 
 impl Clock {
     fn new() -> Self {
-        let base_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+        Self::with_wall(Arc::new(SystemWallClock))
+    }
+
+    /// A clock whose wall time comes from `wall`; timers start at its current reading.
+    pub(crate) fn with_wall(wall: Arc<dyn WallClock>) -> Self {
         Self {
             base: Instant::now(),
-            base_unix_ms,
+            base_unix_ms: wall.unix_ms(),
+            wall,
         }
     }
 
-    /// Now, in Unix milliseconds, advancing monotonically.
+    /// Now, in Unix milliseconds, advancing monotonically: for timers and the core.
     pub(crate) fn now_ms(&self) -> UnixMillis {
         let elapsed = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.base_unix_ms.saturating_add(elapsed)
+    }
+
+    /// Now, as the wall clock says, read afresh: for token times.
+    pub(crate) fn wall_ms(&self) -> UnixMillis {
+        self.wall.unix_ms()
     }
 
     /// The tokio instant at which the Unix time `at` is reached.
@@ -78,6 +110,8 @@ pub struct App {
     pub(crate) per_address: PerAddress,
     /// The admin key, when one is configured.
     pub(crate) admin_key: Option<AdminKey>,
+    /// Which open session runs on which token, for revocation and expiry.
+    pub(crate) tokens: Arc<SessionTokens>,
     memory_level: AtomicU8,
     started: Instant,
     /// The rest of the cluster, when this server is one node of several.
@@ -108,7 +142,16 @@ impl App {
         authority: TokenAuthority,
         heap: Box<dyn HeapProbe>,
     ) -> Arc<Self> {
-        let clock = Clock::new();
+        Self::with_clock(config, authority, heap, Clock::new())
+    }
+
+    /// Builds the shared state of a server that reads time from `clock`.
+    pub(crate) fn with_clock(
+        config: TransportConfig,
+        authority: TokenAuthority,
+        heap: Box<dyn HeapProbe>,
+        clock: Clock,
+    ) -> Arc<Self> {
         let core = Core::new(config.core.clone(), clock.now_ms());
         Self::build(config, authority, heap, clock, core)
     }
@@ -148,6 +191,7 @@ impl App {
             ws_slots: std::sync::atomic::AtomicUsize::new(0),
             per_address: PerAddress::default(),
             admin_key,
+            tokens: Arc::default(),
             memory_level: AtomicU8::new(0),
             started: Instant::now(),
             cluster: OnceLock::new(),
@@ -304,5 +348,36 @@ impl App {
     /// Whether shutdown has begun.
     pub(crate) fn stopping(&self) -> bool {
         *self.stop.borrow()
+    }
+
+    /// Revokes a token and ends every open session that runs on it; returns its claims.
+    pub(crate) fn revoke_token(&self, token: &str) -> Result<Claims, AuthError> {
+        let claims = self.auth.write().revoke(token, self.clock.wall_ms())?;
+        let conns = self.tokens.take_token(&claims.token_id);
+        if !conns.is_empty() {
+            info!(sessions = conns.len(), "revoked token ends its sessions");
+            self.end_sessions(&conns, ErrorCode::TokenRevoked, "token was revoked");
+        }
+        Ok(claims)
+    }
+
+    /// Forgets revocations of tokens expired by the wall clock; returns how many.
+    pub(crate) fn purge_revoked_tokens(&self) -> usize {
+        self.auth.write().purge_revoked(self.clock.wall_ms())
+    }
+
+    /// Sends `error` `code` to each connection, closes it with 4001 and tells the core
+    /// at once, so its room sees it leave without waiting for the socket to drain.
+    pub(crate) fn end_sessions(&self, conns: &[ConnId], code: ErrorCode, message: &str) {
+        for &conn in conns {
+            self.send_error(conn, code, message);
+            self.close(conn, CloseCode::AuthFailed);
+        }
+        // The sessions report their own end later; the core has forgotten them by then.
+        self.drive(|core, now| {
+            for &conn in conns {
+                core.handle_disconnect(now, conn);
+            }
+        });
     }
 }

@@ -39,6 +39,9 @@ pub(crate) fn auth_error_code(err: &AuthError) -> ErrorCode {
         AuthError::BadSignature => ErrorCode::TokenBadSignature,
         AuthError::Expired { .. } => ErrorCode::TokenExpired,
         AuthError::NotYetValid { .. } => ErrorCode::TokenNotYetValid,
+        AuthError::LifetimeTooLong { .. } | AuthError::InvertedLifetime { .. } => {
+            ErrorCode::TokenBadLifetime
+        }
         AuthError::WrongUser => ErrorCode::TokenWrongUser,
         AuthError::WrongRoom => ErrorCode::TokenWrongRoom,
         AuthError::Revoked => ErrorCode::TokenRevoked,
@@ -71,6 +74,14 @@ mod tests {
             AuthError::NotYetValid {
                 issued_at: 2,
                 now: 1,
+            },
+            AuthError::LifetimeTooLong {
+                lifetime_ms: 2,
+                max_ms: 1,
+            },
+            AuthError::InvertedLifetime {
+                issued_at: 2,
+                expires_at: 1,
             },
             AuthError::WrongUser,
             AuthError::WrongRoom,

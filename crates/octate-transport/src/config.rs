@@ -39,6 +39,17 @@ impl CorsOrigins {
     }
 }
 
+/// What happens to an open session when the token it authenticated with expires.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SessionExpiry {
+    /// The session lives on: its token was checked when it authenticated.
+    #[default]
+    Ignore,
+    /// The session is closed with `token-expired` (4001) at expiry, unless a
+    /// `refresh` message gave it a newer token.
+    Close,
+}
+
 /// Settings of the transport; [`Default`] gives the documented defaults.
 #[derive(Clone, Debug)]
 pub struct TransportConfig {
@@ -50,6 +61,8 @@ pub struct TransportConfig {
     pub admin_key: Option<String>,
     /// Time a new WebSocket has to send `auth`.
     pub auth_timeout: Duration,
+    /// What happens to a session when its token expires.
+    pub session_expiry: SessionExpiry,
     /// Largest WebSocket message (after reassembly of fragments), in bytes.
     pub max_message_bytes: usize,
     /// Largest HTTP request body, in bytes.
@@ -85,6 +98,7 @@ impl Default for TransportConfig {
             cors_origins: CorsOrigins::Any,
             admin_key: None,
             auth_timeout: Duration::from_secs(10),
+            session_expiry: SessionExpiry::Ignore,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_body_bytes: 64 * 1024,
             outbound_queue_messages: 256,

@@ -374,7 +374,7 @@ async fn issue_token(app: &App, req: Request<Incoming>) -> Response<Body> {
         Err(resp) => return resp,
     };
     let ttl = body.ttl_seconds.map(std::time::Duration::from_secs);
-    let now = app.clock.now_ms();
+    let now = app.clock.wall_ms();
     let issued = app
         .auth
         .read()
@@ -402,7 +402,7 @@ async fn validate_token(app: &App, req: Request<Incoming>) -> Response<Body> {
         Ok(body) => body,
         Err(resp) => return resp,
     };
-    let now = app.clock.now_ms();
+    let now = app.clock.wall_ms();
     let result = app
         .auth
         .read()
@@ -425,8 +425,7 @@ async fn revoke_token(app: &App, req: Request<Incoming>) -> Response<Body> {
         Ok(body) => body,
         Err(resp) => return resp,
     };
-    let now = app.clock.now_ms();
-    let result = app.auth.write().revoke(&body.token, now);
+    let result = app.revoke_token(&body.token);
     match result {
         Ok(_) => json(StatusCode::OK, &SuccessResponse { success: true }),
         Err(octate_auth::AuthError::RevocationListFull) => error(

@@ -24,12 +24,13 @@ mod server;
 mod session;
 mod static_files;
 mod timers;
+mod tokens;
 mod wire;
 mod writer;
 
 pub use app::App;
 pub use cluster::{ClusterLink, ClusterStats, LinkError, LinkFuture};
-pub use config::{CorsOrigins, TransportConfig};
+pub use config::{CorsOrigins, SessionExpiry, TransportConfig};
 pub use error::TransportError;
 pub use heap::{HeapProbe, HeapSample, RssProbe, rss_bytes};
 pub use http::Listener;

@@ -29,9 +29,9 @@ use tracing::{debug, info};
 
 use crate::app::App;
 use crate::assemble::{AssembleError, Assembler, Message};
-use crate::auth::auth_error_code;
 use crate::limits::{MessageRate, Verdict};
 use crate::registry::Outbound;
+use crate::tokens::{self, TokenLease};
 use crate::wire::{self, FrameError, FrameReader, OpCode};
 use crate::writer::Writer;
 
@@ -88,6 +88,7 @@ pub(crate) async fn run(
         app: app.clone(),
         conn,
         identity: None,
+        token: None,
     };
     let mut reader = Reader {
         frames: FrameReader::new(app.config.max_message_bytes),
@@ -296,6 +297,8 @@ struct Session {
     app: Arc<App>,
     conn: ConnId,
     identity: Option<Identity>,
+    /// The token the session runs on, held for revocation and expiry.
+    token: Option<TokenLease>,
     rate: MessageRate,
 }
 
@@ -376,11 +379,21 @@ impl Session {
                 return None;
             }
         };
-        if self.identity.is_some() {
+        if let Some(identity) = &self.identity {
+            if let ClientMessage::Refresh { token } = msg {
+                let goes_on = tokens::refresh(app, conn, identity, &token);
+                return (!goes_on).then_some(End::Closed(CloseCode::AuthFailed));
+            }
             app.drive(|core, now| core.handle_message(now, conn, msg));
             return None;
         }
-        let ClientMessage::Auth { token, user_name } = msg else {
+        let ClientMessage::Auth {
+            token,
+            user_name,
+            room_id,
+            user_id,
+        } = msg
+        else {
             app.send_error(
                 conn,
                 ErrorCode::NotAuthenticated,
@@ -388,10 +401,11 @@ impl Session {
             );
             return None;
         };
-        match self.verify(&token) {
-            Ok(identity) => {
+        match self.verify(&token, room_id.as_ref(), user_id.as_ref()) {
+            Ok((identity, lease)) => {
                 debug!(%conn, user = %identity.user_id, room = %identity.room_id, "authenticated");
                 self.identity = Some(identity.clone());
+                self.token = Some(lease);
                 app.drive(|core, now| core.handle_authenticated(now, conn, identity, user_name));
                 None
             }
@@ -403,26 +417,13 @@ impl Session {
         }
     }
 
-    fn verify(&self, token: &str) -> Result<Identity, (ErrorCode, String)> {
-        let now = self.app.clock.now_ms();
-        let claims = self
-            .app
-            .auth
-            .read()
-            .verify(token, now)
-            .map_err(|e| (auth_error_code(&e), e.to_string()))?;
-        let user_id = UserId::new(claims.user_id).map_err(|_| {
-            (
-                ErrorCode::TokenMalformed,
-                "token user id is invalid".to_owned(),
-            )
-        })?;
-        let room_id = RoomId::new(claims.room_id).map_err(|_| {
-            (
-                ErrorCode::TokenMalformed,
-                "token room id is invalid".to_owned(),
-            )
-        })?;
-        Ok(Identity { user_id, room_id })
+    /// Verifies the token of `auth` and checks it against the ids the client named.
+    fn verify(
+        &self,
+        token: &str,
+        room_id: Option<&RoomId>,
+        user_id: Option<&UserId>,
+    ) -> Result<(Identity, TokenLease), (ErrorCode, String)> {
+        tokens::authenticate(&self.app, self.conn, token, room_id, user_id)
     }
 }

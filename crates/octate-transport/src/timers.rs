@@ -24,8 +24,7 @@ pub(crate) async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         let now = Instant::now();
         if now >= next_core {
             app.drive(|core, now| core.handle_timeout(now));
-            let now_ms = app.clock.now_ms();
-            app.auth.write().purge_revoked(now_ms);
+            app.purge_revoked_tokens();
         }
         if now >= next_memory {
             next_memory = now + app.config.memory_check_interval;

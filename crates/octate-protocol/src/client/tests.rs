@@ -33,7 +33,9 @@ fn auth_token_in_data() {
         ok(r#"{"type":"auth","data":{"token":"t.k.n"}}"#),
         ClientMessage::Auth {
             token: "t.k.n".into(),
-            user_name: None
+            user_name: None,
+            room_id: None,
+            user_id: None,
         }
     );
 }
@@ -44,9 +46,85 @@ fn auth_token_at_top_level() {
         ok(r#"{"type":"auth","token":"abc","userId":"u1","roomId":"r1"}"#),
         ClientMessage::Auth {
             token: "abc".into(),
-            user_name: None
+            user_name: None,
+            room_id: Some(RoomId::new("r1").unwrap()),
+            user_id: Some(UserId::new("u1").unwrap()),
         }
     );
+}
+
+#[test]
+fn auth_envelope_ids_are_kept_and_validated() {
+    let msg = ok(r#"{"type":"auth","roomId":"doc-A","data":{"token":"t"}}"#);
+    assert_eq!(
+        msg,
+        ClientMessage::Auth {
+            token: "t".into(),
+            user_name: None,
+            room_id: Some(RoomId::new("doc-A").unwrap()),
+            user_id: None,
+        }
+    );
+    // They travel in the envelope, where a client puts them.
+    assert_eq!(
+        msg.encode(),
+        r#"{"type":"auth","roomId":"doc-A","data":{"token":"t"}}"#
+    );
+    let null_ids = ok(r#"{"type":"auth","userId":null,"roomId":null,"data":{"token":"t"}}"#);
+    assert!(matches!(
+        null_ids,
+        ClientMessage::Auth {
+            room_id: None,
+            user_id: None,
+            ..
+        }
+    ));
+    for (text, field) in [
+        (
+            r#"{"type":"auth","userId":42,"data":{"token":"t"}}"#,
+            "userId",
+        ),
+        (
+            r#"{"type":"auth","roomId":["r"],"data":{"token":"t"}}"#,
+            "roomId",
+        ),
+        (
+            r#"{"type":"auth","roomId":"has space","data":{"token":"t"}}"#,
+            "roomId",
+        ),
+    ] {
+        assert!(
+            matches!(err(text), ProtocolError::InvalidField { field: f, .. } if f == field),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn refresh_carries_a_token_in_data() {
+    let msg = ok(r#"{"type":"refresh","data":{"token":"new.tok"}}"#);
+    assert_eq!(
+        msg,
+        ClientMessage::Refresh {
+            token: "new.tok".into()
+        }
+    );
+    assert_eq!(msg.kind(), "refresh");
+    assert_eq!(
+        msg.encode(),
+        r#"{"type":"refresh","data":{"token":"new.tok"}}"#
+    );
+    for text in [
+        r#"{"type":"refresh"}"#,
+        r#"{"type":"refresh","data":{}}"#,
+        r#"{"type":"refresh","token":"top","data":null}"#,
+    ] {
+        assert_eq!(err(text), ProtocolError::MissingField("token"), "{text}");
+    }
+    assert!(matches!(
+        err(r#"{"type":"refresh","data":{"token":1}}"#),
+        ProtocolError::InvalidShape(_)
+    ));
 }
 
 #[test]
@@ -56,7 +134,9 @@ fn auth_data_token_wins_over_top_level() {
         msg,
         ClientMessage::Auth {
             token: "inner".into(),
-            user_name: Some("Al".into())
+            user_name: Some("Al".into()),
+            room_id: None,
+            user_id: None,
         }
     );
 }
@@ -131,7 +211,9 @@ fn names_are_cleaned() {
         msg,
         ClientMessage::Auth {
             token: "t".into(),
-            user_name: Some("Alice".into())
+            user_name: Some("Alice".into()),
+            room_id: None,
+            user_id: None,
         }
     );
     let long = "é".repeat(MAX_NAME_CHARS + 10);
@@ -149,7 +231,9 @@ fn names_are_cleaned() {
             msg,
             ClientMessage::Auth {
                 token: "t".into(),
-                user_name: None
+                user_name: None,
+                room_id: None,
+                user_id: None,
             },
             "{empty:?}"
         );
@@ -774,10 +858,17 @@ fn every_client_message() -> Vec<ClientMessage> {
         ClientMessage::Auth {
             token: "tok".into(),
             user_name: None,
+            room_id: None,
+            user_id: None,
         },
         ClientMessage::Auth {
             token: "tok".into(),
             user_name: Some("Alice".into()),
+            room_id: Some(RoomId::new("room-1").unwrap()),
+            user_id: Some(UserId::new("alice").unwrap()),
+        },
+        ClientMessage::Refresh {
+            token: "tok".into(),
         },
         ClientMessage::CreateRoom {
             room_id: Some(RoomId::new("room-1").unwrap()),

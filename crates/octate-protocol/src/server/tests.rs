@@ -98,6 +98,9 @@ fn every_server_message() -> Vec<ServerMessage> {
             data: raw(r#"{"line":1,"column":2}"#),
         },
         ServerMessage::Heartbeat,
+        ServerMessage::TokenRefreshed {
+            expires_at: 1_700_000_060_000,
+        },
     ];
     for reason in [
         LeaveReason::Left,
@@ -132,7 +135,7 @@ fn every_server_message() -> Vec<ServerMessage> {
 #[test]
 fn every_variant_round_trips() {
     let msgs = every_server_message();
-    assert_eq!(msgs.len(), 11 + 5 + 4 + ErrorCode::ALL.len());
+    assert_eq!(msgs.len(), 12 + 5 + 4 + ErrorCode::ALL.len());
     for msg in msgs {
         let bytes = msg.encode();
         let text = std::str::from_utf8(&bytes).unwrap();
