@@ -1,4 +1,4 @@
-//! Maps token errors onto wire error codes.
+//! The admin key, the `Authorization: Bearer` header, and token errors as wire codes.
 
 use octate_auth::AuthError;
 use octate_protocol::ErrorCode;
@@ -30,6 +30,11 @@ impl std::fmt::Debug for AdminKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AdminKey(..)")
     }
+}
+
+/// The credentials of an `Authorization: Bearer <credentials>` header value, if it is one.
+pub(crate) fn bearer_token(authorization: &str) -> Option<&str> {
+    authorization.strip_prefix("Bearer ").map(str::trim)
 }
 
 /// The wire code for a token error.

@@ -21,7 +21,6 @@ mod metrics;
 mod registry;
 mod server;
 mod session;
-mod static_files;
 mod timers;
 mod wire;
 mod writer;
