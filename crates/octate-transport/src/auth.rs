@@ -33,8 +33,12 @@ impl std::fmt::Debug for AdminKey {
 }
 
 /// The credentials of an `Authorization: Bearer <credentials>` header value, if it is one.
+///
+/// The scheme matches in any case (RFC 9110 §11.1) and is followed by one or more spaces.
 pub(crate) fn bearer_token(authorization: &str) -> Option<&str> {
-    authorization.strip_prefix("Bearer ").map(str::trim)
+    let (scheme, credentials) = authorization.split_once(' ')?;
+    let credentials = credentials.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
 }
 
 /// The wire code for a token error.
@@ -62,6 +66,30 @@ mod tests {
         assert!(key.matches("s3cret-admin-key"));
         assert!(!key.matches("s3cret-admin-kez"));
         assert!(!key.matches(""));
+    }
+
+    #[test]
+    fn bearer_scheme_matches_in_any_case() {
+        for header in [
+            "Bearer k",
+            "bearer k",
+            "BEARER k",
+            "bEaReR   k",
+            "Bearer k ",
+        ] {
+            assert_eq!(bearer_token(header), Some("k"), "{header:?}");
+        }
+        for header in [
+            "Basic k",
+            "Bearerk",
+            "Bearers k",
+            "Bearer",
+            "Bearer  ",
+            "k",
+            "",
+        ] {
+            assert_eq!(bearer_token(header), None, "{header:?}");
+        }
     }
 
     #[test]

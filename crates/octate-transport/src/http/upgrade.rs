@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use octate_protocol::ErrorCode;
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::body::Body;
-use super::response::{error, origin_refused};
+use super::response::{error, method_not_allowed, origin_refused};
 use crate::app::App;
 use crate::session;
 
@@ -24,6 +24,10 @@ pub(super) fn upgrade(
     origin: Option<&str>,
     remote: IpAddr,
 ) -> Response<Body> {
+    // RFC 6455 §4.1: "The method of the request MUST be GET".
+    if req.method() != Method::GET {
+        return method_not_allowed("GET", "a WebSocket upgrade must use GET");
+    }
     if app.stopping() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
