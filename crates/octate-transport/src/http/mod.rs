@@ -46,7 +46,11 @@ pub(crate) async fn route(
     remote: IpAddr,
 ) -> Result<Response<Body>, Infallible> {
     app.metrics.http_requests.inc();
-    let origin = cors::request_origin(req.headers());
+    let Ok(origin) = cors::request_origin(req.headers()) else {
+        return Ok(response::origin_refused(
+            "the Origin header is not an origin",
+        ));
+    };
     let mut resp = if req.method() == Method::OPTIONS {
         cors::preflight(
             &app,
