@@ -58,10 +58,16 @@ pub(crate) struct Config {
     /// Serve signaling only at /ws on the HTTP port, with no separate signaling listener.
     #[arg(long, env = "OCTATE_NO_SIGNALING_PORT", default_value_t = false)]
     pub(crate) no_signaling_port: bool,
-    /// Comma-separated browser origins allowed by CORS and on WebSocket upgrades; `*` allows any.
+    /// Comma-separated browser origins allowed by CORS and on WebSocket upgrades; `*` allows any
+    /// (refused in production unless --allow-any-origin).
     #[arg(long, env = "CORS_ORIGINS", default_value = "*")]
     pub(crate) cors_origins: String,
-    /// development or production; production requires a token secret and an admin key.
+    /// Let production run with CORS_ORIGINS=*, so that any web page may call the API and open
+    /// WebSockets.
+    #[arg(long, env = "OCTATE_ALLOW_ANY_ORIGIN", default_value_t = false)]
+    pub(crate) allow_any_origin: bool,
+    /// development or production; production requires a token secret, an admin key and an
+    /// origin list.
     #[arg(
         long = "env",
         env = "OCTATE_ENV",
@@ -296,8 +302,16 @@ impl Config {
         }
         let cors_origins = CorsOrigins::parse(&self.cors_origins);
         if production && cors_origins == CorsOrigins::Any {
-            warnings
-                .push("CORS_ORIGINS is * in production: any web page may call this server".into());
+            if !self.allow_any_origin {
+                return Err("CORS_ORIGINS is * (any web page may call this server), which \
+                    OCTATE_ENV=production refuses: set CORS_ORIGINS to your app's origins, or \
+                    OCTATE_ALLOW_ANY_ORIGIN=true (--allow-any-origin) to allow any origin on purpose"
+                    .into());
+            }
+            warnings.push(
+                "CORS_ORIGINS is * in production (OCTATE_ALLOW_ANY_ORIGIN): any web page may call this server"
+                    .into(),
+            );
         }
         let core = CoreConfig {
             heartbeat_interval: ms(self.heartbeat_interval_ms),
@@ -377,6 +391,8 @@ mod tests {
             secret,
             "--admin-key",
             "admin-key-0123456789",
+            "--cors-origins",
+            "https://app.example.com",
         ]);
         assert!(ok.build().is_ok());
     }
@@ -390,6 +406,40 @@ mod tests {
             .expect("valid");
         assert_eq!(close.transport.session_expiry, SessionExpiry::Close);
         assert!(Config::try_parse_from(["octate-server", "--session-expiry", "later"]).is_err());
+    }
+
+    #[test]
+    fn production_refuses_any_origin_unless_allowed() {
+        let production = [
+            "--env",
+            "production",
+            "--token-secret",
+            "0123456789abcdef0123456789abcdef",
+            "--admin-key",
+            "admin-key-0123456789",
+        ];
+        let err = parse(&production)
+            .build()
+            .err()
+            .expect("any origin refused");
+        assert!(err.contains("CORS_ORIGINS"), "{err}");
+        assert!(err.contains("OCTATE_ALLOW_ANY_ORIGIN"), "{err}");
+        let star = [&production[..], &["--cors-origins", "https://a.test, *"]].concat();
+        assert!(
+            parse(&star).build().is_err(),
+            "a * in the list is any origin"
+        );
+
+        let allowed = [&production[..], &["--allow-any-origin"]].concat();
+        let built = parse(&allowed).build().expect("allowed on purpose");
+        assert_eq!(built.transport.cors_origins, CorsOrigins::Any);
+        assert!(
+            built.warnings.iter().any(|w| w.contains("CORS_ORIGINS")),
+            "{:?}",
+            built.warnings
+        );
+        // Development keeps `*` as its default, with no flag needed.
+        assert!(parse(&[]).build().is_ok());
     }
 
     #[test]

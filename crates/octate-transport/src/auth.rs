@@ -1,4 +1,4 @@
-//! Maps token errors onto wire error codes.
+//! The admin key, the `Authorization: Bearer` header, and token errors as wire codes.
 
 use octate_auth::AuthError;
 use octate_protocol::ErrorCode;
@@ -32,6 +32,15 @@ impl std::fmt::Debug for AdminKey {
     }
 }
 
+/// The credentials of an `Authorization: Bearer <credentials>` header value, if it is one.
+///
+/// The scheme matches in any case (RFC 9110 §11.1) and is followed by one or more spaces.
+pub(crate) fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, credentials) = authorization.split_once(' ')?;
+    let credentials = credentials.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
+}
+
 /// The wire code for a token error.
 pub(crate) fn auth_error_code(err: &AuthError) -> ErrorCode {
     match err {
@@ -60,6 +69,30 @@ mod tests {
         assert!(key.matches("s3cret-admin-key"));
         assert!(!key.matches("s3cret-admin-kez"));
         assert!(!key.matches(""));
+    }
+
+    #[test]
+    fn bearer_scheme_matches_in_any_case() {
+        for header in [
+            "Bearer k",
+            "bearer k",
+            "BEARER k",
+            "bEaReR   k",
+            "Bearer k ",
+        ] {
+            assert_eq!(bearer_token(header), Some("k"), "{header:?}");
+        }
+        for header in [
+            "Basic k",
+            "Bearerk",
+            "Bearers k",
+            "Bearer",
+            "Bearer  ",
+            "k",
+            "",
+        ] {
+            assert_eq!(bearer_token(header), None, "{header:?}");
+        }
     }
 
     #[test]

@@ -22,7 +22,6 @@ mod metrics;
 mod registry;
 mod server;
 mod session;
-mod static_files;
 mod timers;
 mod tokens;
 mod wire;

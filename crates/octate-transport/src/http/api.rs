@@ -1,0 +1,98 @@
+//! The API's routing table: which handler answers a path and method, which routes need
+//! the admin key, and the `Allow` list of each route.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+
+use super::body::Body;
+use super::request::require_admin;
+use super::response::{method_not_allowed, not_found};
+use super::{reports, rooms, static_files, tokens};
+use crate::app::App;
+
+/// Answers an API request, or a static file for a `GET` or `HEAD` that is no route.
+pub(super) async fn handle(req: Request<Incoming>, app: &Arc<App>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let segments = split(&path);
+    let method = req.method().clone();
+    match (segments.as_slice(), &method) {
+        (["health"], &Method::GET) => reports::health(app),
+        (["stats"], &Method::GET) => reports::stats(app),
+        (["info"], &Method::GET) => reports::info(),
+        (["metrics"], &Method::GET) => reports::metrics(app),
+        (["api", "auth", "token"], &Method::POST) => match require_admin(app, &req) {
+            Err(resp) => resp,
+            Ok(()) => tokens::issue_token(app, req).await,
+        },
+        (["api", "auth", "validate"], &Method::POST) => tokens::validate_token(app, req).await,
+        (["api", "auth", "revoke"], &Method::POST) => match require_admin(app, &req) {
+            Err(resp) => resp,
+            Ok(()) => tokens::revoke_token(app, req).await,
+        },
+        (["api", "rooms"], &Method::POST) => match require_admin(app, &req) {
+            Err(resp) => resp,
+            Ok(()) => rooms::create_room(app, req).await,
+        },
+        (["api", "rooms", id], &Method::GET) => rooms::get_room(app, id),
+        (["api", "rooms", id, "peers"], &Method::GET) => rooms::room_peers(app, id),
+        (["api", "rooms", id], &Method::DELETE) => match require_admin(app, &req) {
+            Err(resp) => resp,
+            Ok(()) => rooms::delete_room(app, id),
+        },
+        _ => match route_methods(&segments) {
+            Some(allow) => method_not_allowed(allow, "method not allowed"),
+            None if method == Method::GET || method == Method::HEAD => {
+                match app.config.static_dir.as_deref() {
+                    Some(dir) => static_files::serve(dir, &path, method == Method::HEAD).await,
+                    None => not_found(),
+                }
+            }
+            None => not_found(),
+        },
+    }
+}
+
+/// The methods the API route at `path` supports, for `Allow`; `None` for a path that is
+/// not an API route.
+pub(super) fn allowed_methods(path: &str) -> Option<&'static str> {
+    route_methods(&split(path))
+}
+
+fn split(path: &str) -> Vec<&str> {
+    path.trim_matches('/').split('/').collect()
+}
+
+fn route_methods(segments: &[&str]) -> Option<&'static str> {
+    match segments {
+        ["health"] | ["stats"] | ["info"] | ["metrics"] | ["api", "rooms", _, "peers"] => {
+            Some("GET, OPTIONS")
+        }
+        ["api", "auth", "token" | "validate" | "revoke"] | ["api", "rooms"] => {
+            Some("POST, OPTIONS")
+        }
+        ["api", "rooms", _] => Some("GET, DELETE, OPTIONS"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_lists_the_methods_of_each_route() {
+        assert_eq!(allowed_methods("/health"), Some("GET, OPTIONS"));
+        assert_eq!(allowed_methods("/metrics/"), Some("GET, OPTIONS"));
+        assert_eq!(allowed_methods("/api/auth/token"), Some("POST, OPTIONS"));
+        assert_eq!(allowed_methods("/api/rooms"), Some("POST, OPTIONS"));
+        assert_eq!(
+            allowed_methods("/api/rooms/r1"),
+            Some("GET, DELETE, OPTIONS")
+        );
+        assert_eq!(allowed_methods("/api/rooms/r1/peers"), Some("GET, OPTIONS"));
+        assert_eq!(allowed_methods("/"), None);
+        assert_eq!(allowed_methods("/api/rooms/r1/other"), None);
+    }
+}

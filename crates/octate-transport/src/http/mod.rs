@@ -1,0 +1,71 @@
+//! The HTTP side of the server: each request goes to a CORS preflight, a WebSocket
+//! upgrade or the API (with static files behind it), and its answer gets CORS headers.
+//!
+//! - [`api`]: the routing table; [`reports`], [`tokens`], [`rooms`]: the handlers.
+//! - [`upgrade`]: WebSocket admission and hand-over to a session.
+//! - [`cors`]: origins, preflights and `Access-Control-Allow-Origin`.
+//! - [`request`] and [`response`]: reading bodies and the admin key; building answers.
+//! - [`body`]: the response body type; [`static_files`]: the demo's files.
+
+mod api;
+mod body;
+mod cors;
+mod reports;
+mod request;
+mod response;
+mod rooms;
+mod static_files;
+mod tokens;
+mod upgrade;
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+
+pub(crate) use body::Body;
+
+use crate::app::App;
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The HTTP port: the API, plus WebSocket upgrades at `/ws`.
+    Http,
+    /// The signaling port: WebSocket upgrades on any path, and the API.
+    Signaling,
+}
+
+/// Serves one request; never fails (errors become JSON error responses).
+pub(crate) async fn route(
+    req: Request<Incoming>,
+    app: Arc<App>,
+    listener: Listener,
+    remote: IpAddr,
+) -> Result<Response<Body>, Infallible> {
+    app.metrics.http_requests.inc();
+    let Ok(origin) = cors::request_origin(req.headers()) else {
+        return Ok(response::origin_refused(
+            "the Origin header is not an origin",
+        ));
+    };
+    let mut resp = if req.method() == Method::OPTIONS {
+        cors::preflight(
+            &app,
+            origin.as_deref(),
+            api::allowed_methods(req.uri().path()),
+        )
+    } else if fastwebsockets::upgrade::is_upgrade_request(&req)
+        && (listener == Listener::Signaling || req.uri().path() == "/ws")
+    {
+        upgrade::upgrade(req, &app, origin.as_deref(), remote)
+    } else {
+        api::handle(req, &app).await
+    };
+    if let Some(origin) = origin.as_deref() {
+        cors::add_cors(&app, origin, &mut resp);
+    }
+    Ok(resp)
+}
