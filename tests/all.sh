@@ -29,6 +29,14 @@ fi
 cargo fetch --locked >/dev/null
 cargo deny --log-level error --offline check licenses bans
 
+step "test services: Debian's redis-server (the cluster tests start their own instances)"
+if ! command -v redis-server >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y redis-server || { apt-get update && apt-get install -y redis-server; } \
+        || { echo "could not install redis-server with apt-get" >&2; exit 1; }
+fi
+redis-server --version
+
 step "unit, property and integration tests"
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked

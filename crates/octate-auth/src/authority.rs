@@ -236,6 +236,21 @@ impl TokenAuthority {
         Ok(claims)
     }
 
+    /// Refuses the token with id `token_id` until `expires_at`, as learned from elsewhere
+    /// (another node of a cluster); the token itself is not needed.
+    pub fn revoke_id(
+        &mut self,
+        token_id: &str,
+        expires_at: u64,
+        now_ms: u64,
+    ) -> Result<(), AuthError> {
+        if self.revoked.revoke(token_id, expires_at).is_err() {
+            self.revoked.purge(now_ms);
+            self.revoked.revoke(token_id, expires_at)?;
+        }
+        Ok(())
+    }
+
     /// Forgets revocations of tokens expired at `now_ms`; returns how many were dropped.
     pub fn purge_revoked(&mut self, now_ms: u64) -> usize {
         self.revoked.purge(now_ms)

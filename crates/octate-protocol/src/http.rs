@@ -163,6 +163,35 @@ pub struct StatsResponse {
     pub memory: MemoryReport,
     /// Counters since start.
     pub operations: OperationStats,
+    /// The cluster, when this server is one node of several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterReport>,
+}
+
+/// The cluster section of `/stats` and `/info`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterReport {
+    /// This node.
+    pub node_id: String,
+    /// Nodes with a current heartbeat, this one included.
+    pub nodes_alive: u64,
+    /// Whether the link to the cluster store (Redis) is up.
+    pub connected: bool,
+    /// Whether joins are refused until the link recovers.
+    pub degraded: bool,
+    /// Messages received from other nodes since start.
+    pub messages_in: u64,
+    /// Messages sent to other nodes since start.
+    pub messages_out: u64,
+    /// Gaps found in other nodes' message sequences.
+    pub link_gaps: u64,
+    /// Rooms read again in full after a gap or an outage.
+    pub resyncs: u64,
+    /// Undecodable messages from the store, dropped.
+    pub bad_messages: u64,
+    /// Messages for other nodes dropped during an outage.
+    pub dropped: u64,
 }
 
 /// `GET /info` response.
@@ -175,6 +204,9 @@ pub struct InfoResponse {
     pub version: String,
     /// Signaling protocol version.
     pub protocol_version: u32,
+    /// This node's id, when the server is one node of a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
 }
 
 /// Every HTTP error body: `{ "error": { "code", "message" } }`.

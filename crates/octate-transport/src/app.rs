@@ -361,6 +361,26 @@ impl App {
         Ok(claims)
     }
 
+    /// Applies a revocation made on another node: the token is refused here too, and
+    /// the sessions that used it end as if it had been revoked here.
+    pub fn apply_revocation(&self, token_id: &str, expires_at: UnixMillis) {
+        if let Err(err) = self
+            .auth
+            .write()
+            .revoke_id(token_id, expires_at, self.clock.wall_ms())
+        {
+            tracing::warn!(%err, "cannot keep a revocation from the cluster");
+        }
+        let conns = self.tokens.take_token(token_id);
+        if !conns.is_empty() {
+            info!(
+                sessions = conns.len(),
+                "token revoked elsewhere ends its sessions"
+            );
+            self.end_sessions(&conns, ErrorCode::TokenRevoked, "token was revoked");
+        }
+    }
+
     /// Forgets revocations of tokens expired by the wall clock; returns how many.
     pub(crate) fn purge_revoked_tokens(&self) -> usize {
         self.auth.write().purge_revoked(self.clock.wall_ms())

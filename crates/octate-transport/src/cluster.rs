@@ -11,7 +11,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use octate_core::{ClusterCommand, CoreError, NewRoom, NodeId, RoomSnapshot};
-use octate_protocol::{RoomCloseReason, RoomId, UnixMillis};
+use octate_protocol::http::ClusterReport;
+use octate_protocol::{PeerInfo, RoomCloseReason, RoomId, RoomMetadata, RoomState, UnixMillis};
 
 /// A boxed future, for the link's asynchronous calls.
 pub type LinkFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -80,4 +81,56 @@ pub trait ClusterLink: Send + Sync + 'static {
     ) -> LinkFuture<'_, Result<(), LinkError>>;
     /// Current figures.
     fn stats(&self) -> ClusterStats;
+}
+
+impl ClusterStats {
+    /// The `/stats` and `/info` form.
+    pub fn report(&self) -> ClusterReport {
+        ClusterReport {
+            node_id: self.node_id.clone(),
+            nodes_alive: self.nodes_alive,
+            connected: self.connected,
+            degraded: self.degraded,
+            messages_in: self.messages_in,
+            messages_out: self.messages_out,
+            link_gaps: self.link_gaps,
+            resyncs: self.resyncs,
+            bad_messages: self.bad_messages,
+            dropped: self.dropped,
+        }
+    }
+}
+
+/// A room as the whole cluster holds it, in the HTTP API's shape.
+pub(crate) fn metadata(snapshot: &RoomSnapshot) -> RoomMetadata {
+    let peers: Vec<PeerInfo> = snapshot
+        .members
+        .iter()
+        .map(|m| PeerInfo {
+            user_id: m.user_id.clone(),
+            user_name: m.user_name.clone(),
+            is_host: snapshot.host_id.as_ref() == Some(&m.user_id),
+            connected_at: m.joined_at,
+            last_heartbeat: m.joined_at,
+        })
+        .collect();
+    let host = peers.iter().find(|p| p.is_host);
+    RoomMetadata {
+        room_id: snapshot.room_id.clone(),
+        room_name: snapshot.room_name.clone(),
+        host_id: host.map_or_else(|| snapshot.created_by.clone(), |h| h.user_id.clone()),
+        host_name: host.map_or_else(|| snapshot.created_by.to_string(), |h| h.user_name.clone()),
+        file_id: snapshot.file_id.clone(),
+        content: None,
+        version: None,
+        created_at: snapshot.created_at,
+        last_activity: peers
+            .iter()
+            .map(|p| p.connected_at)
+            .max()
+            .unwrap_or(snapshot.created_at),
+        state: RoomState::Active,
+        peer_count: peers.len(),
+        peers,
+    }
 }

@@ -7,6 +7,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use octate_protocol::ErrorCode;
+use parking_lot::Mutex;
+
+use crate::ClusterStats;
 
 type Labels = [(&'static str, &'static str); 1];
 
@@ -39,6 +42,90 @@ pub struct Metrics {
     peers: Gauge,
     heap_bytes: Gauge,
     resident_bytes: Gauge,
+    cluster: ClusterMetrics,
+}
+
+/// The cluster section: zero on a single node.
+#[derive(Debug, Default)]
+struct ClusterMetrics {
+    nodes_alive: Gauge,
+    connected: Gauge,
+    degraded: Gauge,
+    messages_in: Counter,
+    messages_out: Counter,
+    link_gaps: Counter,
+    resyncs: Counter,
+    bad_messages: Counter,
+    dropped: Counter,
+    /// The figures last exported, to advance the counters by the difference.
+    last: Mutex<ClusterStats>,
+}
+
+impl ClusterMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "cluster_nodes_alive",
+            "Cluster nodes with a current heartbeat",
+            self.nodes_alive.clone(),
+        );
+        r.register(
+            "cluster_connected",
+            "1 while the link to the cluster store is up",
+            self.connected.clone(),
+        );
+        r.register(
+            "cluster_degraded",
+            "1 while joins are refused for a cluster outage",
+            self.degraded.clone(),
+        );
+        r.register(
+            "cluster_messages_in",
+            "Messages received from other nodes",
+            self.messages_in.clone(),
+        );
+        r.register(
+            "cluster_messages_out",
+            "Messages sent to other nodes",
+            self.messages_out.clone(),
+        );
+        r.register(
+            "cluster_link_gaps",
+            "Gaps found in other nodes' message sequences",
+            self.link_gaps.clone(),
+        );
+        r.register(
+            "cluster_resyncs",
+            "Rooms read again in full after a gap or an outage",
+            self.resyncs.clone(),
+        );
+        r.register(
+            "cluster_bad_messages",
+            "Undecodable messages from the cluster store, dropped",
+            self.bad_messages.clone(),
+        );
+        r.register(
+            "cluster_dropped",
+            "Messages for other nodes dropped during an outage",
+            self.dropped.clone(),
+        );
+    }
+
+    fn set(&self, now: &ClusterStats) {
+        self.nodes_alive.set(to_i64(now.nodes_alive));
+        self.connected.set(i64::from(now.connected));
+        self.degraded.set(i64::from(now.degraded));
+        let mut last = self.last.lock();
+        let advance = |c: &Counter, new: u64, old: u64| {
+            c.inc_by(new.saturating_sub(old));
+        };
+        advance(&self.messages_in, now.messages_in, last.messages_in);
+        advance(&self.messages_out, now.messages_out, last.messages_out);
+        advance(&self.link_gaps, now.link_gaps, last.link_gaps);
+        advance(&self.resyncs, now.resyncs, last.resyncs);
+        advance(&self.bad_messages, now.bad_messages, last.bad_messages);
+        advance(&self.dropped, now.dropped, last.dropped);
+        *last = now.clone();
+    }
 }
 
 impl Default for Metrics {
@@ -93,6 +180,7 @@ impl Metrics {
             peers: Gauge::default(),
             heap_bytes: Gauge::default(),
             resident_bytes: Gauge::default(),
+            cluster: ClusterMetrics::default(),
             registry,
         };
         let mut metrics = metrics;
@@ -134,6 +222,7 @@ impl Metrics {
             "Bytes the allocator holds from the OS",
             metrics.resident_bytes.clone(),
         );
+        metrics.cluster.register(&mut metrics.registry);
         metrics
     }
 
@@ -175,6 +264,9 @@ impl Metrics {
         self.peers.set(to_i64(gauges.peers as u64));
         self.heap_bytes.set(to_i64(gauges.heap_bytes));
         self.resident_bytes.set(to_i64(gauges.resident_bytes));
+        if let Some(cluster) = &gauges.cluster {
+            self.cluster.set(cluster);
+        }
         let mut out = String::new();
         // Invariant: writing into a String cannot fail.
         encode(&mut out, &self.registry).expect("encoding into a String cannot fail");
@@ -183,7 +275,7 @@ impl Metrics {
 }
 
 /// Point-in-time values for the gauges.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Gauges {
     /// Open WebSocket connections.
     pub connections: usize,
@@ -195,6 +287,8 @@ pub struct Gauges {
     pub heap_bytes: u64,
     /// Bytes the allocator holds.
     pub resident_bytes: u64,
+    /// The cluster's figures, on a node of a cluster.
+    pub cluster: Option<ClusterStats>,
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -218,6 +312,7 @@ mod tests {
             peers: 2,
             heap_bytes: 1234,
             resident_bytes: 5678,
+            cluster: None,
         });
         assert!(
             text.contains("octate_messages_relayed_total{type=\"sdp-offer\"} 1"),

@@ -20,7 +20,7 @@ pub(super) async fn handle(req: Request<Incoming>, app: &Arc<App>) -> Response<B
     match (segments.as_slice(), &method) {
         (["health"], &Method::GET) => reports::health(app),
         (["stats"], &Method::GET) => reports::stats(app),
-        (["info"], &Method::GET) => reports::info(),
+        (["info"], &Method::GET) => reports::info(app),
         (["metrics"], &Method::GET) => reports::metrics(app),
         (["api", "auth", "token"], &Method::POST) => match require_admin(app, &req) {
             Err(resp) => resp,
@@ -35,11 +35,11 @@ pub(super) async fn handle(req: Request<Incoming>, app: &Arc<App>) -> Response<B
             Err(resp) => resp,
             Ok(()) => rooms::create_room(app, req).await,
         },
-        (["api", "rooms", id], &Method::GET) => rooms::get_room(app, id),
-        (["api", "rooms", id, "peers"], &Method::GET) => rooms::room_peers(app, id),
+        (["api", "rooms", id], &Method::GET) => rooms::get_room(app, id).await,
+        (["api", "rooms", id, "peers"], &Method::GET) => rooms::room_peers(app, id).await,
         (["api", "rooms", id], &Method::DELETE) => match require_admin(app, &req) {
             Err(resp) => resp,
-            Ok(()) => rooms::delete_room(app, id),
+            Ok(()) => rooms::delete_room(app, id).await,
         },
         _ => match route_methods(&segments) {
             Some(allow) => method_not_allowed(allow, "method not allowed"),

@@ -63,16 +63,18 @@ pub(super) fn stats(app: &App) -> Response<Body> {
             memory_cleanups: core.memory_cleanups,
             slow_consumers_closed: app.metrics.slow_consumers.get(),
         },
+        cluster: app.cluster().map(|c| c.stats().report()),
     };
     json(StatusCode::OK, &body)
 }
 
-/// `GET /info`: name, version and protocol version.
-pub(super) fn info() -> Response<Body> {
+/// `GET /info`: name, version, protocol version and, on a cluster, the node id.
+pub(super) fn info(app: &App) -> Response<Body> {
     let body = InfoResponse {
         name: "Octate P2P signaling server".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         protocol_version: PROTOCOL_VERSION,
+        node_id: app.cluster().map(|c| c.node_id().to_string()),
     };
     json(StatusCode::OK, &body)
 }
@@ -87,6 +89,7 @@ pub(super) fn metrics(app: &App) -> Response<Body> {
         peers: core.peers,
         heap_bytes: heap.allocated,
         resident_bytes: heap.resident,
+        cluster: app.cluster().map(|c| c.stats()),
     });
     let mut resp = Response::new(Body::from(text));
     resp.headers_mut().insert(

@@ -4,12 +4,13 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use octate_core::{CoreError, NewRoom};
 use octate_protocol::http::{CreateRoomRequest, SuccessResponse};
-use octate_protocol::{ErrorCode, RoomId};
+use octate_protocol::{ErrorCode, RoomCloseReason, RoomId, RoomMetadata};
 
 use super::body::Body;
 use super::request::read_json;
 use super::response::{error, json};
 use crate::app::App;
+use crate::cluster::{LinkError, metadata};
 
 /// `POST /api/rooms`: creates a room that waits for its host.
 pub(super) async fn create_room(app: &App, req: Request<Incoming>) -> Response<Body> {
@@ -25,40 +26,75 @@ pub(super) async fn create_room(app: &App, req: Request<Incoming>) -> Response<B
         file_id: body.file_id,
         version: body.version,
     };
-    match app.drive(|core, now| core.create_room(now, new)) {
+    let created = match app.cluster() {
+        Some(cluster) => cluster
+            .create_room(new, app.clock.now_ms())
+            .await
+            .map(|snapshot| metadata(&snapshot)),
+        None => app
+            .drive(|core, now| core.create_room(now, new))
+            .map_err(LinkError::Refused),
+    };
+    match created {
         Ok(room) => json(StatusCode::CREATED, &room),
-        Err(err) => core_error(err),
+        Err(err) => link_error(err),
+    }
+}
+
+/// The room as the whole cluster holds it, or as this server does on its own.
+async fn find_room(app: &App, room_id: RoomId) -> Result<Option<RoomMetadata>, LinkError> {
+    match app.cluster() {
+        Some(cluster) => Ok(cluster.room(room_id).await?.as_ref().map(metadata)),
+        None => Ok(app.with_core(|core| core.room(&room_id))),
     }
 }
 
 /// `GET /api/rooms/:id`: the room's metadata.
-pub(super) fn get_room(app: &App, id: &str) -> Response<Body> {
-    with_room(id, |room_id| {
-        match app.with_core(|core| core.room(&room_id)) {
-            Some(room) => json(StatusCode::OK, &room),
-            None => room_not_found(),
-        }
-    })
+pub(super) async fn get_room(app: &App, id: &str) -> Response<Body> {
+    let room_id = match parse_room(id) {
+        Ok(room_id) => room_id,
+        Err(resp) => return resp,
+    };
+    match find_room(app, room_id).await {
+        Ok(Some(room)) => json(StatusCode::OK, &room),
+        Ok(None) => room_not_found(),
+        Err(err) => link_error(err),
+    }
 }
 
 /// `GET /api/rooms/:id/peers`: the peers in the room.
-pub(super) fn room_peers(app: &App, id: &str) -> Response<Body> {
-    with_room(id, |room_id| {
-        match app.with_core(|core| core.peers(&room_id)) {
-            Some(peers) => json(StatusCode::OK, &peers),
-            None => room_not_found(),
-        }
-    })
+pub(super) async fn room_peers(app: &App, id: &str) -> Response<Body> {
+    let room_id = match parse_room(id) {
+        Ok(room_id) => room_id,
+        Err(resp) => return resp,
+    };
+    match find_room(app, room_id).await {
+        Ok(Some(room)) => json(StatusCode::OK, &room.peers),
+        Ok(None) => room_not_found(),
+        Err(err) => link_error(err),
+    }
 }
 
 /// `DELETE /api/rooms/:id`: closes the room and everyone's connection to it.
-pub(super) fn delete_room(app: &App, id: &str) -> Response<Body> {
-    with_room(id, |room_id| {
-        match app.drive(|core, now| core.delete_room(now, &room_id)) {
-            Ok(()) => json(StatusCode::OK, &SuccessResponse { success: true }),
-            Err(err) => core_error(err),
-        }
-    })
+pub(super) async fn delete_room(app: &App, id: &str) -> Response<Body> {
+    let room_id = match parse_room(id) {
+        Ok(room_id) => room_id,
+        Err(resp) => return resp,
+    };
+    let deleted = match app.cluster() {
+        Some(cluster) => match cluster.close_room(room_id, RoomCloseReason::Deleted).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(LinkError::Refused(CoreError::RoomNotFound)),
+            Err(err) => Err(err),
+        },
+        None => app
+            .drive(|core, now| core.delete_room(now, &room_id))
+            .map_err(LinkError::Refused),
+    };
+    match deleted {
+        Ok(()) => json(StatusCode::OK, &SuccessResponse { success: true }),
+        Err(err) => link_error(err),
+    }
 }
 
 fn room_not_found() -> Response<Body> {
@@ -67,6 +103,17 @@ fn room_not_found() -> Response<Body> {
         ErrorCode::RoomNotFound,
         "room not found",
     )
+}
+
+fn link_error(err: LinkError) -> Response<Body> {
+    match err {
+        LinkError::Refused(err) => core_error(err),
+        LinkError::Unavailable => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "the cluster store is unavailable; try again shortly",
+        ),
+    }
 }
 
 fn core_error(err: CoreError) -> Response<Body> {
@@ -82,13 +129,12 @@ fn core_error(err: CoreError) -> Response<Body> {
     error(status, err.code(), err.to_string())
 }
 
-fn with_room(id: &str, f: impl FnOnce(RoomId) -> Response<Body>) -> Response<Body> {
+/// A room id from a path segment, or the 400 to answer.
+#[allow(clippy::result_large_err)]
+fn parse_room(id: &str) -> Result<RoomId, Response<Body>> {
     // Clients may percent-encode characters an id allows (`:` and `@` often are).
     let decoded = percent_decode(id).unwrap_or_else(|| id.to_owned());
-    match RoomId::new(decoded) {
-        Ok(room_id) => f(room_id),
-        Err(err) => error(StatusCode::BAD_REQUEST, err.code(), err.to_string()),
-    }
+    RoomId::new(decoded).map_err(|err| error(StatusCode::BAD_REQUEST, err.code(), err.to_string()))
 }
 
 /// Percent-decodes a path segment; `None` when an escape is malformed or the result is not UTF-8.

@@ -75,7 +75,19 @@ pub(super) async fn revoke_token(app: &App, req: Request<Incoming>) -> Response<
     };
     let result = app.revoke_token(&body.token);
     match result {
-        Ok(_) => json(StatusCode::OK, &SuccessResponse { success: true }),
+        Ok(claims) => {
+            // Every other node of a cluster must refuse the token too, and end its sessions.
+            if let Some(cluster) = app.cluster()
+                && let Err(err) = cluster.revoke(claims.token_id, claims.expires_at).await
+            {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::Unavailable,
+                    format!("revoked on this node only: {err}; retry to reach the cluster"),
+                );
+            }
+            json(StatusCode::OK, &SuccessResponse { success: true })
+        }
         Err(octate_auth::AuthError::RevocationListFull) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
