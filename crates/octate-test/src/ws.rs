@@ -163,13 +163,30 @@ impl RawWs {
         }
     }
 
+    /// Upgrades to a WebSocket, sending `frames` in the same write as the request (before
+    /// the server has answered); panics unless the answer is 101.
+    pub async fn connect_with_frames(addr: SocketAddr, frames: &[u8]) -> Self {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        match Self::upgrade_with(tcp, addr, frames).await {
+            Upgrade::Accepted(ws) => ws,
+            Upgrade::Refused { status, .. } => panic!("upgrade refused: {status}"),
+        }
+    }
+
     /// Sends a WebSocket upgrade request on `tcp` and reads the answer.
-    pub async fn upgrade(mut tcp: TcpStream, addr: SocketAddr) -> Upgrade {
+    pub async fn upgrade(tcp: TcpStream, addr: SocketAddr) -> Upgrade {
+        Self::upgrade_with(tcp, addr, &[]).await
+    }
+
+    /// Sends a WebSocket upgrade request followed by `early` bytes, and reads the answer.
+    pub async fn upgrade_with(mut tcp: TcpStream, addr: SocketAddr, early: &[u8]) -> Upgrade {
         let req = format!(
             "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
-        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(early);
+        tcp.write_all(&bytes).await.unwrap();
         let deadline = Instant::now() + WAIT;
         let mut buf = Vec::new();
         let head_end = loop {
