@@ -200,6 +200,11 @@ fn framing() -> Vec<Row> {
         );
     }
     rows.push(
+        Row::new("1.1", "text that is not JSON", text(b"Hello, world!"))
+            .answers([INVALID_JSON])
+            .differs(NOT_ECHOED),
+    );
+    rows.push(
         Row::new(
             "1.1",
             "text, 200 bytes, written 1 byte at a time",
