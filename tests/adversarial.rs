@@ -10,23 +10,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "common/attack.rs"]
-mod attack;
-mod common;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use attack::{
-    OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, QUIET, RawWs, Upgrade, WAIT, Watch, auth_text,
-    expect_end, expect_error, expect_silence, frame, next, next_text, raw_frame,
-};
-use common::{SECRET, TestServer, fast_config};
-use octate_auth::{KeyRing, TokenAuthority};
 use octate_client::Client;
 use octate_protocol::{LeaveReason, RoomCloseReason, ServerMessage, SignalKind, UpdateKind};
+use octate_test::attack::{
+    self, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, QUIET, RawWs, Upgrade, WAIT, Watch,
+    auth_text, expect_end, expect_error, expect_silence, frame, next, next_text, raw_frame,
+};
+use octate_test::server::{TestServer, fast_config};
+use octate_test::tokens::{HOUR, SECRET, mint_with, now_ms};
 use octate_transport::TransportConfig;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -113,23 +109,9 @@ fn presence_of_len(len: usize) -> String {
     text
 }
 
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
-
 /// A token for `user` in `room` signed with `key_id` / `secret`, issued at `issued_at`.
 fn mint(key_id: &str, secret: &[u8], user: &str, room: &str, issued_at: u64) -> String {
-    let authority = TokenAuthority::new(KeyRing::new(key_id, secret).unwrap());
-    authority
-        .issue(user, room, Some(Duration::from_secs(3600)), issued_at)
-        .unwrap()
-        .0
+    mint_with(key_id, secret, user, room, issued_at, HOUR)
 }
 
 /// Authenticates on a bare socket with `token`; asserts `error` `code` then close 4001.

@@ -3,18 +3,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::peers::{
+use octate_client::HttpResponse;
+use octate_protocol::{ErrorCode, RoomCloseReason, ServerMessage, SignalKind};
+use octate_test::peers::{
     self, assert_http_error, body, expect_close, expect_peer_joined, expect_room_closed,
     expect_silence, get, next, post, request,
 };
-use common::{TestServer, fast_config};
-use octate_client::HttpResponse;
-use octate_protocol::{ErrorCode, RoomCloseReason, ServerMessage, SignalKind};
+use octate_test::server::{TestServer, fast_config};
 use octate_transport::CorsOrigins;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite;
@@ -148,7 +146,7 @@ async fn metrics_count_relayed_messages_and_connections() {
     bob.signal(SignalKind::Answer, "nobody", offer)
         .await
         .unwrap();
-    common::peers::expect_error(&mut bob, "bob", ErrorCode::PeerNotFound).await;
+    octate_test::peers::expect_error(&mut bob, "bob", ErrorCode::PeerNotFound).await;
 
     let resp = get(server.http, "/metrics").await;
     assert_eq!(resp.status, 200);

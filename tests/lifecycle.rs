@@ -4,20 +4,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::peers::{self, expect_end, expect_peer_joined, expect_peer_left, next};
-use common::{TestServer, fast_config};
 use futures_util::{SinkExt, StreamExt};
 use octate_client::{Client, ClientError};
 use octate_protocol::{ErrorCode, LeaveReason, RoomCloseReason, ServerMessage, SignalKind};
+use octate_test::binary::{RealServer, run_to_exit, server_command};
+use octate_test::peers::{self, expect_end, expect_peer_joined, expect_peer_left, next};
+use octate_test::server::{TestServer, fast_config};
+use octate_test::ws::{self, OP_CLOSE, OP_PING, OP_TEXT};
 use octate_transport::TransportConfig;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -71,85 +67,6 @@ async fn raw_end(ws: &mut RawWs, who: &str) -> Option<u16> {
                 peers::WAIT
             )
         })
-}
-
-const OP_TEXT: u8 = 0x1;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-
-/// A WebSocket client written on a bare TCP socket: it sends what it is told and reads
-/// nothing until asked, so, unlike tungstenite, it can never answer a ping by accident.
-struct BareClient {
-    tcp: TcpStream,
-}
-
-impl BareClient {
-    async fn connect(addr: SocketAddr) -> Self {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        let req = format!(
-            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        tcp.write_all(req.as_bytes()).await.unwrap();
-        // Read the response head byte by byte, so that no frame byte is consumed.
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let byte = tokio::time::timeout(peers::WAIT, tcp.read_u8())
-                .await
-                .unwrap()
-                .unwrap();
-            head.push(byte);
-        }
-        assert!(
-            head.starts_with(b"HTTP/1.1 101"),
-            "{}",
-            String::from_utf8_lossy(&head)
-        );
-        Self { tcp }
-    }
-
-    /// Sends one masked text frame, as a client must.
-    async fn send_text(&mut self, text: &str) {
-        let mask = [0x12, 0x34, 0x56, 0x78];
-        let mut frame = vec![0x80 | OP_TEXT];
-        match text.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&u16::try_from(n).unwrap().to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&mask);
-        frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.tcp.write_all(&frame).await.unwrap();
-    }
-
-    /// Reads until the server closes the TCP connection; every frame as (opcode, payload).
-    async fn frames_until_eof(&mut self) -> Vec<(u8, Vec<u8>)> {
-        let mut bytes = Vec::new();
-        tokio::time::timeout(peers::WAIT, self.tcp.read_to_end(&mut bytes))
-            .await
-            .expect("the server closes the connection")
-            .unwrap();
-        let mut frames = Vec::new();
-        let mut rest = bytes.as_slice();
-        while rest.len() >= 2 {
-            let opcode = rest[0] & 0x0f;
-            let (len, header) = match rest[1] & 0x7f {
-                126 => (usize::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
-                127 => (
-                    usize::try_from(u64::from_be_bytes(rest[2..10].try_into().unwrap())).unwrap(),
-                    10,
-                ),
-                n => (usize::from(n), 2),
-            };
-            assert_eq!(rest[1] & 0x80, 0, "server frames are not masked");
-            frames.push((opcode, rest[header..header + len].to_vec()));
-            rest = &rest[header + len..];
-        }
-        assert!(rest.is_empty(), "truncated frame");
-        frames
-    }
 }
 
 // ---- Heartbeats -----------------------------------------------------------------------
@@ -223,7 +140,7 @@ async fn silent_peers_time_out_and_answering_peers_stay() {
     })
     .await;
     let mut alice = Pumped::new(server.join("alice", "hb").await.client, "alice");
-    let mut zombie = BareClient::connect(server.signaling).await;
+    let mut zombie = ws::RawWs::connect(server.signaling).await;
     let token = server.token("zombie", "hb").await;
     zombie
         .send_text(&json!({"type": "auth", "data": {"token": token}}).to_string())
@@ -256,18 +173,19 @@ async fn silent_peers_time_out_and_answering_peers_stay() {
     let frames = zombie.frames_until_eof().await;
     let texts: Vec<String> = frames
         .iter()
-        .filter(|(op, _)| *op == OP_TEXT)
-        .map(|(_, p)| String::from_utf8_lossy(p).into_owned())
+        .filter(|f| f.opcode == OP_TEXT)
+        .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
         .collect();
     assert!(texts[0].starts_with(r#"{"type":"auth-ok""#), "{texts:?}");
     assert!(
         texts.iter().any(|t| t == r#"{"type":"heartbeat"}"#),
         "no heartbeat sent: {texts:?}"
     );
-    assert!(frames.iter().any(|(op, _)| *op == OP_PING), "no ping sent");
-    let (op, payload) = frames.last().unwrap();
+    assert!(frames.iter().any(|f| f.opcode == OP_PING), "no ping sent");
+    let last = frames.last().unwrap();
+    let (op, payload) = (last.opcode, &last.payload);
     assert_eq!(
-        *op, OP_CLOSE,
+        op, OP_CLOSE,
         "the last frame closes the connection: {texts:?}"
     );
     assert_eq!(
@@ -530,221 +448,6 @@ async fn stopping_the_server_closes_every_websocket_with_1001() {
 }
 
 // ---- The real binary ------------------------------------------------------------------
-
-/// Builds `octate-server` once (the root package's tests do not build it) and returns its path.
-fn server_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // This test runs from <target>/<profile>/deps/.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = profile_dir
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let log_path = target_dir.join("octate-server-build.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args([
-            "build",
-            "-p",
-            "octate-server",
-            "--bin",
-            "octate-server",
-            "--target-dir",
-        ])
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::null())
-        .stderr(log);
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let status = wait_bounded(&mut cmd.spawn().unwrap(), Duration::from_secs(900));
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        assert!(
-            status.success(),
-            "cargo build -p octate-server failed:\n{log}"
-        );
-        let bin = profile_dir.join(format!("octate-server{}", std::env::consts::EXE_SUFFIX));
-        assert!(bin.is_file(), "{} was not built", bin.display());
-        bin
-    })
-}
-
-/// Waits for `child` to exit, killing it and failing after `limit`.
-fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("process {} still running after {limit:?}", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The binary with a clean environment: none of the caller's Octate settings, no `.env`.
-fn server_command() -> Command {
-    let mut cmd = Command::new(server_binary());
-    for (name, _) in std::env::vars() {
-        if name.starts_with("OCTATE_")
-            || ["HOST", "PORT", "SIGNALING_PORT", "CORS_ORIGINS"].contains(&name.as_str())
-        {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.current_dir(std::env::temp_dir())
-        .env("RUST_LOG", "warn");
-    cmd
-}
-
-/// Runs the binary to completion (bounded); returns exit code, stdout, stderr.
-fn run_to_exit(mut cmd: Command) -> (Option<i32>, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_bounded(&mut child, Duration::from_secs(10));
-    let (mut out, mut err) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status.code(), out, err)
-}
-
-/// A running `octate-server` process; killed on drop if still running.
-struct RealServer {
-    child: Child,
-    http: SocketAddr,
-    signaling: SocketAddr,
-}
-
-impl RealServer {
-    /// Starts the binary on random loopback ports and reads its `listening` line.
-    fn start(secret: &str) -> Self {
-        Self::start_command(server_command(), secret)
-    }
-
-    /// Like `start`, with the process's open-file limit lowered to `limit`.
-    fn start_with_file_limit(secret: &str, limit: u32) -> Self {
-        let mut cmd = Command::new("prlimit");
-        cmd.arg(format!("--nofile={limit}:{limit}"))
-            .arg(server_binary())
-            .current_dir(std::env::temp_dir())
-            .env("RUST_LOG", "warn");
-        Self::start_command(cmd, secret)
-    }
-
-    fn start_command(mut cmd: Command, secret: &str) -> Self {
-        // Real binaries listen on 127.0.0.2, so that a port the in-process servers of
-        // other tests (on 127.0.0.1) have just released is never theirs.
-        cmd.env("HOST", "127.0.0.2")
-            .env("PORT", "0")
-            .env("SIGNALING_PORT", "0")
-            .env("OCTATE_TOKEN_SECRET", secret)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            // Keep draining so the server never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("octate-server printed no listening line");
-        };
-        let addr = |key: &str| -> SocketAddr {
-            let field = line.split_whitespace().find_map(|w| w.strip_prefix(key));
-            field
-                .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-        };
-        assert!(line.starts_with("octate-server listening "), "{line}");
-        let (http, signaling) = (addr("http="), addr("signaling="));
-        Self {
-            child,
-            http,
-            signaling,
-        }
-    }
-
-    fn ws_url(&self) -> String {
-        format!("ws://{}/", self.signaling)
-    }
-
-    async fn token(&self, user: &str, room: &str) -> String {
-        let fetch = octate_client::fetch_token(self.http, user, room, None);
-        tokio::time::timeout(peers::WAIT, fetch)
-            .await
-            .unwrap()
-            .unwrap()
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {signal} failed");
-    }
-
-    /// Waits (without blocking the runtime) for the process to exit within `limit`.
-    async fn exited_within(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "octate-server still running after {limit:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for RealServer {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// Names of the process's threads that are tokio workers.
 fn tokio_workers(pid: u32) -> usize {

@@ -3,20 +3,18 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::peers::{
-    self, Joined, expect_close, expect_error, expect_host_changed, expect_peer_joined,
-    expect_peer_left, expect_silence, next, next_text,
-};
-use common::{TestServer, fast_config};
 use octate_client::Client;
 use octate_protocol::{
     DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, LeaveReason, RoomState, ServerMessage, SignalKind,
     UpdateKind,
 };
+use octate_test::peers::{
+    self, Joined, expect_close, expect_error, expect_host_changed, expect_peer_joined,
+    expect_peer_left, expect_silence, next, next_text,
+};
+use octate_test::server::{TestServer, fast_config};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 

@@ -3,36 +3,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use std::time::Duration;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use common::peers::{self, expect_close, expect_error, expect_silence, next};
-use common::{SECRET, TestServer, fast_config};
-use octate_auth::{KeyRing, TokenAuthority};
 use octate_protocol::{ErrorCode, ServerMessage};
+use octate_test::peers::{self, expect_close, expect_error, expect_silence, next};
+use octate_test::server::{TestServer, fast_config};
+use octate_test::tokens::{KEY_ID, SECRET, authority, authority_with, mint_with, now_ms};
 use serde_json::json;
 
 const HOUR_MS: u64 = 3_600_000;
 
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
-
-/// An authority with the test servers' key, to mint tokens outside the server.
-fn minter() -> TokenAuthority {
-    TokenAuthority::new(KeyRing::new("k1", SECRET).unwrap())
-}
-
 /// A token minted with the servers' secret at `issued_at`, valid for `ttl`.
 fn minted(user: &str, room: &str, issued_at: u64, ttl: Duration) -> String {
-    minter().issue(user, room, Some(ttl), issued_at).unwrap().0
+    mint_with(KEY_ID, SECRET, user, room, issued_at, ttl)
 }
 
 /// `token` with one character of its signature (not the last, which carries padding
@@ -70,11 +53,11 @@ async fn bad_tokens_are_refused_with_4001_and_never_reach_the_room() {
     let server = TestServer::start(fast_config()).await;
     let mut alice = server.join("alice", "guarded").await.client;
     let mut bob = server.join("bob", "guarded").await.client;
-    common::peers::expect_peer_joined(&mut alice, "alice", "bob").await;
+    peers::expect_peer_joined(&mut alice, "alice", "bob").await;
 
     let good = server.token("mallory", "guarded").await;
     let now = now_ms();
-    let stranger = TokenAuthority::new(KeyRing::new("k9", SECRET).unwrap());
+    let stranger = authority_with("k9", SECRET);
     let cases = [
         (flip_signature_char(&good), ErrorCode::TokenBadSignature),
         (
@@ -277,7 +260,7 @@ async fn a_revoked_token_cannot_authenticate() {
 
 #[tokio::test]
 async fn a_token_expires_on_the_servers_clock() {
-    let authority = minter()
+    let authority = authority()
         .with_ttls(Duration::from_secs(1), Duration::from_secs(60))
         .unwrap();
     let server = TestServer::start_with(fast_config(), authority).await;
@@ -321,8 +304,8 @@ async fn tokens_survive_a_restart_only_with_the_same_secret() {
     );
     same_secret.stop().await;
 
-    let other_keys = KeyRing::new("k1", b"another-secret-0123456789abcdef-xyz").unwrap();
-    let other_secret = TestServer::start_with(fast_config(), TokenAuthority::new(other_keys)).await;
+    let other_keys = authority_with(KEY_ID, b"another-secret-0123456789abcdef-xyz");
+    let other_secret = TestServer::start_with(fast_config(), other_keys).await;
     assert_refused(&other_secret, &token, ErrorCode::TokenBadSignature).await;
     other_secret.stop().await;
 }
@@ -343,7 +326,7 @@ async fn revoking_a_token_ends_the_sessions_that_used_it() {
         .await
         .client;
     let mut bob = server.join("bob", "room-1").await.client;
-    common::peers::expect_peer_joined(&mut alice, "alice", "bob").await;
+    peers::expect_peer_joined(&mut alice, "alice", "bob").await;
 
     let resp = peers::post(
         server.http,
@@ -357,14 +340,14 @@ async fn revoking_a_token_ends_the_sessions_that_used_it() {
     expect_error(&mut alice, "alice", ErrorCode::TokenRevoked).await;
     expect_close(&mut alice, "alice", 4001).await;
     // The room forgets alice at once; bob, whose token is another, stays.
-    common::peers::expect_peer_left(
+    peers::expect_peer_left(
         &mut bob,
         "bob",
         "alice",
         octate_protocol::LeaveReason::Disconnected,
     )
     .await;
-    common::peers::expect_host_changed(&mut bob, "bob", "bob").await;
+    peers::expect_host_changed(&mut bob, "bob", "bob").await;
     expect_silence(&mut bob, "bob").await;
     let resp = peers::get(server.http, "/api/rooms/room-1/peers").await;
     assert_eq!(peers::body(&resp).as_array().unwrap().len(), 1);
@@ -445,18 +428,18 @@ async fn with_session_expiry_close_a_session_ends_when_its_token_expires() {
     let mut bob = peers::join(&server.ws_url(), &long, "bob", None)
         .await
         .client;
-    common::peers::expect_peer_joined(&mut alice, "alice", "bob").await;
+    peers::expect_peer_joined(&mut alice, "alice", "bob").await;
 
     expect_error(&mut alice, "alice", ErrorCode::TokenExpired).await;
     expect_close(&mut alice, "alice", 4001).await;
-    common::peers::expect_peer_left(
+    peers::expect_peer_left(
         &mut bob,
         "bob",
         "alice",
         octate_protocol::LeaveReason::Disconnected,
     )
     .await;
-    common::peers::expect_host_changed(&mut bob, "bob", "bob").await;
+    peers::expect_host_changed(&mut bob, "bob", "bob").await;
     expect_silence(&mut bob, "bob").await;
     server.stop().await;
 }

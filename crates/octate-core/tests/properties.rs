@@ -3,18 +3,16 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{Harness, ms, rid, uid};
 use octate_core::{ConnId, CoreConfig, CoreError, MemoryLevel, NewRoom, Output};
 use octate_protocol::{CloseCode, ErrorCode, RoomId, ServerMessage, UserId};
+use octate_test::core_model::{
+    self, CONNS, Invariants, Members, ROOMS, SIGNALS, USERS, message_recipients,
+};
 use proptest::prelude::*;
-
-const USERS: [&str; 4] = ["ann", "ben", "cat", "dan"];
-const ROOMS: [&str; 3] = ["r0", "r1", "r2"];
-const CONNS: u64 = 6;
-const SIGNALS: [&str; 3] = ["sdp-offer", "sdp-answer", "ice-candidate"];
 
 #[derive(Clone, Debug)]
 enum Msg {
@@ -178,16 +176,11 @@ fn encode(msg: &Msg, target: &str, nonce: usize) -> String {
     }
 }
 
-/// Who is in which room, and through which connection.
-type Members = HashMap<RoomId, Vec<(UserId, ConnId)>>;
-
-/// What the test knows besides the core's public getters.
+/// The core in its harness, and what the test knows besides the core's public getters.
 struct Model {
     h: Harness,
-    /// Identity each authenticated connection was given.
-    identity: HashMap<ConnId, (UserId, RoomId)>,
-    /// The connection each (room, user) was last acknowledged on (`auth-ok` / `room-joined`).
-    acked: HashMap<(RoomId, UserId), ConnId>,
+    /// Identities and acknowledgements, and the invariants checked with them.
+    known: Invariants,
     /// When the cleanup timer is next due (the harness fires timers exactly on time).
     next_cleanup: u64,
     nonce: usize,
@@ -199,39 +192,18 @@ impl Model {
         let next_cleanup = h.now + ms(h.config().cleanup_interval);
         Self {
             h,
-            identity: HashMap::new(),
-            acked: HashMap::new(),
+            known: Invariants::new(),
             next_cleanup,
             nonce: 0,
         }
     }
 
     fn members(&self) -> Members {
-        let mut members = Members::new();
-        for room_id in self.h.core.room_ids() {
-            let peers = self.h.core.peers(room_id).unwrap();
-            let list = peers
-                .into_iter()
-                .map(|p| {
-                    let conn = *self
-                        .acked
-                        .get(&(room_id.clone(), p.user_id.clone()))
-                        .unwrap_or_else(|| {
-                            panic!("{} in {room_id} was never acknowledged", p.user_id)
-                        });
-                    (p.user_id, conn)
-                })
-                .collect();
-            members.insert(room_id.clone(), list);
-        }
-        members
+        self.known.members(&self.h.core)
     }
 
     fn assert_no_empty_room(&self, when: &str) {
-        for room_id in self.h.core.room_ids() {
-            let room = self.h.core.room(room_id).unwrap();
-            assert!(room.peer_count > 0, "empty room {room_id} survived {when}");
-        }
+        core_model::assert_no_empty_room(&self.h.core, when);
     }
 
     /// Advances time timer by timer, checking the cleanup rule after each cleanup.
@@ -276,10 +248,7 @@ impl Model {
                 .and_then(|m| m.iter().find(|(u, _)| u == user))
                 .map(|(_, c)| *c)
         };
-        let was_authenticated: HashSet<ConnId> = (0..CONNS)
-            .map(ConnId)
-            .filter(|c| self.h.core.is_authenticated(*c))
-            .collect();
+        let was_authenticated = core_model::authenticated(&self.h.core);
         let rooms_before = before.len();
         self.nonce += 1;
         let mut actor = None;
@@ -299,8 +268,8 @@ impl Model {
                 if was_authenticated.contains(&c) {
                     assert_eq!(self.h.errors_to(*conn), [ErrorCode::AlreadyAuthenticated]);
                 } else if self.h.core.is_authenticated(c) {
-                    self.identity
-                        .insert(c, (uid(USERS[*user]), rid(ROOMS[*room])));
+                    self.known
+                        .authenticated(c, uid(USERS[*user]), rid(ROOMS[*room]));
                     assert_eq!(self.h.kinds_to(*conn), ["auth-ok"]);
                 } else {
                     // Refused: an error, then a close.
@@ -322,7 +291,7 @@ impl Model {
                 let conn = &self.pick(*conn, *live);
                 let c = ConnId(*conn);
                 actor = Some(c);
-                let identity = self.identity.get(&c).cloned();
+                let identity = self.known.identity(c).cloned();
                 let target = match msg {
                     Msg::Signal { target, mate, .. } => {
                         let mates: Vec<&UserId> = identity
@@ -458,7 +427,7 @@ impl Model {
                         .iter()
                         .all(|o| message_recipients(o).all(|r| r != c))
                 );
-                if let Some((user, room)) = self.identity.get(&c)
+                if let Some((user, room)) = self.known.identity(c)
                     && member_conn(room, user) == Some(c)
                 {
                     assert!(!self.h.peer_ids(room.as_str()).contains(&user.to_string()));
@@ -528,149 +497,15 @@ impl Model {
         actor: Option<ConnId>,
     ) {
         let out = self.h.drain();
-        let config = self.h.config();
-
-        // Signals and updates stay inside the sender's room, as it was before the step.
-        for o in &out {
-            let (msg, recipients): (&ServerMessage, Vec<ConnId>) = match o {
-                Output::Send { to, msg } => (msg, vec![*to]),
-                Output::Broadcast { to, msg } => (msg, to.clone()),
-                _ => continue,
-            };
-            let (from, room) = match msg {
-                ServerMessage::Signal { from, room_id, .. }
-                | ServerMessage::Update { from, room_id, .. } => (from, room_id),
-                ServerMessage::Error { .. } => {
-                    assert_eq!(recipients, [actor.expect("errors answer an actor")]);
-                    continue;
-                }
-                ServerMessage::AuthOk { user_id, room }
-                | ServerMessage::RoomJoined { user_id, room } => {
-                    assert_eq!(recipients, [actor.expect("joins answer an actor")]);
-                    assert_eq!(
-                        self.identity[&recipients[0]],
-                        (user_id.clone(), room.room_id.clone())
-                    );
-                    self.acked
-                        .insert((room.room_id.clone(), user_id.clone()), recipients[0]);
-                    continue;
-                }
-                _ => continue,
-            };
-            let members = before
-                .get(room)
-                .unwrap_or_else(|| panic!("{o:?}: room did not exist"));
-            let sender = members
-                .iter()
-                .find(|(u, _)| u == from)
-                .unwrap_or_else(|| panic!("{o:?}: {from} was not in {room}"));
-            assert_eq!(
-                Some(sender.1),
-                actor,
-                "{o:?}: stamped with someone else's id"
-            );
-            for to in &recipients {
-                let (user, _) = members
-                    .iter()
-                    .find(|(_, c)| c == to)
-                    .unwrap_or_else(|| panic!("{o:?}: {to} was not a member of {room}"));
-                assert_ne!(user, from, "{o:?}: echoed to the sender");
-            }
-            assert!(!recipients.is_empty(), "{o:?}: nobody to send to");
-        }
-
-        // A closed connection hears nothing more and is forgotten.
-        let mut closed = HashSet::new();
-        for o in &out {
-            match o {
-                Output::Close { conn, code } => {
-                    assert!(closed.insert(*conn), "{conn} closed twice");
-                    assert!(
-                        was_authenticated.contains(conn) || Some(*conn) == actor,
-                        "closing {conn} ({code:?}), which was never open"
-                    );
-                }
-                Output::Heartbeat { to } => {
-                    assert!(!to.is_empty());
-                    assert!(to.windows(2).all(|w| w[0] < w[1]), "{to:?}");
-                    assert!(
-                        to.iter().all(|c| !closed.contains(c)),
-                        "{o:?} after a close"
-                    );
-                }
-                _ => {
-                    for c in message_recipients(o) {
-                        assert!(!closed.contains(&c), "{o:?} to {c} after its close");
-                    }
-                }
-            }
-        }
-        for conn in &closed {
-            assert!(
-                !self.h.core.is_authenticated(*conn),
-                "{conn} closed but remembered"
-            );
-        }
-
-        // Identities of live connections.
-        self.identity
-            .retain(|c, _| self.h.core.is_authenticated(*c));
-        let authenticated = (0..CONNS)
-            .filter(|c| self.h.core.is_authenticated(ConnId(*c)))
-            .count();
-        assert_eq!(authenticated, self.identity.len());
-
-        // Room structure.
-        let mut total_peers = 0;
-        let mut member_conns = HashSet::new();
-        let room_ids: Vec<RoomId> = self.h.core.room_ids().cloned().collect();
-        for room_id in &room_ids {
-            let room = self.h.core.room(room_id).unwrap();
-            assert_eq!(room.room_id, *room_id);
-            assert_eq!(room.peer_count, room.peers.len(), "{room:?}");
-            assert!(room.peer_count <= config.max_peers_per_room, "{room:?}");
-            assert!(room.created_at <= room.last_activity && room.last_activity <= self.h.now);
-            total_peers += room.peer_count;
-            let users: HashSet<_> = room.peers.iter().map(|p| &p.user_id).collect();
-            assert_eq!(users.len(), room.peers.len(), "a user twice in {room:?}");
-            if !room.peers.is_empty() {
-                let hosts: Vec<_> = room.peers.iter().filter(|p| p.is_host).collect();
-                assert_eq!(hosts.len(), 1, "{room:?}");
-                assert_eq!(hosts[0].user_id, room.host_id, "{room:?}");
-            }
-            assert!(
-                room.peers
-                    .windows(2)
-                    .all(|w| w[0].connected_at <= w[1].connected_at),
-                "not longest-connected first: {room:?}"
-            );
-            for p in &room.peers {
-                assert!(p.connected_at <= p.last_heartbeat && p.last_heartbeat <= self.h.now);
-                let conn = self.acked[&(room_id.clone(), p.user_id.clone())];
-                assert!(
-                    self.h.core.is_authenticated(conn),
-                    "{} in {room_id} via a dead {conn}",
-                    p.user_id
-                );
-                assert_eq!(self.identity[&conn], (p.user_id.clone(), room_id.clone()));
-                assert!(member_conns.insert(conn), "{conn} is two members");
-            }
-        }
-        let stats = self.h.core.stats();
-        assert_eq!(stats.rooms, room_ids.len());
-        assert!(stats.rooms <= config.max_rooms);
-        assert_eq!(stats.peers, total_peers);
-        assert_eq!(stats.connections, authenticated);
+        self.known.check(
+            &self.h.core,
+            self.h.now,
+            &out,
+            before,
+            was_authenticated,
+            actor,
+        );
     }
-}
-
-fn message_recipients(o: &Output) -> impl Iterator<Item = ConnId> + '_ {
-    let to: &[ConnId] = match o {
-        Output::Send { to, .. } => std::slice::from_ref(to),
-        Output::Broadcast { to, .. } | Output::Heartbeat { to } | Output::Forward { to, .. } => to,
-        Output::Close { .. } | Output::RoomRemoved { .. } | Output::Cluster(_) => &[],
-    };
-    to.iter().copied()
 }
 
 proptest! {

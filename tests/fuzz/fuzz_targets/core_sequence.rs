@@ -6,34 +6,22 @@
 //! `ROOMS`, connections are `ConnId(0..CONNS)`; a connection byte with its high bit set
 //! picks among the authenticated connections instead. `empty_room_grace` is always 0.
 //!
-//! Invariants, after every step:
-//! - every room: `peerCount == peers.len()`, at most `max_peers_per_room` peers, each user
-//!   at most once, exactly one host when non-empty and it is a member and `hostId`,
-//!   peers longest-connected first, timestamps ordered and not in the future;
-//! - every member is reached through a live connection whose identity is that user in
-//!   that room, and no connection is two members; `stats()` agrees with the rooms;
-//! - a signal or update output comes from the acting connection's user, is addressed
-//!   only to other members of that same room (as it was before the step), never to the
-//!   sender, never to nobody; a signal goes to exactly one connection;
-//! - errors and `auth-ok`/`room-joined` go only to the acting connection;
-//! - nothing is sent to a connection after its close, none is closed twice, and a closed
-//!   connection is forgotten;
+//! Invariants, after every step: those of `octate_test::core_model` (shared with the core's
+//! property tests: room structure, membership through live connections, routing inside
+//! the sender's room, answers to the actor, nothing after a close), and:
 //! - no empty room survives a cleanup (timer or memory reading), as the grace is 0;
 //! - `poll_timeout` moves forward after each timer fires at its deadline.
 #![no_main]
 
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use octate_core::{ConnId, Core, CoreConfig, Identity, NewRoom, Output};
-use octate_protocol::{ClientMessage, DEFAULT_MAX_MESSAGE_BYTES, RoomId, ServerMessage, UserId};
+use octate_protocol::{ClientMessage, DEFAULT_MAX_MESSAGE_BYTES};
+use octate_test::core_model::{
+    self, CONNS, Invariants, Members, ROOMS, SIGNALS, T0, USERS, rid, uid,
+};
 
-const T0: u64 = 1_700_000_000_000;
-const USERS: [&str; 4] = ["ann", "ben", "cat", "dan"];
-const ROOMS: [&str; 3] = ["r0", "r1", "r2"];
-const CONNS: u64 = 6;
-const SIGNALS: [&str; 3] = ["sdp-offer", "sdp-answer", "ice-candidate"];
 const MAX_STEPS: usize = 400;
 
 struct Bytes<'a>(&'a [u8]);
@@ -57,14 +45,6 @@ impl Bytes<'_> {
         self.0 = rest;
         head
     }
-}
-
-fn uid(s: &str) -> UserId {
-    UserId::new(s).expect("valid user id")
-}
-
-fn rid(s: &str) -> RoomId {
-    RoomId::new(s).expect("valid room id")
 }
 
 fn config(b: &mut Bytes<'_>) -> CoreConfig {
@@ -115,17 +95,13 @@ fn conn_of(core: &Core, b: u8) -> ConnId {
     ConnId(u64::from(b) % CONNS)
 }
 
-type Members = HashMap<RoomId, Vec<(UserId, ConnId)>>;
-
 struct Model {
     core: Core,
     now: u64,
     cleanup_interval: u64,
     next_cleanup: u64,
-    /// Identity given to each connection that authenticated.
-    identity: HashMap<ConnId, (UserId, RoomId)>,
-    /// The connection each (room, user) was last answered `auth-ok`/`room-joined` on.
-    acked: HashMap<(RoomId, UserId), ConnId>,
+    /// Identities and acknowledgements, and the invariants checked with them.
+    known: Invariants,
     out: Vec<Output>,
     nonce: u64,
 }
@@ -138,8 +114,7 @@ impl Model {
             now: T0,
             cleanup_interval,
             next_cleanup: T0 + cleanup_interval,
-            identity: HashMap::new(),
-            acked: HashMap::new(),
+            known: Invariants::new(),
             out: Vec::new(),
             nonce: 0,
         }
@@ -152,29 +127,11 @@ impl Model {
     }
 
     fn members(&self) -> Members {
-        let mut members = Members::new();
-        for room_id in self.core.room_ids() {
-            let peers = self.core.peers(room_id).expect("listed room exists");
-            let list = peers
-                .into_iter()
-                .map(|p| {
-                    let conn = *self
-                        .acked
-                        .get(&(room_id.clone(), p.user_id.clone()))
-                        .unwrap_or_else(|| panic!("{} in {room_id} never acknowledged", p.user_id));
-                    (p.user_id, conn)
-                })
-                .collect();
-            members.insert(room_id.clone(), list);
-        }
-        members
+        self.known.members(&self.core)
     }
 
     fn assert_no_empty_room(&self, when: &str) {
-        for room_id in self.core.room_ids() {
-            let room = self.core.room(room_id).expect("listed room exists");
-            assert!(room.peer_count > 0, "empty room {room_id} survived {when}");
-        }
+        core_model::assert_no_empty_room(&self.core, when);
     }
 
     /// Fires `handle_timeout` at `at`; checks the cleanup rule when the cleanup was due.
@@ -219,7 +176,7 @@ impl Model {
                     0..4 => USERS[t].to_owned(),
                     4 => {
                         // A room-mate of the sender, when it has one.
-                        let mate = self.identity.get(&actor).and_then(|(user, room)| {
+                        let mate = self.known.identity(actor).and_then(|(user, room)| {
                             before
                                 .get(room)
                                 .and_then(|m| m.iter().map(|(u, _)| u).find(|u| *u != user))
@@ -268,10 +225,7 @@ impl Model {
             return false;
         }
         let before = self.members();
-        let was_authenticated: HashSet<ConnId> = (0..CONNS)
-            .map(ConnId)
-            .filter(|c| self.core.is_authenticated(*c))
-            .collect();
+        let was_authenticated = core_model::authenticated(&self.core);
         let mut actor = None;
         let mut cleanup = false;
         match b.pick(15) {
@@ -292,7 +246,7 @@ impl Model {
                 self.core
                     .handle_authenticated(self.now, conn, identity, name);
                 if fresh && self.core.is_authenticated(conn) {
-                    self.identity.insert(conn, (user, room));
+                    self.known.authenticated(conn, user, room);
                 }
             }
             1..=7 => {
@@ -358,170 +312,19 @@ impl Model {
             }
         }
         self.pump();
-        self.check(&before, &was_authenticated, actor);
+        let out = std::mem::take(&mut self.out);
+        self.known.check(
+            &self.core,
+            self.now,
+            &out,
+            &before,
+            &was_authenticated,
+            actor,
+        );
         if cleanup {
             self.assert_no_empty_room("a memory cleanup with no grace");
         }
         true
-    }
-
-    fn check(
-        &mut self,
-        before: &Members,
-        was_authenticated: &HashSet<ConnId>,
-        actor: Option<ConnId>,
-    ) {
-        let out = std::mem::take(&mut self.out);
-        let config = self.core.config().clone();
-
-        for o in &out {
-            let (msg, recipients): (&ServerMessage, Vec<ConnId>) = match o {
-                Output::Send { to, msg } => (msg, vec![*to]),
-                Output::Broadcast { to, msg } => (msg, to.clone()),
-                _ => continue,
-            };
-            let (from, room) = match msg {
-                ServerMessage::Signal { from, room_id, .. } => {
-                    assert!(
-                        matches!(o, Output::Send { .. }),
-                        "{o:?}: a signal goes to one peer"
-                    );
-                    (from, room_id)
-                }
-                ServerMessage::Update { from, room_id, .. } => (from, room_id),
-                ServerMessage::Error { .. } => {
-                    assert_eq!(
-                        recipients,
-                        [actor.expect("errors answer an actor")],
-                        "{o:?}"
-                    );
-                    continue;
-                }
-                ServerMessage::AuthOk { user_id, room }
-                | ServerMessage::RoomJoined { user_id, room } => {
-                    assert_eq!(recipients, [actor.expect("joins answer an actor")], "{o:?}");
-                    assert_eq!(
-                        self.identity.get(&recipients[0]),
-                        Some(&(user_id.clone(), room.room_id.clone())),
-                        "{o:?}: answered on a connection of another identity"
-                    );
-                    assert!(room.peers.iter().any(|p| &p.user_id == user_id), "{o:?}");
-                    self.acked
-                        .insert((room.room_id.clone(), user_id.clone()), recipients[0]);
-                    continue;
-                }
-                _ => continue,
-            };
-            let members = before
-                .get(room)
-                .unwrap_or_else(|| panic!("{o:?}: room did not exist"));
-            let sender = members
-                .iter()
-                .find(|(u, _)| u == from)
-                .unwrap_or_else(|| panic!("{o:?}: {from} was not in {room}"));
-            assert_eq!(
-                Some(sender.1),
-                actor,
-                "{o:?}: stamped with someone else's id"
-            );
-            assert!(!recipients.is_empty(), "{o:?}: nobody to send to");
-            for to in &recipients {
-                let (user, _) = members
-                    .iter()
-                    .find(|(_, c)| c == to)
-                    .unwrap_or_else(|| panic!("{o:?}: {to} is not a member of {room}"));
-                assert_ne!(user, from, "{o:?}: echoed to the sender");
-            }
-        }
-
-        let mut closed = HashSet::new();
-        for o in &out {
-            match o {
-                Output::Close { conn, .. } => {
-                    assert!(closed.insert(*conn), "{conn} closed twice");
-                    assert!(
-                        was_authenticated.contains(conn) || Some(*conn) == actor,
-                        "closing {conn}, which was never open"
-                    );
-                }
-                Output::Send { to, .. } => assert!(!closed.contains(to), "{o:?} after a close"),
-                Output::Broadcast { to, .. } | Output::Heartbeat { to } => {
-                    assert!(!to.is_empty(), "{o:?}");
-                    assert!(
-                        to.iter().all(|c| !closed.contains(c)),
-                        "{o:?} after a close"
-                    );
-                }
-                Output::RoomRemoved { room_id, .. } => {
-                    assert!(
-                        self.core.room(room_id).is_none(),
-                        "{room_id} removed but present"
-                    );
-                }
-                // A single-node core never produces these.
-                Output::Forward { .. } | Output::Cluster(_) => {}
-            }
-        }
-        for conn in &closed {
-            assert!(
-                !self.core.is_authenticated(*conn),
-                "{conn} closed but remembered"
-            );
-        }
-
-        self.identity.retain(|c, _| self.core.is_authenticated(*c));
-        let authenticated = (0..CONNS)
-            .filter(|c| self.core.is_authenticated(ConnId(*c)))
-            .count();
-        assert_eq!(authenticated, self.identity.len());
-
-        let mut total_peers = 0;
-        let mut member_conns = HashSet::new();
-        let room_ids: Vec<RoomId> = self.core.room_ids().cloned().collect();
-        for room_id in &room_ids {
-            let room = self.core.room(room_id).expect("listed room exists");
-            assert_eq!(&room.room_id, room_id);
-            assert_eq!(room.peer_count, room.peers.len(), "peerCount: {room:?}");
-            assert!(
-                room.peer_count <= config.max_peers_per_room,
-                "over the limit: {room:?}"
-            );
-            assert!(room.created_at <= room.last_activity && room.last_activity <= self.now);
-            total_peers += room.peer_count;
-            let users: HashSet<_> = room.peers.iter().map(|p| &p.user_id).collect();
-            assert_eq!(users.len(), room.peers.len(), "a user twice in {room:?}");
-            if !room.peers.is_empty() {
-                let hosts: Vec<_> = room.peers.iter().filter(|p| p.is_host).collect();
-                assert_eq!(hosts.len(), 1, "hosts of {room:?}");
-                assert_eq!(
-                    hosts[0].user_id, room.host_id,
-                    "host is not a member: {room:?}"
-                );
-                assert_eq!(hosts[0].user_name, room.host_name, "{room:?}");
-            }
-            assert!(
-                room.peers
-                    .windows(2)
-                    .all(|w| w[0].connected_at <= w[1].connected_at),
-                "not longest-connected first: {room:?}"
-            );
-            for p in &room.peers {
-                assert!(p.connected_at <= p.last_heartbeat && p.last_heartbeat <= self.now);
-                let conn = self.acked[&(room_id.clone(), p.user_id.clone())];
-                assert!(
-                    self.core.is_authenticated(conn),
-                    "{} in {room_id} via a dead {conn}",
-                    p.user_id
-                );
-                assert_eq!(self.identity[&conn], (p.user_id.clone(), room_id.clone()));
-                assert!(member_conns.insert(conn), "{conn} is two members");
-            }
-        }
-        let stats = self.core.stats();
-        assert_eq!(stats.rooms, room_ids.len());
-        assert!(stats.rooms <= config.max_rooms, "{} rooms", stats.rooms);
-        assert_eq!(stats.peers, total_peers);
-        assert_eq!(stats.connections, authenticated);
     }
 }
 
