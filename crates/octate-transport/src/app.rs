@@ -79,6 +79,9 @@ pub struct App {
     pub(crate) admin_key: Option<AdminKey>,
     memory_level: AtomicU8,
     started: Instant,
+    /// How many times the core has been driven, for tests that count lock acquisitions.
+    #[cfg(test)]
+    pub(crate) drives: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for App {
@@ -115,12 +118,16 @@ impl App {
             admin_key,
             memory_level: AtomicU8::new(0),
             started: Instant::now(),
+            #[cfg(test)]
+            drives: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
     /// Runs `f` on the core with the current time, then carries out every output.
     pub(crate) fn drive<T>(&self, f: impl FnOnce(&mut Core, UnixMillis) -> T) -> T {
         let mut core = self.core.lock();
+        #[cfg(test)]
+        self.drives.fetch_add(1, Ordering::Relaxed);
         // Read the clock under the lock, so the core sees time move forward only.
         let now = self.clock.now_ms();
         let result = f(&mut core, now);

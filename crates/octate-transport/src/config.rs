@@ -50,6 +50,9 @@ pub struct TransportConfig {
     pub admin_key: Option<String>,
     /// Time a new WebSocket has to send `auth`.
     pub auth_timeout: Duration,
+    /// Longest a connection the server is closing may stay open: its last frames and the
+    /// close handshake must finish within it, or the socket is dropped.
+    pub close_grace: Duration,
     /// Largest WebSocket message (after reassembly of fragments), in bytes.
     pub max_message_bytes: usize,
     /// Largest HTTP request body, in bytes.
@@ -85,6 +88,7 @@ impl Default for TransportConfig {
             cors_origins: CorsOrigins::Any,
             admin_key: None,
             auth_timeout: Duration::from_secs(10),
+            close_grace: Duration::from_secs(5),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_body_bytes: 64 * 1024,
             outbound_queue_messages: 256,
