@@ -199,8 +199,9 @@ impl App {
     fn on_slow_consumer(&self, conn: ConnId) {
         self.metrics.slow_consumers.inc();
         info!(%conn, "slow consumer closed");
-        // The session notices the kill and reports the disconnect itself; telling the
-        // core here would re-enter `drive` from inside a dispatch.
+        // The session notices the overflow, sends 4008 ahead of what is left unsent and
+        // reports the disconnect itself; telling the core here would re-enter `drive`
+        // from inside a dispatch.
     }
 
     /// Sends an error straight to a connection, outside the core.

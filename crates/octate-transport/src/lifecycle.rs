@@ -30,7 +30,8 @@ pub(crate) enum Exit {
     /// The session refused the client with this close code (bad frames, failed or late
     /// authentication, rate limit).
     Refused(CloseCode),
-    /// The core closed it: replaced, heartbeat timeout, memory policy, room closed.
+    /// The core closed it: replaced, heartbeat timeout, memory policy, room closed,
+    /// shutdown.
     ClosedByCore,
     /// The server is shutting down (1001).
     Shutdown,

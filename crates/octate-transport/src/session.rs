@@ -259,7 +259,7 @@ impl Connection {
         if !self.life.is_open() {
             self.step(Input::ReadWhileClosing(report.bytes));
         }
-        if self.session.identity.is_some() {
+        if !self.life.is_live() && self.session.identity.is_some() {
             self.step(Input::Authenticated);
         }
         match report.end {
