@@ -107,7 +107,12 @@ async fn a_replaced_connection_that_does_not_read_is_dropped_within_the_close_gr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_sent_4008_once_it_reads_again() {
-    let server = start(unlimited_pings).await;
+    let server = start(|c| {
+        unlimited_pings(c);
+        // Sam starts reading only after the test saw the overflow: give it time.
+        c.close_grace = Duration::from_secs(30);
+    })
+    .await;
     let mut sam = small_window_join(&server, "sam", "slow").await;
     // Pongs pile up until the queue overflows.
     let mut killed = false;
