@@ -486,6 +486,47 @@ mod tests {
     }
 
     #[test]
+    fn inputs_that_do_not_apply_change_nothing() {
+        let (mut authenticating, t0) = start();
+        for input in [Input::CloseWritten, Input::ReadWhileClosing(1 << 30)] {
+            assert_eq!(authenticating.on(input), Effect::None);
+            assert_eq!(
+                authenticating.phase(),
+                Phase::Authenticating {
+                    deadline: t0 + AUTH
+                }
+            );
+        }
+        let (mut live, _) = live();
+        for input in [
+            Input::Authenticated,
+            Input::CloseWritten,
+            Input::ReadWhileClosing(1 << 30),
+            Input::Tick(t0 + AUTH * 100),
+        ] {
+            assert_eq!(live.on(input), Effect::None);
+            assert_eq!(live.phase(), Phase::Live);
+        }
+        let mut closing = live;
+        closing.on(Input::Close {
+            exit: Exit::ClosedByCore,
+            now: t0,
+        });
+        let before = closing.phase();
+        for input in [
+            Input::Authenticated,
+            Input::Tick(t0 + GRACE / 2),
+            Input::Close {
+                exit: Exit::SlowConsumer,
+                now: t0,
+            },
+        ] {
+            assert_eq!(closing.on(input), Effect::None);
+            assert_eq!(closing.phase(), before);
+        }
+    }
+
+    #[test]
     fn a_socket_that_ends_ends_the_session_in_any_phase() {
         let (mut open, _) = live();
         assert_eq!(open.on(Input::SocketEnded), Effect::Leave);

@@ -142,7 +142,15 @@ async fn event_loop(
                     now: Instant::now(),
                 });
             }
-            Event::Deadline => conn.step(Input::Tick(Instant::now())),
+            Event::Deadline => {
+                // The timer fired, so its deadline has passed, whatever the clock reads.
+                let now = Instant::now();
+                let at = conn
+                    .life
+                    .deadline()
+                    .map_or(now, |deadline| deadline.max(now));
+                conn.step(Input::Tick(at));
+            }
             Event::Read(Ok(report)) => conn.after_read(report),
             Event::Read(Err(_)) | Event::Writable(Err(_)) => conn.step(Input::SocketEnded),
             Event::Queued | Event::Writable(Ok(())) => {}
