@@ -142,6 +142,9 @@ pub(crate) struct Config {
     /// Time a new WebSocket has to send `auth`, in milliseconds.
     #[arg(long, env = "OCTATE_AUTH_TIMEOUT_MS", default_value_t = 10_000)]
     pub(crate) auth_timeout_ms: u64,
+    /// Longest a connection being closed may stay open, in milliseconds.
+    #[arg(long, env = "OCTATE_CLOSE_GRACE_MS", default_value_t = 5_000)]
+    pub(crate) close_grace_ms: u64,
     /// Most peers in one room.
     #[arg(long, env = "OCTATE_MAX_PEERS_PER_ROOM", default_value_t = 50)]
     pub(crate) max_peers_per_room: usize,
@@ -216,6 +219,7 @@ impl Config {
                 self.memory_check_interval_ms,
             ),
             ("OCTATE_AUTH_TIMEOUT_MS", self.auth_timeout_ms),
+            ("OCTATE_CLOSE_GRACE_MS", self.close_grace_ms),
             ("OCTATE_HEADER_READ_TIMEOUT_MS", self.header_read_timeout_ms),
             (
                 "OCTATE_MESSAGES_PER_SECOND",
@@ -336,6 +340,7 @@ impl Config {
                 SessionExpiryArg::Ignore => SessionExpiry::Ignore,
                 SessionExpiryArg::Close => SessionExpiry::Close,
             },
+            close_grace: ms(self.close_grace_ms),
             max_message_bytes: self.max_message_bytes,
             max_body_bytes: self.max_body_bytes,
             outbound_queue_messages: self.outbound_queue_messages,

@@ -116,6 +116,9 @@ pub struct App {
     started: Instant,
     /// The rest of the cluster, when this server is one node of several.
     pub(crate) cluster: OnceLock<Arc<dyn ClusterLink>>,
+    /// How many times the core has been driven, for tests that count lock acquisitions.
+    #[cfg(test)]
+    pub(crate) drives: std::sync::atomic::AtomicUsize,
 }
 
 /// Text shared by every recipient of a relayed message, handed to `Bytes` without a copy.
@@ -195,6 +198,8 @@ impl App {
             memory_level: AtomicU8::new(0),
             started: Instant::now(),
             cluster: OnceLock::new(),
+            #[cfg(test)]
+            drives: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -223,6 +228,8 @@ impl App {
     /// Runs `f` on the core with the current time, then carries out every output.
     pub(crate) fn drive<T>(&self, f: impl FnOnce(&mut Core, UnixMillis) -> T) -> T {
         let mut core = self.core.lock();
+        #[cfg(test)]
+        self.drives.fetch_add(1, Ordering::Relaxed);
         // Read the clock under the lock, so the core sees time move forward only.
         let now = self.clock.now_ms();
         let result = f(&mut core, now);
@@ -304,8 +311,9 @@ impl App {
     fn on_slow_consumer(&self, conn: ConnId) {
         self.metrics.slow_consumers.inc();
         info!(%conn, "slow consumer closed");
-        // The session notices the kill and reports the disconnect itself; telling the
-        // core here would re-enter `drive` from inside a dispatch.
+        // The session notices the overflow, sends 4008 ahead of what is left unsent and
+        // reports the disconnect itself; telling the core here would re-enter `drive`
+        // from inside a dispatch.
     }
 
     /// Sends an error straight to a connection, outside the core.

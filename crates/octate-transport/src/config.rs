@@ -63,6 +63,9 @@ pub struct TransportConfig {
     pub auth_timeout: Duration,
     /// What happens to a session when its token expires.
     pub session_expiry: SessionExpiry,
+    /// Longest a connection the server is closing may stay open: its last frames and the
+    /// close handshake must finish within it, or the socket is dropped.
+    pub close_grace: Duration,
     /// Largest WebSocket message (after reassembly of fragments), in bytes.
     pub max_message_bytes: usize,
     /// Largest HTTP request body, in bytes.
@@ -99,6 +102,7 @@ impl Default for TransportConfig {
             admin_key: None,
             auth_timeout: Duration::from_secs(10),
             session_expiry: SessionExpiry::Ignore,
+            close_grace: Duration::from_secs(5),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_body_bytes: 64 * 1024,
             outbound_queue_messages: 256,

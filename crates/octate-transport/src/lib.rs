@@ -17,6 +17,7 @@ mod config;
 mod error;
 mod heap;
 mod http;
+mod lifecycle;
 mod limits;
 mod metrics;
 mod registry;

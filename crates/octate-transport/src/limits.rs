@@ -1,15 +1,15 @@
-//! Per-connection message rate limit and per-address connection counts.
+//! Per-connection frame rate limit and per-address connection counts.
+//!
+//! The rate limit reads tokio's clock, so paused-time tests steer it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-/// What to do with one inbound message.
+/// What to do with one inbound frame or message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
     /// Within the rate: handle it.
@@ -20,32 +20,67 @@ pub(crate) enum Verdict {
     Close,
 }
 
+/// A token bucket: `burst` tokens at most, one more every `interval`.
+///
+/// Kept as the time at which the bucket would be full again (the generic cell rate
+/// algorithm): a token is taken when that time is less than a full bucket away.
+#[derive(Debug)]
+struct Bucket {
+    /// Time one token takes to come back.
+    interval: Duration,
+    /// Time an empty bucket takes to fill, less one token's.
+    slack: Duration,
+    /// When the bucket is full again.
+    full_at: Instant,
+}
+
+impl Bucket {
+    fn new(per_second: u32, burst: u32, now: Instant) -> Self {
+        let interval = Duration::from_secs(1) / per_second.max(1);
+        Self {
+            interval,
+            slack: interval.saturating_mul(burst.max(1) - 1),
+            full_at: now,
+        }
+    }
+
+    /// Takes a token if one is left at `now`.
+    fn take(&mut self, now: Instant) -> bool {
+        let full_at = self.full_at.max(now);
+        if full_at - now > self.slack {
+            return false;
+        }
+        self.full_at = full_at + self.interval;
+        true
+    }
+}
+
 /// A token bucket per connection, plus a strike count for clients that keep flooding.
 #[derive(Debug)]
 pub(crate) struct MessageRate {
-    bucket: DefaultDirectRateLimiter,
+    bucket: Bucket,
     strikes: u32,
     max_strikes: u32,
     last_strike: Option<Instant>,
 }
 
 impl MessageRate {
-    /// `per_second` sustained, `burst` at once, close after `max_strikes` rejections in a row.
+    /// `per_second` sustained, `burst` at once (0: one second's worth), close after
+    /// `max_strikes` rejections in a row.
     pub(crate) fn new(per_second: u32, burst: u32, max_strikes: u32) -> Self {
-        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(burst).unwrap_or(rate);
+        let burst = if burst == 0 { per_second } else { burst };
         Self {
-            bucket: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+            bucket: Bucket::new(per_second, burst, Instant::now()),
             strikes: 0,
             max_strikes: max_strikes.max(1),
             last_strike: None,
         }
     }
 
-    /// Judges one message. Strikes are forgiven after a second without any.
+    /// Judges one frame or message. Strikes are forgiven after a second without any.
     pub(crate) fn check(&mut self) -> Verdict {
         let now = Instant::now();
-        if self.bucket.check().is_ok() {
+        if self.bucket.take(now) {
             if self
                 .last_strike
                 .is_some_and(|t| now - t >= Duration::from_secs(1))
@@ -101,6 +136,40 @@ impl PerAddress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_come_back_at_the_rate_and_strikes_are_forgiven() {
+        let mut rate = MessageRate::new(10, 5, 3);
+        for _ in 0..5 {
+            assert_eq!(rate.check(), Verdict::Allow);
+        }
+        assert_eq!(rate.check(), Verdict::Reject);
+        tokio::time::advance(Duration::from_millis(99)).await;
+        assert_eq!(rate.check(), Verdict::Reject, "no token back before 100 ms");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(rate.check(), Verdict::Allow, "one token every 100 ms");
+        assert_eq!(rate.check(), Verdict::Close, "the third strike in a row");
+
+        let mut rate = MessageRate::new(10, 5, 3);
+        for _ in 0..5 {
+            rate.check();
+        }
+        assert_eq!(rate.check(), Verdict::Reject);
+        assert_eq!(rate.check(), Verdict::Reject);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..5 {
+            assert_eq!(
+                rate.check(),
+                Verdict::Allow,
+                "a second refills 10, up to the burst"
+            );
+        }
+        assert_eq!(
+            rate.check(),
+            Verdict::Reject,
+            "strikes were forgiven after a quiet second: no close yet"
+        );
+    }
 
     #[test]
     fn a_flood_is_rejected_then_closed() {

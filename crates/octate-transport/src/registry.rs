@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use octate_core::ConnId;
@@ -46,10 +46,36 @@ impl std::fmt::Debug for Outbound {
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     queue: Mutex<Queue>,
-    /// Wakes the session when something is queued.
+    /// Wakes the session when something is queued or the connection is ended.
     ready: Notify,
-    /// Set when the connection must stop at once (slow consumer).
-    killed: AtomicBool,
+    /// How the server ended the connection, if it did: an [`Ending`] as a number, 0 = open.
+    ending: AtomicU8,
+}
+
+/// How the server ended a connection, as its session finds out from the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// A close frame is queued last: nothing more is queued.
+    CloseQueued,
+    /// The queue overflowed (slow consumer): what it holds will never be sent.
+    Overflowed,
+}
+
+impl Ending {
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::CloseQueued => 1,
+            Self::Overflowed => 2,
+        }
+    }
+
+    fn from_u8(n: u8) -> Option<Self> {
+        match n {
+            1 => Some(Self::CloseQueued),
+            2 => Some(Self::Overflowed),
+            _ => None,
+        }
+    }
 }
 
 /// The frames waiting in an [`Outbox`], and the bytes of their text.
@@ -73,18 +99,30 @@ impl Outbox {
         n
     }
 
-    /// Waits until something is queued or the connection is killed.
+    /// Drops everything queued.
+    pub(crate) fn discard(&self) {
+        let mut queue = self.queue.lock();
+        queue.items = VecDeque::new();
+        queue.text_bytes = 0;
+    }
+
+    /// Waits until something is queued or the connection is ended.
     pub(crate) async fn wait(&self) {
         self.ready.notified().await;
     }
 
-    /// Whether the connection has been told to stop at once.
-    pub(crate) fn killed(&self) -> bool {
-        self.killed.load(Ordering::Acquire)
+    /// How the server ended the connection, if it did.
+    pub(crate) fn ending(&self) -> Option<Ending> {
+        Ending::from_u8(self.ending.load(Ordering::Acquire))
     }
 
-    fn kill(&self) {
-        self.killed.store(true, Ordering::Release);
+    /// Records how the connection ended (the first ending stays) and wakes the session.
+    fn end(&self, ending: Ending) {
+        let _ =
+            self.ending
+                .compare_exchange(0, ending.to_u8(), Ordering::AcqRel, Ordering::Acquire);
+        // Always wake it: a session waiting on a backlog does not drain the queue, so
+        // it may not have been woken by the push.
         self.ready.notify_one();
     }
 }
@@ -96,7 +134,7 @@ pub(crate) enum Push {
     Queued,
     /// No such connection (it closed meanwhile).
     Gone,
-    /// The queue was full: the connection has been killed and unregistered.
+    /// The queue was full: the connection has been ended as a slow consumer and unregistered.
     SlowConsumer,
 }
 
@@ -137,7 +175,7 @@ impl Registry {
         self.conns.read().len()
     }
 
-    /// Queues an item; a queue over its frame or byte limit kills the connection.
+    /// Queues an item; a queue over its frame or byte limit ends the connection.
     pub(crate) fn push(&self, id: ConnId, item: Outbound) -> Push {
         let slow = {
             let conns = self.conns.read();
@@ -152,7 +190,7 @@ impl Registry {
             if queue.items.len() >= self.queue_messages || queue.text_bytes + len > self.queue_bytes
             {
                 drop(queue);
-                outbox.kill();
+                outbox.end(Ending::Overflowed);
                 true
             } else {
                 queue.text_bytes += len;
@@ -175,9 +213,17 @@ impl Registry {
 
     /// Queues a close frame and forgets the connection: nothing more is sent to it.
     pub(crate) fn close(&self, id: ConnId, code: CloseCode) -> Push {
-        let push = self.push(id, Outbound::Close(code));
-        self.unregister(id);
-        push
+        let outbox = self.conns.write().remove(&id);
+        let Some(outbox) = outbox else {
+            return Push::Gone;
+        };
+        let mut queue = outbox.queue.lock();
+        // A close frame is queued even on a full queue: it is the last frame, and the
+        // session drops everything after it.
+        queue.items.push_back(Outbound::Close(code));
+        drop(queue);
+        outbox.end(Ending::CloseQueued);
+        Push::Queued
     }
 
     /// Queues a close frame on every connection (shutdown).
@@ -214,7 +260,7 @@ mod tests {
             reg.push(slow, Outbound::Text(Bytes::from_static(b"x"))),
             Push::SlowConsumer
         );
-        assert!(slow_box.killed());
+        assert_eq!(slow_box.ending(), Some(Ending::Overflowed));
         assert_eq!(
             reg.push(slow, Outbound::Text(Bytes::from_static(b"x"))),
             Push::Gone
@@ -227,7 +273,7 @@ mod tests {
             drain(&fast_box),
             vec![Outbound::Text(Bytes::from_static(b"y"))]
         );
-        assert!(!fast_box.killed());
+        assert_eq!(fast_box.ending(), None);
         assert_eq!(reg.len(), 1);
     }
 
@@ -247,7 +293,7 @@ mod tests {
             reg.push(id, Outbound::Text(Bytes::from_static(b"1"))),
             Push::SlowConsumer
         );
-        assert!(outbox.killed());
+        assert_eq!(outbox.ending(), Some(Ending::Overflowed));
         assert_eq!(drain(&outbox).len(), 2, "what was accepted stays queued");
     }
 
@@ -271,11 +317,38 @@ mod tests {
             "a drained queue takes a full budget again"
         );
         assert_eq!(reg.close(id, CloseCode::GoingAway), Push::Queued);
+        assert_eq!(outbox.ending(), Some(Ending::CloseQueued));
         assert_eq!(
             drain(&outbox).last(),
             Some(&Outbound::Close(CloseCode::GoingAway))
         );
         assert_eq!(reg.push(id, Outbound::Ping), Push::Gone);
+        assert_eq!(reg.close(id, CloseCode::Normal), Push::Gone);
+    }
+
+    #[test]
+    fn a_close_is_queued_on_a_full_queue_and_the_first_ending_stays() {
+        let reg = Registry::new(4, 1 << 20);
+        let (id, outbox) = reg.register();
+        for _ in 0..4 {
+            reg.push(id, Outbound::Ping);
+        }
+        assert_eq!(reg.close(id, CloseCode::Replaced), Push::Queued);
+        assert_eq!(outbox.ending(), Some(Ending::CloseQueued));
+        assert_eq!(
+            drain(&outbox).last(),
+            Some(&Outbound::Close(CloseCode::Replaced))
+        );
+
+        let (id, outbox) = reg.register();
+        for _ in 0..5 {
+            reg.push(id, Outbound::Ping);
+        }
+        assert_eq!(outbox.ending(), Some(Ending::Overflowed));
+        assert_eq!(reg.close(id, CloseCode::Replaced), Push::Gone);
+        assert_eq!(outbox.ending(), Some(Ending::Overflowed));
+        outbox.discard();
+        assert!(drain(&outbox).is_empty());
     }
 
     #[test]

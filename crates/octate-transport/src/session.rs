@@ -2,11 +2,14 @@
 //!
 //! One task per connection does both directions over the TCP stream. It waits only on
 //! cancel-safe events (the socket is readable or writable, something was queued,
-//! shutdown, the auth deadline) and does all reading, handling and writing without
-//! awaiting, so it is never cancelled half-way through a frame.
+//! shutdown, a deadline) and does all reading, handling and writing without awaiting,
+//! so it is never cancelled half-way through a frame. What it waits for and when it
+//! stops is the session's [`Lifecycle`]'s to say.
 //!
 //! Bytes are read into a per-thread buffer and handled in place; a connection keeps
 //! bytes of its own only for a frame still arriving. Writing is [`crate::writer`]'s.
+//! Every control frame and every message counts against the connection's rate limit;
+//! a read's frames refresh the connection's liveness in the core once at most.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -14,59 +17,61 @@ use std::io;
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
 use octate_core::{ConnId, Identity};
 use octate_protocol::{ClientMessage, CloseCode, ErrorCode, RoomId, UserId};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::watch;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tracing::{debug, info};
 
 use crate::app::App;
 use crate::assemble::{AssembleError, Assembler, Message};
+use crate::lifecycle::{Effect, Exit, Input, Lifecycle, Limits};
 use crate::limits::{MessageRate, Verdict};
-use crate::registry::Outbound;
+use crate::registry::{Ending, Outbound};
 use crate::tokens::{self, TokenLease};
 use crate::wire::{self, FrameError, FrameReader, OpCode};
 use crate::writer::Writer;
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
-/// How long queued frames (a close, typically) may take to leave once a session ends.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 thread_local! {
     /// Where every connection on this thread reads into; handled before the next read.
     static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
 }
 
-/// How a session ended, for the log line.
-#[derive(Debug, Clone, Copy)]
-#[expect(
-    dead_code,
-    reason = "fields are read through Debug in the session log line"
-)]
+/// Why handling what was read ends the open session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
-    /// The peer sent a close frame.
+    /// The peer sent a valid close frame; the echo is queued.
     PeerClosed,
-    /// The socket closed or failed without a close frame.
-    Dropped,
-    /// The session closed it, for this reason.
+    /// The session refused the peer's input; a close frame with this code is queued.
     Closed(CloseCode),
-    /// The server is shutting down.
-    Shutdown,
-    /// The queue overflowed: the peer does not read.
-    SlowConsumer,
-    /// A close frame queued by the core was sent.
-    CloseSent,
+    /// The socket ended, failed, or broke the protocol while closing.
+    Dropped,
 }
 
-/// Runs a WebSocket session until it ends, then reports the disconnect to the core.
+/// What one read brought.
+#[derive(Debug, Default)]
+struct ReadReport {
+    /// Bytes read.
+    bytes: usize,
+    /// Whether the session ends.
+    end: Option<End>,
+    /// Whether a whole frame arrived: the client is alive.
+    heard: bool,
+    /// Whether an authenticated client's message went to the core (which notes it alive).
+    to_core: bool,
+}
+
+/// Runs a WebSocket session until it ends; the core hears of the disconnect as soon as
+/// the session stops being open.
 ///
 /// `early` holds bytes the client sent right behind its upgrade request.
 pub(crate) async fn run(
@@ -75,126 +80,98 @@ pub(crate) async fn run(
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (conn, outbox) = app.registry.register();
-    app.metrics.connections_opened.inc();
-    debug!(%conn, "websocket open");
-    let (mut rd, wr) = tcp.split();
-    let mut session = Session {
-        rate: MessageRate::new(
-            app.config.messages_per_second,
-            app.config.message_burst,
-            app.config.rate_limit_strikes,
-        ),
-        app: app.clone(),
-        conn,
-        identity: None,
-        token: None,
-    };
-    let mut reader = Reader {
-        frames: FrameReader::new(app.config.max_message_bytes),
-        assembler: Assembler::new(app.config.max_message_bytes),
-    };
-    let mut writer = Writer::new(outbox);
-
-    let mut end = None;
+    let mut conn = Connection::new(app, Instant::now());
+    debug!(conn = %conn.session.conn, "websocket open");
+    let (mut rd, mut wr) = tcp.split();
     if !early.is_empty() {
-        end = reader.on_bytes(&mut session, &mut early.to_vec());
+        conn.on_bytes(&mut early.to_vec());
     }
     // These bytes may share the HTTP connection's whole read buffer: let it go now.
     drop(early);
-    let end = match end {
-        Some(end) => end,
-        None => {
-            event_loop(
-                &mut rd,
-                &wr,
-                &mut reader,
-                &mut session,
-                &mut writer,
-                &mut stop,
-            )
-            .await
+    conn.after_event(&mut wr);
+    event_loop(&mut rd, &mut wr, &mut conn, &mut stop).await;
+    let id = conn.session.conn;
+    let phase = conn.life.phase();
+    match &conn.session.identity {
+        Some(who) => {
+            info!(conn = %id, user = %who.user_id, room = %who.room_id, ?phase, "session ended")
         }
-    };
-
-    app.registry.unregister(conn);
-    // After shutdown the core has forgotten every connection, so this tells nobody.
-    app.drive(|core, now| core.handle_disconnect(now, conn));
-    if !matches!(end, End::SlowConsumer | End::Dropped | End::CloseSent) {
-        // Let what is queued (a close frame, typically) leave, briefly.
-        let _ = tokio::time::timeout(CLOSE_GRACE, writer.finish(&wr)).await;
-    }
-    match &session.identity {
-        Some(id) => info!(%conn, user = %id.user_id, room = %id.room_id, ?end, "session ended"),
-        None => debug!(%conn, ?end, "unauthenticated session ended"),
+        None => debug!(conn = %id, ?phase, "unauthenticated session ended"),
     }
 }
 
 /// What woke the session.
 enum Event {
     Stop,
-    AuthTimeout,
-    Read(io::Result<Option<End>>),
+    Deadline,
+    Read(io::Result<ReadReport>),
     Queued,
     Writable(io::Result<()>),
 }
 
-/// Waits for events and handles them until the session ends.
+/// Waits for events and handles them until the session is closed.
 async fn event_loop(
     rd: &mut ReadHalf<'_>,
-    wr: &WriteHalf<'_>,
-    reader: &mut Reader,
-    session: &mut Session,
-    writer: &mut Writer,
+    wr: &mut WriteHalf<'_>,
+    conn: &mut Connection,
     stop: &mut watch::Receiver<bool>,
-) -> End {
-    let app = session.app.clone();
-    let conn = session.conn;
-    // Boxed: it is gone once the client authenticates, and the session stays small.
-    let mut auth_deadline: Option<Pin<Box<Sleep>>> =
-        Some(Box::pin(tokio::time::sleep(app.config.auth_timeout)));
-    loop {
-        let backlog = writer.has_backlog();
+) {
+    // Boxed: most sessions are live, with no deadline, and the session stays small.
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    while !conn.life.is_closed() {
+        arm(&mut timer, conn.life.deadline());
+        let open = conn.life.is_open();
+        let reading = conn.life.reads();
+        let backlog = conn.writer.has_backlog();
         let event = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => Event::Stop,
-            () = expire(&mut auth_deadline), if auth_deadline.is_some() => Event::AuthTimeout,
-            read = poll_fn(|cx| poll_read_frames(cx, rd, reader, session)) => Event::Read(read),
-            () = writer.outbox.wait() => Event::Queued,
+            _ = stop.wait_for(|s| *s), if open => Event::Stop,
+            () = expire(&mut timer) => Event::Deadline,
+            read = poll_fn(|cx| poll_read_frames(cx, rd, &mut conn.reader, &mut conn.session, open)),
+                if reading => Event::Read(read),
+            () = conn.writer.outbox.wait() => Event::Queued,
             ready = wr.writable(), if backlog => Event::Writable(ready),
         };
         match event {
             Event::Stop => {
-                app.close(conn, CloseCode::GoingAway);
-                return End::Shutdown;
+                conn.session
+                    .app
+                    .close(conn.session.conn, CloseCode::GoingAway);
+                conn.step(Input::Close {
+                    exit: Exit::Shutdown,
+                    now: Instant::now(),
+                });
             }
-            Event::AuthTimeout => {
-                app.send_error(conn, ErrorCode::NotAuthenticated, "no auth message in time");
-                app.close(conn, CloseCode::AuthTimeout);
-                return End::Closed(CloseCode::AuthTimeout);
+            Event::Deadline => {
+                // The timer fired, so its deadline has passed, whatever the clock reads.
+                let now = Instant::now();
+                let at = conn
+                    .life
+                    .deadline()
+                    .map_or(now, |deadline| deadline.max(now));
+                conn.step(Input::Tick(at));
             }
-            Event::Read(Ok(Some(end))) => return end,
-            Event::Read(Err(_)) | Event::Writable(Err(_)) => return End::Dropped,
-            Event::Read(Ok(None)) | Event::Queued | Event::Writable(Ok(())) => {}
+            Event::Read(Ok(report)) => conn.after_read(report),
+            Event::Read(Err(_)) | Event::Writable(Err(_)) => conn.step(Input::SocketEnded),
+            Event::Queued | Event::Writable(Ok(())) => {}
         }
-        if session.identity.is_some() {
-            auth_deadline = None;
-        }
-        if writer.outbox.killed() {
-            return End::SlowConsumer;
-        }
-        if writer.flush(wr).is_err() {
-            return End::Dropped;
-        }
-        if writer.close_sent && !writer.has_backlog() {
-            return End::CloseSent;
-        }
+        conn.after_event(wr);
     }
 }
 
-/// Completes when the deadline passes; never, once there is none.
-async fn expire(deadline: &mut Option<Pin<Box<Sleep>>>) {
-    match deadline {
+/// Points the timer at `deadline`, reusing it when there is one already.
+fn arm(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Option<Instant>) {
+    match (timer.as_mut(), deadline) {
+        (Some(sleep), Some(at)) if sleep.deadline() != at => sleep.as_mut().reset(at),
+        (Some(_), Some(_)) => {}
+        (None, Some(at)) => *timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        (_, None) => *timer = None,
+    }
+}
+
+/// Completes when the timer fires; never, when there is none.
+async fn expire(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
         Some(sleep) => sleep.as_mut().await,
         None => std::future::pending().await,
     }
@@ -208,7 +185,8 @@ fn poll_read_frames(
     rd: &mut ReadHalf<'_>,
     reader: &mut Reader,
     session: &mut Session,
-) -> Poll<io::Result<Option<End>>> {
+    open: bool,
+) -> Poll<io::Result<ReadReport>> {
     READ_BUF.with_borrow_mut(|buf| {
         let n = {
             let mut read = ReadBuf::new(buf);
@@ -216,10 +194,159 @@ fn poll_read_frames(
             read.filled().len()
         };
         if n == 0 {
-            return Poll::Ready(Ok(Some(End::Dropped)));
+            return Poll::Ready(Ok(ReadReport {
+                end: Some(End::Dropped),
+                ..ReadReport::default()
+            }));
         }
-        Poll::Ready(Ok(reader.on_bytes(session, &mut buf[..n])))
+        let mut report = reader.on_bytes(session, &mut buf[..n], open);
+        report.bytes = n;
+        Poll::Ready(Ok(report))
     })
+}
+
+/// One connection's parts: who it is, its reading and writing sides, and its life.
+struct Connection {
+    session: Session,
+    reader: Reader,
+    writer: Writer,
+    life: Lifecycle,
+    /// Whether the outbox's ending has been acted on.
+    ending_seen: bool,
+    /// Whether the close frame is written and the writing side shut down.
+    write_shut: bool,
+}
+
+impl Connection {
+    /// Registers a connection whose handshake completed at `now`.
+    fn new(app: Arc<App>, now: Instant) -> Self {
+        let (conn, outbox) = app.registry.register();
+        app.metrics.connections_opened.inc();
+        let config = &app.config;
+        Self {
+            reader: Reader {
+                frames: FrameReader::new(config.max_message_bytes),
+                assembler: Assembler::new(config.max_message_bytes),
+            },
+            writer: Writer::new(outbox),
+            life: Lifecycle::new(
+                now,
+                Limits {
+                    auth_timeout: config.auth_timeout,
+                    close_grace: config.close_grace,
+                    // Room for a message in flight when the close frame arrived.
+                    closing_read_limit: config.max_message_bytes + READ_CHUNK,
+                },
+            ),
+            ending_seen: false,
+            write_shut: false,
+            session: Session {
+                rate: MessageRate::new(
+                    config.messages_per_second,
+                    config.message_burst,
+                    config.rate_limit_strikes,
+                ),
+                app: app.clone(),
+                conn,
+                identity: None,
+                token: None,
+            },
+        }
+    }
+
+    /// Handles bytes that did not come through the event loop (sent with the upgrade).
+    fn on_bytes(&mut self, data: &mut [u8]) {
+        let mut report = self
+            .reader
+            .on_bytes(&mut self.session, data, self.life.is_open());
+        report.bytes = data.len();
+        self.after_read(report);
+    }
+
+    /// Moves the session's life on after a read, and refreshes its liveness if it is owed.
+    fn after_read(&mut self, report: ReadReport) {
+        if !self.life.is_open() {
+            self.step(Input::ReadWhileClosing(report.bytes));
+        }
+        if !self.life.is_live() && self.session.identity.is_some() {
+            self.step(Input::Authenticated);
+        }
+        match report.end {
+            None => {}
+            Some(End::PeerClosed) => self.step(Input::PeerClose {
+                now: Instant::now(),
+            }),
+            Some(End::Closed(code)) => self.step(Input::Close {
+                exit: Exit::Refused(code),
+                now: Instant::now(),
+            }),
+            Some(End::Dropped) => self.step(Input::SocketEnded),
+        }
+        if report.heard && !report.to_core && self.life.is_live() {
+            let conn = self.session.conn;
+            self.session
+                .app
+                .drive(|core, now| core.handle_pong(now, conn));
+        }
+    }
+
+    /// Acts on how the server ended the connection, writes what the socket takes, and
+    /// once the close frame is written, shuts the writing side (the client sees the
+    /// end of the stream while the session waits for its close frame).
+    fn after_event(&mut self, wr: &mut WriteHalf<'_>) {
+        if !self.ending_seen
+            && let Some(ending) = self.writer.outbox.ending()
+        {
+            self.ending_seen = true;
+            let exit = match ending {
+                Ending::CloseQueued => Exit::ClosedByCore,
+                Ending::Overflowed => {
+                    self.writer.close_now(CloseCode::SlowConsumer);
+                    Exit::SlowConsumer
+                }
+            };
+            self.step(Input::Close {
+                exit,
+                now: Instant::now(),
+            });
+        }
+        if self.writer.flush(wr).is_err() {
+            self.step(Input::SocketEnded);
+        }
+        if self.writer.close_written() && !self.write_shut {
+            self.write_shut = true;
+            self.step(Input::CloseWritten);
+            // A TCP write half shuts down at once; an error means the socket is gone.
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(Err(_)) = Pin::new(wr).poll_shutdown(&mut cx) {
+                self.step(Input::SocketEnded);
+            }
+        }
+    }
+
+    /// Feeds the life one input and carries out what it asks.
+    fn step(&mut self, input: Input) {
+        match self.life.on(input) {
+            Effect::None => {}
+            Effect::Leave => self.leave(),
+            Effect::RefuseLateAuth => {
+                let (app, conn) = (&self.session.app, self.session.conn);
+                app.send_error(conn, ErrorCode::NotAuthenticated, "no auth message in time");
+                app.close(conn, CloseCode::AuthTimeout);
+                self.leave();
+            }
+        }
+    }
+
+    /// Forgets the connection: nothing more is queued for it and its peers are told.
+    fn leave(&self) {
+        let (app, conn) = (&self.session.app, self.session.conn);
+        app.registry.unregister(conn);
+        if self.session.identity.is_some() {
+            // After shutdown the core has forgotten every connection, so this tells nobody.
+            app.drive(|core, now| core.handle_disconnect(now, conn));
+        }
+    }
 }
 
 /// Turns bytes from the socket into frames and messages.
@@ -229,45 +356,71 @@ struct Reader {
 }
 
 impl Reader {
-    /// Handles newly read bytes; returns how the session ends, if it does.
-    fn on_bytes(&mut self, session: &mut Session, data: &mut [u8]) -> Option<End> {
+    /// Handles newly read bytes: every frame while `open`, only a close frame otherwise.
+    fn on_bytes(&mut self, session: &mut Session, data: &mut [u8], open: bool) -> ReadReport {
         let Self { frames, assembler } = self;
+        let mut report = ReadReport::default();
         let outcome = frames.feed(data, |header, payload| {
-            match Self::on_frame(assembler, session, header.fin, header.opcode, payload) {
+            let end = if open {
+                Self::on_frame(
+                    assembler,
+                    session,
+                    &mut report,
+                    header.fin,
+                    header.opcode,
+                    payload,
+                )
+            } else {
+                (header.opcode == OpCode::Close).then_some(End::PeerClosed)
+            };
+            match end {
                 Some(end) => ControlFlow::Break(end),
                 None => ControlFlow::Continue(()),
             }
         });
-        match outcome {
+        report.end = match outcome {
             Ok(end) => end,
-            Err(err) => Some(session.on_frame_error(err)),
-        }
+            Err(err) if open => Some(session.on_frame_error(err)),
+            Err(_) => Some(End::Dropped),
+        };
+        report
     }
 
     fn on_frame(
         assembler: &mut Assembler,
         session: &mut Session,
+        report: &mut ReadReport,
         fin: bool,
         opcode: OpCode,
         payload: &[u8],
     ) -> Option<End> {
-        let app = &session.app;
-        let conn = session.conn;
+        report.heard = true;
         match opcode {
             OpCode::Close => return Some(session.on_close(payload)),
             OpCode::Ping => {
-                app.push(conn, Outbound::Pong(Bytes::copy_from_slice(payload)));
+                match session.admit_frame() {
+                    Ok(true) => {
+                        let pong = Outbound::Pong(Bytes::copy_from_slice(payload));
+                        session.app.push(session.conn, pong);
+                    }
+                    Ok(false) => {}
+                    Err(end) => return Some(end),
+                }
                 return None;
             }
-            OpCode::Pong => {
-                app.drive(|core, now| core.handle_pong(now, conn));
-                return None;
-            }
+            // Liveness is taken once per read, from `report.heard`.
+            OpCode::Pong => return session.admit_frame().err(),
+            // A message counts once, whole, in `on_text`; its fragments are bounded by
+            // the message size limit.
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {}
         }
         match assembler.push(fin, opcode, payload) {
             Ok(None) => None,
-            Ok(Some(Message::Text(text))) => session.on_text(text),
+            Ok(Some(Message::Text(text))) => {
+                let end = session.on_text(text);
+                report.to_core |= session.identity.is_some();
+                end
+            }
             Ok(Some(Message::Binary)) => Some(session.close_with(
                 ErrorCode::InvalidMessage,
                 "text frames only",
@@ -307,6 +460,27 @@ impl Session {
         self.app.send_error(self.conn, code, message);
         self.app.close(self.conn, close);
         End::Closed(close)
+    }
+
+    /// Counts one control frame against the rate limit: `Ok(true)`
+    /// to handle it, `Ok(false)` when it is over the rate (the client is told).
+    fn admit_frame(&mut self) -> Result<bool, End> {
+        match self.rate.check() {
+            Verdict::Allow => Ok(true),
+            Verdict::Reject => {
+                self.app.send_error(
+                    self.conn,
+                    ErrorCode::RateLimited,
+                    "slow down: frame dropped",
+                );
+                Ok(false)
+            }
+            Verdict::Close => Err(self.close_with(
+                ErrorCode::RateLimited,
+                "rate limit exceeded",
+                CloseCode::RateLimited,
+            )),
+        }
     }
 
     fn on_frame_error(&self, err: FrameError) -> End {
@@ -425,5 +599,147 @@ impl Session {
         user_id: Option<&UserId>,
     ) -> Result<(Identity, TokenLease), (ErrorCode, String)> {
         tokens::authenticate(&self.app, self.conn, token, room_id, user_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use octate_auth::{KeyRing, TokenAuthority};
+
+    use super::*;
+    use crate::TransportConfig;
+    use crate::heap::RssProbe;
+    use crate::lifecycle::Phase;
+
+    /// A masked client frame.
+    fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        assert!(payload.len() < 126);
+        let mask = [1, 2, 3, 4];
+        let mut out = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    fn pongs(n: usize) -> Vec<u8> {
+        frame(0xA, &[]).repeat(n)
+    }
+
+    fn app(tweak: impl FnOnce(&mut TransportConfig)) -> Arc<App> {
+        let mut config = TransportConfig::default();
+        tweak(&mut config);
+        let keys = KeyRing::new("k1", b"test-secret-0123456789abcdef-0123456789").expect("keys");
+        App::new(config, TokenAuthority::new(keys), Box::new(RssProbe))
+    }
+
+    fn drives(app: &App) -> usize {
+        app.drives.load(Ordering::Relaxed)
+    }
+
+    fn auth_frame(app: &App, user: &str) -> Vec<u8> {
+        let (token, _) = app
+            .auth
+            .read()
+            .issue(user, "room", None, app.clock.now_ms())
+            .expect("token");
+        let text = format!(r#"{{"type":"auth","data":{{"token":"{token}"}}}}"#);
+        let mut out = vec![0x81, 0xFE];
+        out.extend_from_slice(&u16::try_from(text.len()).expect("short").to_be_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(text.as_bytes());
+        out
+    }
+
+    fn queued(conn: &Connection) -> Vec<Outbound> {
+        let mut out = std::collections::VecDeque::new();
+        conn.writer.outbox.drain_into(&mut out);
+        out.into()
+    }
+
+    #[tokio::test]
+    async fn a_read_of_many_pongs_drives_the_core_once_and_only_when_live() {
+        let app = app(|c| c.message_burst = 10_000);
+        let mut conn = Connection::new(app.clone(), Instant::now());
+
+        let before = drives(&app);
+        conn.on_bytes(&mut pongs(50));
+        assert_eq!(drives(&app), before, "no core before authentication");
+
+        let mut read = pongs(20);
+        read.extend(auth_frame(&app, "alice"));
+        read.extend(pongs(20));
+        let before = drives(&app);
+        conn.on_bytes(&mut read);
+        assert!(conn.life.is_live());
+        assert_eq!(drives(&app), before + 1, "authentication only");
+
+        let before = drives(&app);
+        conn.on_bytes(&mut pongs(100));
+        assert_eq!(drives(&app), before + 1, "one liveness update per read");
+
+        let mut read = pongs(10);
+        read.extend(frame(0x1, br#"{"type":"heartbeat"}"#));
+        read.extend(pongs(10));
+        let before = drives(&app);
+        conn.on_bytes(&mut read);
+        assert_eq!(drives(&app), before + 1, "the message is the sign of life");
+    }
+
+    #[tokio::test]
+    async fn control_frames_count_against_the_rate_limit() {
+        let app = app(|c| {
+            c.messages_per_second = 10;
+            c.message_burst = 5;
+            c.rate_limit_strikes = 3;
+        });
+        let mut conn = Connection::new(app.clone(), Instant::now());
+        let mut read = frame(0x9, b"ping").repeat(5);
+        read.extend(pongs(1));
+        conn.on_bytes(&mut read);
+        assert!(
+            conn.life.is_open(),
+            "one over the burst: rejected, not closed"
+        );
+        let items = queued(&conn);
+        assert_eq!(items.len(), 6, "{items:?}");
+        assert!(
+            items[..5]
+                .iter()
+                .all(|i| *i == Outbound::Pong(Bytes::from_static(b"ping")))
+        );
+        assert!(matches!(&items[5], Outbound::Text(t) if t.starts_with(br#"{"type":"error""#)));
+
+        conn.on_bytes(&mut frame(0x9, b"ping").repeat(10));
+        assert!(matches!(
+            conn.life.phase(),
+            Phase::Closing {
+                exit: Exit::Refused(CloseCode::RateLimited),
+                ..
+            }
+        ));
+        assert_eq!(
+            queued(&conn).last(),
+            Some(&Outbound::Close(CloseCode::RateLimited)),
+            "no pong for a ping over the rate"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pong_flood_within_the_rate_is_never_closed() {
+        let app = app(|c| {
+            c.messages_per_second = 10;
+            c.message_burst = 5;
+            c.rate_limit_strikes = 3;
+        });
+        let mut conn = Connection::new(app.clone(), Instant::now());
+        for _ in 0..20 {
+            conn.on_bytes(&mut pongs(1));
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        assert!(conn.life.is_open());
+        assert!(queued(&conn).is_empty(), "no rate-limited error");
     }
 }

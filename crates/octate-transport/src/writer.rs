@@ -4,12 +4,16 @@
 //! non-blocking system call; only what the socket does not take is kept, until it
 //! becomes writable. While such a backlog waits the queue is left alone, so its frame
 //! and byte limits find a peer that does not read.
+//!
+//! A close frame is the last frame written. A slow consumer's close frame goes out
+//! ahead of what it never read: right after the frame the socket is part-way through.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 
+use octate_protocol::CloseCode;
 use tokio::net::tcp::WriteHalf;
 
 use crate::registry::{Outbound, Outbox};
@@ -32,8 +36,10 @@ pub(crate) struct Writer {
     backlog: Vec<u8>,
     /// How many bytes of `backlog` are already written.
     sent: usize,
+    /// Where in `backlog` its first whole frame starts (it may begin mid-frame).
+    first_frame: usize,
     /// Whether a close frame has been encoded: nothing follows it.
-    pub(crate) close_sent: bool,
+    close_encoded: bool,
 }
 
 impl Writer {
@@ -44,8 +50,36 @@ impl Writer {
             batch: VecDeque::new(),
             backlog: Vec::new(),
             sent: 0,
-            close_sent: false,
+            first_frame: 0,
+            close_encoded: false,
         }
+    }
+
+    /// Whether the close frame is completely written.
+    pub(crate) fn close_written(&self) -> bool {
+        self.close_encoded && !self.has_backlog()
+    }
+
+    /// Ends the connection with `code` ahead of everything not yet written: the queue is
+    /// dropped, the backlog is cut after the frame the socket is part-way through, and
+    /// the close frame follows. Frames are never cut.
+    pub(crate) fn close_now(&mut self, code: CloseCode) {
+        if self.close_encoded {
+            return;
+        }
+        self.outbox.discard();
+        self.batch.clear();
+        let mut cut = self.first_frame;
+        while cut < self.sent {
+            match encoded_frame_len(&self.backlog[cut..]) {
+                Some(len) => cut += len,
+                // Never happens to whole frames of ours; keep everything if it did.
+                None => cut = self.backlog.len(),
+            }
+        }
+        self.backlog.truncate(cut);
+        encode_close(&mut self.backlog, code);
+        self.close_encoded = true;
     }
 
     /// Whether encoded bytes wait for the socket.
@@ -64,7 +98,7 @@ impl Writer {
                 return Ok(());
             }
         }
-        if self.close_sent || self.outbox.drain_into(&mut self.batch) == 0 {
+        if self.close_encoded || self.outbox.drain_into(&mut self.batch) == 0 {
             return Ok(());
         }
         WRITE_BUF.with_borrow_mut(|buf| {
@@ -78,6 +112,7 @@ impl Writer {
             if written < buf.len() {
                 self.backlog.extend_from_slice(&buf[written..]);
                 self.sent = 0;
+                self.first_frame = first_frame_from(buf, written) - written;
             }
             if buf.capacity() > WRITE_KEEP {
                 *buf = Vec::new();
@@ -96,17 +131,14 @@ impl Writer {
                 Outbound::CloseEcho(code) => {
                     let payload = code.map(u16::to_be_bytes);
                     wire::write_frame(out, OpCode::Close, payload.as_ref().map_or(&[], |p| p));
-                    self.close_sent = true;
+                    self.close_encoded = true;
                 }
                 Outbound::Close(code) => {
-                    let reason = code.reason().as_bytes();
-                    wire::write_header(out, OpCode::Close, 2 + reason.len());
-                    out.extend_from_slice(&code.code().to_be_bytes());
-                    out.extend_from_slice(reason);
-                    self.close_sent = true;
+                    encode_close(out, code);
+                    self.close_encoded = true;
                 }
             }
-            if self.close_sent {
+            if self.close_encoded {
                 self.batch.clear();
                 return;
             }
@@ -122,18 +154,141 @@ impl Writer {
         if !self.has_backlog() {
             self.backlog = Vec::new();
             self.sent = 0;
+            self.first_frame = 0;
         }
         Ok(())
     }
+}
 
-    /// Writes everything queued (up to a close frame), waiting for the socket as needed.
-    pub(crate) async fn finish(&mut self, wr: &WriteHalf<'_>) -> io::Result<()> {
-        loop {
-            self.flush(wr)?;
-            if !self.has_backlog() {
-                return Ok(());
-            }
-            wr.writable().await?;
+/// Appends a close frame with `code` and its reason.
+fn encode_close(out: &mut Vec<u8>, code: CloseCode) {
+    let reason = code.reason().as_bytes();
+    wire::write_header(out, OpCode::Close, 2 + reason.len());
+    out.extend_from_slice(&code.code().to_be_bytes());
+    out.extend_from_slice(reason);
+}
+
+/// Where the first frame starting at or after `at` begins in `encoded`, a run of whole
+/// frames of ours (its length when none does).
+fn first_frame_from(encoded: &[u8], at: usize) -> usize {
+    let mut start = 0;
+    while start < at {
+        match encoded_frame_len(&encoded[start..]) {
+            Some(len) => start += len,
+            None => return encoded.len(),
         }
+    }
+    start.min(encoded.len())
+}
+
+/// The length, header included, of the unmasked frame of ours that `bytes` starts with;
+/// `None` when `bytes` is too short to tell.
+fn encoded_frame_len(bytes: &[u8]) -> Option<usize> {
+    let len_byte = *bytes.get(1)? & 0x7F;
+    let (header, payload) = match len_byte {
+        126 => (
+            4,
+            usize::from(u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?)),
+        ),
+        127 => (
+            10,
+            usize::try_from(u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?)).ok()?,
+        ),
+        n => (2, usize::from(n)),
+    };
+    Some(header + payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(payload_lens: &[usize]) -> (Vec<u8>, Vec<usize>) {
+        let mut out = Vec::new();
+        let mut starts = Vec::new();
+        for &len in payload_lens {
+            starts.push(out.len());
+            wire::write_frame(&mut out, OpCode::Text, &vec![b'x'; len]);
+        }
+        (out, starts)
+    }
+
+    #[test]
+    fn frame_lengths_of_every_header_size() {
+        let (encoded, starts) = frames(&[0, 125, 126, 70_000]);
+        assert_eq!(starts, [0, 2, 129, 129 + 4 + 126]);
+        for pair in starts.windows(2) {
+            assert_eq!(
+                encoded_frame_len(&encoded[pair[0]..]),
+                Some(pair[1] - pair[0])
+            );
+        }
+        assert_eq!(encoded_frame_len(&encoded[starts[3]..]), Some(10 + 70_000));
+        assert_eq!(encoded_frame_len(&encoded[..1]), None);
+        assert_eq!(encoded_frame_len(&encoded[starts[2]..starts[2] + 3]), None);
+    }
+
+    #[test]
+    fn the_first_whole_frame_after_a_partial_write() {
+        let (encoded, starts) = frames(&[10, 200, 3]);
+        assert_eq!(first_frame_from(&encoded, 0), 0);
+        assert_eq!(first_frame_from(&encoded, 1), starts[1]);
+        assert_eq!(first_frame_from(&encoded, starts[1]), starts[1]);
+        assert_eq!(first_frame_from(&encoded, starts[1] + 1), starts[2]);
+        assert_eq!(first_frame_from(&encoded, encoded.len()), encoded.len());
+    }
+
+    /// A writer holding `encoded[written..]` as its backlog, `sent` bytes of it written.
+    fn with_backlog(encoded: &[u8], written: usize, sent: usize) -> Writer {
+        let mut writer = Writer::new(Arc::new(Outbox::default()));
+        writer.backlog = encoded[written..].to_vec();
+        writer.first_frame = first_frame_from(encoded, written) - written;
+        writer.sent = sent;
+        writer
+    }
+
+    fn close_frame(code: CloseCode) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_close(&mut out, code);
+        out
+    }
+
+    #[test]
+    fn a_close_now_follows_the_frame_being_written() {
+        let (encoded, starts) = frames(&[10, 200, 3]);
+        // Written up to the middle of the second frame.
+        let written = starts[1] + 50;
+        let mut writer = with_backlog(&encoded, written, 0);
+        writer.close_now(CloseCode::SlowConsumer);
+        let mut want = encoded[written..starts[2]].to_vec();
+        want.extend(close_frame(CloseCode::SlowConsumer));
+        assert_eq!(writer.backlog, want, "the rest of frame 2, then the close");
+        assert!(writer.has_backlog() && !writer.close_written());
+
+        // The backlog's first frame is itself under way.
+        let mut writer = with_backlog(&encoded, 5, starts[1] - 5 + 1);
+        writer.close_now(CloseCode::SlowConsumer);
+        let mut want = encoded[5..starts[2]].to_vec();
+        want.extend(close_frame(CloseCode::SlowConsumer));
+        assert_eq!(writer.backlog, want);
+        assert_eq!(writer.sent, starts[1] - 5 + 1, "written bytes stay counted");
+    }
+
+    #[test]
+    fn a_close_now_goes_ahead_of_a_backlog_not_yet_started() {
+        let (encoded, _) = frames(&[10, 200]);
+        let mut writer = with_backlog(&encoded, 0, 0);
+        writer.close_now(CloseCode::SlowConsumer);
+        assert_eq!(writer.backlog, close_frame(CloseCode::SlowConsumer));
+
+        let mut idle = Writer::new(Arc::new(Outbox::default()));
+        idle.close_now(CloseCode::SlowConsumer);
+        assert_eq!(idle.backlog, close_frame(CloseCode::SlowConsumer));
+        idle.close_now(CloseCode::Normal);
+        assert_eq!(
+            idle.backlog,
+            close_frame(CloseCode::SlowConsumer),
+            "one close frame only"
+        );
     }
 }
