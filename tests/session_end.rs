@@ -4,15 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "common/attack.rs"]
-#[allow(unused_imports)]
-mod attack;
-mod common;
-
 use std::time::Duration;
 
-use attack::{OP_CLOSE, OP_PING, OP_PONG, RawWs, Seen, Upgrade, WAIT, Watch, frame};
-use common::{TestServer, fast_config};
+use octate_test::attack::{
+    self, OP_CLOSE, OP_PING, OP_PONG, RawWs, Seen, Upgrade, WAIT, Watch, frame,
+};
+use octate_test::server::{TestServer, fast_config};
 use octate_transport::TransportConfig;
 use tokio::time::Instant;
 
