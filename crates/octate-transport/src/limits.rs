@@ -4,8 +4,12 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -20,40 +24,20 @@ pub(crate) enum Verdict {
     Close,
 }
 
-/// A token bucket: `burst` tokens at most, one more every `interval`.
-///
-/// Kept as the time at which the bucket would be full again (the generic cell rate
-/// algorithm): a token is taken when that time is less than a full bucket away.
-#[derive(Debug)]
-struct Bucket {
-    /// Time one token takes to come back.
-    interval: Duration,
-    /// Time an empty bucket takes to fill, less one token's.
-    slack: Duration,
-    /// When the bucket is full again.
-    full_at: Instant,
-}
+/// tokio's clock for governor, so that paused-time tests steer the rate limit too.
+#[derive(Clone, Copy, Debug, Default)]
+struct TokioClock;
 
-impl Bucket {
-    fn new(per_second: u32, burst: u32, now: Instant) -> Self {
-        let interval = Duration::from_secs(1) / per_second.max(1);
-        Self {
-            interval,
-            slack: interval.saturating_mul(burst.max(1) - 1),
-            full_at: now,
-        }
-    }
+impl governor::clock::Clock for TokioClock {
+    type Instant = std::time::Instant;
 
-    /// Takes a token if one is left at `now`.
-    fn take(&mut self, now: Instant) -> bool {
-        let full_at = self.full_at.max(now);
-        if full_at - now > self.slack {
-            return false;
-        }
-        self.full_at = full_at + self.interval;
-        true
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
     }
 }
+
+/// governor's token bucket (the generic cell rate algorithm) on tokio's clock.
+type Bucket = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
 
 /// A token bucket per connection, plus a strike count for clients that keep flooding.
 #[derive(Debug)]
@@ -68,9 +52,13 @@ impl MessageRate {
     /// `per_second` sustained, `burst` at once (0: one second's worth), close after
     /// `max_strikes` rejections in a row.
     pub(crate) fn new(per_second: u32, burst: u32, max_strikes: u32) -> Self {
-        let burst = if burst == 0 { per_second } else { burst };
+        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst).unwrap_or(rate);
         Self {
-            bucket: Bucket::new(per_second, burst, Instant::now()),
+            bucket: RateLimiter::direct_with_clock(
+                Quota::per_second(rate).allow_burst(burst),
+                TokioClock,
+            ),
             strikes: 0,
             max_strikes: max_strikes.max(1),
             last_strike: None,
@@ -79,11 +67,11 @@ impl MessageRate {
 
     /// Judges one frame or message. Strikes are forgiven after a second without any.
     pub(crate) fn check(&mut self) -> Verdict {
-        let now = Instant::now();
-        if self.bucket.take(now) {
+        if self.bucket.check().is_ok() {
+            // The clock is read again only while strikes are pending.
             if self
                 .last_strike
-                .is_some_and(|t| now - t >= Duration::from_secs(1))
+                .is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
             {
                 self.strikes = 0;
                 self.last_strike = None;
@@ -91,7 +79,7 @@ impl MessageRate {
             return Verdict::Allow;
         }
         self.strikes += 1;
-        self.last_strike = Some(now);
+        self.last_strike = Some(Instant::now());
         if self.strikes >= self.max_strikes {
             Verdict::Close
         } else {
