@@ -815,3 +815,153 @@ async fn a_killed_subscriber_comes_back() {
     assert!(a.link.stats().resyncs >= 1);
     assert!(a.link.stats().connected && !a.link.stats().degraded);
 }
+
+/// A relay frame as another node would write it (see docs/cluster.md).
+fn raw_frame(node: &str, boot: u64, seq: u64, room_id: &str, from: &str, payload: &str) -> Vec<u8> {
+    let mut out = vec![b'R'];
+    for (i, part) in [node, room_id, from, ""].iter().enumerate() {
+        if i == 1 {
+            out.extend_from_slice(&boot.to_be_bytes());
+            out.extend_from_slice(&seq.to_be_bytes());
+        }
+        out.push(u8::try_from(part.len()).expect("short"));
+        out.extend_from_slice(part.as_bytes());
+    }
+    out.extend_from_slice(payload.as_bytes());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_frames_are_dropped_and_gaps_resync_the_rooms() {
+    let redis = Redis::start();
+    let a = Node::start(config(&redis, "a")).await;
+    a.joined(1, "r", "alice").await;
+    let mark = a.count();
+    for (seq, text) in [
+        (1, "one"),
+        (1, "one again"),
+        (4, "four"),
+        (2, "late two"),
+        (5, "five"),
+    ] {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg("oct:inbox:a")
+            .arg(raw_frame("z", 9, seq, "r", "zed", text));
+        redis.command(&cmd).await;
+    }
+    until("five", || {
+        a.relayed_texts().last().is_some_and(|t| t == "five")
+    })
+    .await;
+    assert_eq!(a.relayed_texts(), ["one", "four", "five"]);
+    assert_eq!(a.link.stats().link_gaps, 2);
+    let seen = a
+        .wait_for_after(mark, "resync", |e| {
+            is_membership(e, |c| *c == MembershipCause::Resync)
+        })
+        .await;
+    assert_eq!(users(&snapshot_of(&seen)), ["alice"]);
+    // A new process of the same node starts its own sequence.
+    let mut cmd = redis::cmd("PUBLISH");
+    cmd.arg("oct:inbox:a")
+        .arg(raw_frame("z", 10, 1, "r", "zed", "rebooted"));
+    redis.command(&cmd).await;
+    until("rebooted", || {
+        a.relayed_texts().last().is_some_and(|t| t == "rebooted")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reaped_while_alive_registers_its_peers_again() {
+    let redis = Redis::start();
+    let a = Node::start(config(&redis, "a")).await;
+    let b = Node::start(config(&redis, "b")).await;
+    a.joined(1, "r", "alice").await;
+    b.joined(2, "r", "bob").await;
+
+    // Make a look dead to b (as after a long pause) until b reaps it.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        redis
+            .command(redis::cmd("ZADD").arg("oct:nodes").arg(1).arg("a"))
+            .await;
+        let reaped = b.memberships().iter().any(|(snap, cause)| {
+            *cause == MembershipCause::NodeDown(node_id("a")) && users(snap) == ["bob"]
+        });
+        if reaped {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b never reaped a");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let back = b
+        .wait_for("alice back", |e| {
+            is_membership(e, |c| *c == MembershipCause::Resync)
+                && users(&snapshot_of(e)) == ["alice", "bob"]
+        })
+        .await;
+    assert_eq!(snapshot_of(&back).members[0].node, a.id);
+    let seen = a
+        .wait_for("a's resync", |e| {
+            is_membership(e, |c| *c == MembershipCause::Resync)
+        })
+        .await;
+    assert_eq!(users(&snapshot_of(&seen)), ["alice", "bob"]);
+    until("a alive again", || b.link.stats().nodes_alive == 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_sent_during_a_short_outage_arrive_after_it() {
+    let mut redis = Redis::start();
+    let a = Node::start(config(&redis, "a")).await;
+    let b = Node::start(config(&redis, "b")).await;
+    a.joined(1, "r", "alice").await;
+    b.joined(2, "r", "bob").await;
+    a.relay(&b, "r", "alice", "bob", "before");
+    until("before", || b.relayed_texts().len() == 1).await;
+
+    redis.kill();
+    a.wait_for("degraded", degraded).await;
+    for text in ["during 1", "during 2", "during 3"] {
+        a.relay(&b, "r", "alice", "bob", text);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.spawn();
+    until("the outage's frames", || b.relayed_texts().len() == 4).await;
+    let texts = b.relayed_texts();
+    for (got, want) in texts
+        .iter()
+        .zip(["before", "during 1", "during 2", "during 3"])
+    {
+        assert!(got.contains(want), "{texts:?}");
+    }
+    assert_eq!(b.link.stats().link_gaps, 0);
+    assert_eq!(a.link.stats().dropped, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_older_than_the_outage_window_are_dropped_and_counted() {
+    let mut redis = Redis::start();
+    let mut ca = config(&redis, "a");
+    ca.outage_queue_time = Duration::from_millis(200);
+    let a = Node::start(ca).await;
+    let b = Node::start(config(&redis, "b")).await;
+    a.joined(1, "r", "alice").await;
+    b.joined(2, "r", "bob").await;
+
+    redis.kill();
+    a.wait_for("degraded", degraded).await;
+    for i in 0..5 {
+        a.relay(&b, "r", "alice", "bob", &format!("stale {i}"));
+    }
+    until("stale frames dropped", || a.link.stats().dropped == 5).await;
+    redis.spawn();
+    for node in [&a, &b] {
+        node.wait_for("recovered", recovered).await;
+    }
+    a.relay(&b, "r", "alice", "bob", "fresh");
+    until("fresh", || !b.relayed_texts().is_empty()).await;
+    assert_eq!(b.relayed_texts().len(), 1);
+    assert!(b.relayed_texts()[0].contains("fresh"));
+}

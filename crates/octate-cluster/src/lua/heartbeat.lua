@@ -10,9 +10,8 @@ local now = now_ms()
 redis.call('SET', P .. 'epoch', candidate, 'NX')
 local epoch = redis.call('GET', P .. 'epoch')
 local reaped = 0
-if not redis.call('ZSCORE', K_NODES, node) and redis.call('EXISTS', P .. 'dead:' .. node) == 1 then
-  reaped = 1
-end
+-- The tombstone stays until the node registers again after restoring its members.
+if redis.call('EXISTS', P .. 'dead:' .. node) == 1 then reaped = 1 end
 local register = mode == '2' or (mode == '1' and reaped == 0 and (expected == '' or expected == epoch))
 if register then
   local last = redis.call('GET', P .. 'lastbeat')
