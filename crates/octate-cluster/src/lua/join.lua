@@ -1,0 +1,42 @@
+-- Commits a member. ARGV: prefix, room, user, name, node, conn, kind (auth|join|create),
+-- room name, file id ('' = none), max peers, max rooms, max rooms per user.
+-- Returns {'ok', snapshot, 'joined'|'replaced'} or {'err', code}.
+local r, user, uname, node, conn, kind = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local room_name, file_id = ARGV[8], ARGV[9]
+local max_peers, max_rooms, max_per_user = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local now = now_ms()
+local meta = read_meta(r)
+if meta and kind == 'create' then return { 'err', 'room-exists' } end
+local mk = k_members(r)
+local old = decode_member(redis.call('HGET', mk, user))
+if meta and old and old.n == node and old.c == conn then
+  return { 'ok', snapshot_json(r, meta, load_members(r)), 'joined' }
+end
+if meta then
+  local count = redis.call('HLEN', mk)
+  if old then count = count - 1 end
+  if count >= max_peers then return { 'err', 'room-full' } end
+else
+  local refused = check_limits(user, max_rooms, max_per_user, now)
+  if refused then return { 'err', refused } end
+  if room_name == '' then room_name = r end
+  meta = new_meta(r, room_name, user, num(now), file_id)
+end
+keep_room(r, meta)
+local nodes = {}
+if old then
+  redis.call('SREM', k_node_set(old.n), r .. ' ' .. user)
+  nodes[old.n] = true
+end
+redis.call('HSET', mk, user, encode_member(node, conn, num(now), uname))
+redis.call('SADD', k_node_set(node), r .. ' ' .. user)
+local list = load_members(r)
+for _, m in ipairs(list) do nodes[m.n] = true end
+meta.host = elect(meta, list)
+bump(meta)
+write_host_ver(r, meta)
+local snap = snapshot_json(r, meta, list)
+local how = 'joined'
+if old then how = 'replaced' end
+publish_membership(snap, cause_json(how, 'user', user), nodes, node)
+return { 'ok', snap, how }

@@ -1,0 +1,33 @@
+-- Removes up to `batch` members of a dead node, moving hosts and telling the remaining
+-- nodes (cause node-down). ARGV: prefix, dead node, batch, lease ms. Returns how many
+-- members are left to reap.
+local dead, batch, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local set = P .. 'reap:' .. dead
+if redis.call('ZSCORE', K_NODES, dead) then
+  -- The node came back (it was only unreachable): it re-registers its own members.
+  redis.call('DEL', set)
+  redis.call('ZREM', K_REAPING, dead)
+  return 0
+end
+local entries = redis.call('SPOP', set, batch)
+local rooms = {}
+for _, e in ipairs(entries) do
+  local sp = string.find(e, ' ', 1, true)
+  if sp then
+    local r, user = string.sub(e, 1, sp - 1), string.sub(e, sp + 1)
+    local m = decode_member(redis.call('HGET', k_members(r), user))
+    if m and m.n == dead then
+      redis.call('HDEL', k_members(r), user)
+      rooms[r] = true
+    end
+  end
+end
+local cause = cause_json('node-down', 'node', dead)
+for r, _ in pairs(rooms) do settle_room(r, cause, nil) end
+local left = redis.call('SCARD', set)
+if left == 0 then
+  redis.call('ZREM', K_REAPING, dead)
+else
+  redis.call('ZADD', K_REAPING, now_ms() + lease, dead)
+end
+return left

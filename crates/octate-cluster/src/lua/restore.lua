@@ -1,0 +1,40 @@
+-- Re-registers this node's live members after Redis lost them (or reaped this node).
+-- ARGV: prefix, node, announce (1: tell the rooms' other nodes), then per member: room,
+-- user, name, conn, joined at, room name, created by, created at, file id.
+-- A member now owned by another session is left alone. Returns how many were added.
+local node, announce = ARGV[2], ARGV[3]
+local touched, added = {}, 0
+-- Any reap of this node still running would remove the members restored here.
+redis.call('DEL', P .. 'reap:' .. node)
+redis.call('ZREM', K_REAPING, node)
+for i = 4, #ARGV - 8, 9 do
+  local r, user, uname, conn, joined = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local mk = k_members(r)
+  local m = decode_member(redis.call('HGET', mk, user))
+  if m and m.n == node and m.c == conn then
+    redis.call('SADD', k_node_set(node), r .. ' ' .. user)
+  elseif not m then
+    local meta = read_meta(r)
+    if not meta then
+      local name = ARGV[i + 5]
+      if name == '' then name = r end
+      meta = new_meta(r, name, ARGV[i + 6], ARGV[i + 7], ARGV[i + 8])
+    end
+    keep_room(r, meta)
+    redis.call('HSET', mk, user, encode_member(node, conn, joined, uname))
+    redis.call('SADD', k_node_set(node), r .. ' ' .. user)
+    touched[r] = true
+    added = added + 1
+  end
+end
+for r, _ in pairs(touched) do
+  local meta = read_meta(r)
+  local list = load_members(r)
+  meta.host = elect(meta, list)
+  bump(meta)
+  write_host_ver(r, meta)
+  if announce == '1' then
+    publish_membership(snapshot_json(r, meta, list), cause_json('resync'), nodes_of(list), node)
+  end
+end
+return added

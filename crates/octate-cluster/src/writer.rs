@@ -1,0 +1,522 @@
+//! The one task that sends this node's changes and messages to Redis.
+//!
+//! Joins, leaves, room closes and relay frames go through one ordered queue and one
+//! connection, drained into one pipeline per pass, so what this node sends to another
+//! node arrives in the order it was submitted, and a peer's membership event precedes its
+//! messages. Relay frames carry a sequence number per destination node. A frame that no
+//! subscriber received (the destination is reconnecting) or that Redis did not take (the
+//! link is down) waits in a bounded queue for its destination and is sent again until it
+//! is older than the outage window; leaves and closes wait for the link; joins are
+//! refused as `unavailable` while the link is down.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use octate_core::{ClusterEvent, ConnId, CoreError, JoinKind, NodeId};
+use octate_protocol::{LeaveReason, RoomCloseReason, RoomId, UserId};
+use redis::aio::MultiplexedConnection;
+use redis::{RedisResult, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ClusterError;
+use crate::config::Backoff;
+use crate::conn::{bounded, connect};
+use crate::state::{Counters, Shared};
+use crate::store::{close_reason, refusal};
+use crate::wire::{RelayFrame, decode_snapshot};
+
+/// Most queued items taken into one pipeline.
+const MAX_BATCH: usize = 1024;
+/// Most leaves and closes kept while the link is down.
+const MAX_WAITING: usize = 65_536;
+/// Members re-registered per restore script call.
+const RESTORE_BATCH: usize = 100;
+
+/// One thing for the writer to send.
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// Commit a member; answered with `JoinCommitted` or `JoinRejected`.
+    Join {
+        conn: ConnId,
+        room_id: RoomId,
+        user_id: UserId,
+        user_name: String,
+        kind: JoinKind,
+    },
+    /// Remove a member if the session still owns it.
+    Leave {
+        conn: ConnId,
+        room_id: RoomId,
+        user_id: UserId,
+        reason: LeaveReason,
+    },
+    /// A message for another node.
+    Relay { node: NodeId, frame: RelayFrame },
+    /// Close a room everywhere.
+    Close {
+        room_id: RoomId,
+        reason: RoomCloseReason,
+    },
+    /// Re-register this node's live members (after Redis lost them or reaped the node).
+    Restore {
+        reply: oneshot::Sender<Result<(), ClusterError>>,
+    },
+    /// Answered once everything queued before it was sent (or could not be).
+    Flush { reply: oneshot::Sender<()> },
+    /// Stop after the current pass.
+    Stop,
+}
+
+/// A frame with its sequence number, waiting for its destination.
+#[derive(Debug)]
+struct Pending {
+    frame: Vec<u8>,
+    since: Instant,
+}
+
+/// What each pipeline entry was, to settle its reply.
+enum Sent {
+    Frame { node: NodeId, pending: Pending },
+    Job(Job),
+}
+
+pub(crate) struct Writer {
+    sh: Arc<Shared>,
+    rx: mpsc::UnboundedReceiver<Job>,
+    conn: Option<MultiplexedConnection>,
+    backoff: Backoff,
+    next_attempt: Instant,
+    seqs: HashMap<NodeId, u64>,
+    backlog: HashMap<NodeId, VecDeque<Pending>>,
+    waiting: VecDeque<Job>,
+    stopping: bool,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        sh: Arc<Shared>,
+        rx: mpsc::UnboundedReceiver<Job>,
+        conn: MultiplexedConnection,
+    ) -> Self {
+        let backoff = Backoff::new(&sh.config);
+        Self {
+            sh,
+            rx,
+            conn: Some(conn),
+            backoff,
+            next_attempt: Instant::now(),
+            seqs: HashMap::new(),
+            backlog: HashMap::new(),
+            waiting: VecDeque::new(),
+            stopping: false,
+        }
+    }
+
+    /// Runs until [`Job::Stop`].
+    pub(crate) async fn run(mut self) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while !self.stopping {
+            let wait = self.wait_limit();
+            match wait {
+                None => {
+                    if self.rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                        return;
+                    }
+                }
+                Some(limit) => {
+                    let _ =
+                        tokio::time::timeout(limit, self.rx.recv_many(&mut batch, MAX_BATCH)).await;
+                }
+            }
+            self.expire_backlog();
+            let jobs = std::mem::take(&mut batch);
+            // A restore means the subscriber is back: Redis is likely up, try at once.
+            let restoring = jobs.iter().any(|j| matches!(j, Job::Restore { .. }));
+            if self.conn.is_none() && (restoring || Instant::now() >= self.next_attempt) {
+                self.reconnect().await;
+            }
+            if self.conn.is_none() {
+                for job in jobs {
+                    self.park(job);
+                }
+            } else {
+                self.send(jobs).await;
+            }
+        }
+    }
+
+    /// How long to wait for new work: for ever when nothing is pending.
+    fn wait_limit(&self) -> Option<Duration> {
+        if self.conn.is_none() {
+            return Some(self.next_attempt.saturating_duration_since(Instant::now()));
+        }
+        let pending = !self.waiting.is_empty() || self.backlog.values().any(|q| !q.is_empty());
+        pending.then_some(self.sh.config.reconnect_min)
+    }
+
+    async fn reconnect(&mut self) {
+        let c = &self.sh.config;
+        match connect(&self.sh.client, &self.sh.scripts, c.command_timeout).await {
+            Ok(conn) => {
+                tracing::info!(node = %c.node_id, "cluster writer reconnected");
+                self.conn = Some(conn);
+                self.backoff.reset();
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cluster writer cannot reconnect");
+                self.next_attempt = Instant::now() + self.backoff.next_delay();
+            }
+        }
+    }
+
+    fn next_seq(&mut self, node: &NodeId) -> u64 {
+        let seq = self.seqs.entry(node.clone()).or_insert(0);
+        *seq += 1;
+        *seq
+    }
+
+    fn stamp(&mut self, node: &NodeId, mut frame: RelayFrame) -> Pending {
+        let seq = self.next_seq(node);
+        frame.set_seq(seq);
+        Pending {
+            frame: frame.bytes,
+            since: Instant::now(),
+        }
+    }
+
+    /// Keeps a frame for a later attempt, dropping the oldest beyond the limit.
+    fn hold(&mut self, node: NodeId, pending: Pending) {
+        let limit = self.sh.config.outage_queue_frames.max(1);
+        let queue = self.backlog.entry(node).or_default();
+        while queue.len() >= limit {
+            queue.pop_front();
+            Counters::add(&self.sh.counters.dropped, 1);
+        }
+        queue.push_back(pending);
+    }
+
+    fn expire_backlog(&mut self) {
+        let window = self.sh.config.outage_queue_time;
+        let mut dropped = 0;
+        for queue in self.backlog.values_mut() {
+            while queue.front().is_some_and(|p| p.since.elapsed() > window) {
+                queue.pop_front();
+                dropped += 1;
+            }
+        }
+        self.backlog.retain(|_, q| !q.is_empty());
+        if dropped > 0 {
+            Counters::add(&self.sh.counters.dropped, dropped);
+            tracing::warn!(
+                dropped,
+                "cluster frames dropped: their node stayed unreachable"
+            );
+        }
+    }
+
+    fn wait_for_link(&mut self, job: Job) {
+        if self.waiting.len() >= MAX_WAITING {
+            self.waiting.pop_front();
+        }
+        self.waiting.push_back(job);
+    }
+
+    /// The link is down: keep what can wait, refuse what cannot.
+    fn park(&mut self, job: Job) {
+        match job {
+            Job::Relay { node, frame } => {
+                let pending = self.stamp(&node, frame);
+                self.hold(node, pending);
+            }
+            Job::Join { conn, .. } => self.sh.emit_core(ClusterEvent::JoinRejected {
+                conn,
+                error: CoreError::Unavailable,
+            }),
+            Job::Leave { .. } | Job::Close { .. } => self.wait_for_link(job),
+            Job::Restore { reply } => {
+                let _ = reply.send(Err(ClusterError::Timeout));
+            }
+            Job::Flush { reply } => {
+                let _ = reply.send(());
+            }
+            Job::Stop => self.stopping = true,
+        }
+    }
+
+    fn add_job(&self, pipe: &mut redis::Pipeline, job: &Job) {
+        let c = &self.sh.config;
+        let s = &self.sh.scripts;
+        let node = c.node_id.as_str();
+        match job {
+            Job::Join {
+                conn,
+                room_id,
+                user_id,
+                user_name,
+                kind,
+            } => {
+                let (kind, room_name, file_id) = match kind {
+                    JoinKind::Auth => ("auth", "", ""),
+                    JoinKind::Join => ("join", "", ""),
+                    JoinKind::Create { room_name, file_id } => (
+                        "create",
+                        room_name.as_deref().unwrap_or(""),
+                        file_id.as_deref().unwrap_or(""),
+                    ),
+                };
+                pipe.invoke_script(
+                    s.join
+                        .arg(&c.key_prefix)
+                        .arg(room_id.as_str())
+                        .arg(user_id.as_str())
+                        .arg(user_name)
+                        .arg(node)
+                        .arg(conn.0)
+                        .arg(kind)
+                        .arg(room_name)
+                        .arg(file_id)
+                        .arg(c.max_peers_per_room)
+                        .arg(c.max_rooms)
+                        .arg(c.max_rooms_per_user),
+                );
+            }
+            Job::Leave {
+                conn,
+                room_id,
+                user_id,
+                reason,
+            } => {
+                pipe.invoke_script(
+                    s.leave
+                        .arg(&c.key_prefix)
+                        .arg(room_id.as_str())
+                        .arg(user_id.as_str())
+                        .arg(node)
+                        .arg(conn.0)
+                        .arg(leave_reason(*reason)),
+                );
+            }
+            Job::Close { room_id, reason } => {
+                pipe.invoke_script(
+                    s.close_room
+                        .arg(&c.key_prefix)
+                        .arg(room_id.as_str())
+                        .arg(close_reason(*reason)),
+                );
+            }
+            // Sent in their own steps.
+            Job::Relay { .. } | Job::Restore { .. } | Job::Flush { .. } | Job::Stop => {}
+        }
+    }
+
+    /// Sends everything waiting, then the new jobs, in one pipeline.
+    async fn send(&mut self, jobs: Vec<Job>) {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let mut sent: Vec<Sent> = Vec::with_capacity(jobs.len());
+        let mut after: Vec<Job> = Vec::new();
+        for job in std::mem::take(&mut self.waiting) {
+            self.add_job(&mut pipe, &job);
+            sent.push(Sent::Job(job));
+        }
+        for (node, queue) in std::mem::take(&mut self.backlog) {
+            let channel = self.sh.inbox(node.as_str());
+            for pending in queue {
+                pipe.cmd("PUBLISH").arg(&channel).arg(&pending.frame);
+                sent.push(Sent::Frame {
+                    node: node.clone(),
+                    pending,
+                });
+            }
+        }
+        for job in jobs {
+            match job {
+                Job::Relay { node, frame } => {
+                    // Any frame still waiting for this node went into the pipeline above.
+                    let pending = self.stamp(&node, frame);
+                    pipe.cmd("PUBLISH")
+                        .arg(self.sh.inbox(node.as_str()))
+                        .arg(&pending.frame);
+                    sent.push(Sent::Frame { node, pending });
+                }
+                Job::Restore { reply } => {
+                    let result = self.restore().await;
+                    let _ = reply.send(result);
+                }
+                Job::Flush { .. } | Job::Stop => after.push(job),
+                other => {
+                    self.add_job(&mut pipe, &other);
+                    sent.push(Sent::Job(other));
+                }
+            }
+        }
+        if !sent.is_empty() {
+            self.execute(&pipe, sent).await;
+        }
+        for job in after {
+            match job {
+                Job::Flush { reply } => {
+                    let _ = reply.send(());
+                }
+                Job::Stop => self.stopping = true,
+                _ => {}
+            }
+        }
+    }
+
+    async fn execute(&mut self, pipe: &redis::Pipeline, sent: Vec<Sent>) {
+        let Some(conn) = self.conn.as_mut() else {
+            for s in sent {
+                self.failed(s);
+            }
+            return;
+        };
+        let limit = self.sh.config.command_timeout;
+        let result: Result<Vec<RedisResult<Value>>, ClusterError> =
+            bounded(limit, pipe.query_async(conn)).await;
+        match result {
+            Ok(replies) if replies.len() == sent.len() => {
+                for (s, reply) in sent.into_iter().zip(replies) {
+                    self.settle(s, reply);
+                }
+            }
+            Ok(_) | Err(_) => {
+                if let Err(e) = &result {
+                    tracing::warn!(error = %e, "cluster writer lost its link");
+                }
+                self.conn = None;
+                self.next_attempt = Instant::now() + self.backoff.next_delay();
+                for s in sent {
+                    self.failed(s);
+                }
+            }
+        }
+    }
+
+    /// The pipeline failed as a whole: nothing is known to have happened.
+    fn failed(&mut self, sent: Sent) {
+        match sent {
+            Sent::Frame { node, pending } => self.hold(node, pending),
+            Sent::Job(Job::Join {
+                conn,
+                room_id,
+                user_id,
+                ..
+            }) => {
+                // The join may have been committed: undo it when the link is back.
+                self.sh.emit_core(ClusterEvent::JoinRejected {
+                    conn,
+                    error: CoreError::Unavailable,
+                });
+                self.wait_for_link(Job::Leave {
+                    conn,
+                    room_id,
+                    user_id,
+                    reason: LeaveReason::Disconnected,
+                });
+            }
+            Sent::Job(job) => self.wait_for_link(job),
+        }
+    }
+
+    fn settle(&mut self, sent: Sent, reply: RedisResult<Value>) {
+        if let Err(e) = &reply
+            && e.code() == Some("NOSCRIPT")
+        {
+            // Redis lost its script cache: reconnecting loads the scripts again.
+            self.conn = None;
+            self.failed(sent);
+            return;
+        }
+        match sent {
+            Sent::Frame { node, pending } => match reply {
+                Ok(Value::Int(n)) if n > 0 => Counters::add(&self.sh.counters.messages_out, 1),
+                // Nobody subscribed: the destination is reconnecting, or dead.
+                _ => self.hold(node, pending),
+            },
+            Sent::Job(Job::Join { conn, .. }) => {
+                let event = match join_reply(reply) {
+                    Ok(Ok(snapshot)) => ClusterEvent::JoinCommitted { conn, snapshot },
+                    Ok(Err(error)) => ClusterEvent::JoinRejected { conn, error },
+                    Err(e) => {
+                        tracing::error!(error = %e, "join script failed");
+                        ClusterEvent::JoinRejected {
+                            conn,
+                            error: CoreError::Unavailable,
+                        }
+                    }
+                };
+                self.sh.emit_core(event);
+            }
+            Sent::Job(job) => {
+                if let Err(e) = reply {
+                    tracing::error!(error = %e, ?job, "cluster script failed");
+                }
+            }
+        }
+    }
+
+    /// Re-registers every live member of this node, announcing them to their rooms.
+    async fn restore(&mut self) -> Result<(), ClusterError> {
+        let members = (self.sh.local)();
+        self.sh.prune_rooms(&members);
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(ClusterError::Timeout);
+        };
+        let c = &self.sh.config;
+        let rooms = self.sh.rooms.lock().clone();
+        for chunk in members.chunks(RESTORE_BATCH) {
+            let mut invocation = self.sh.scripts.restore.prepare_invoke();
+            invocation
+                .arg(&c.key_prefix)
+                .arg(c.node_id.as_str())
+                .arg("1");
+            for (room_id, m) in chunk {
+                let info = rooms.get(room_id);
+                invocation
+                    .arg(room_id.as_str())
+                    .arg(m.user_id.as_str())
+                    .arg(&m.user_name)
+                    .arg(m.conn.0)
+                    .arg(m.joined_at)
+                    .arg(info.map_or("", |i| i.name.as_str()))
+                    .arg(info.map_or(m.user_id.as_str(), |i| i.created_by.as_str()))
+                    .arg(info.map_or(m.joined_at, |i| i.created_at))
+                    .arg(info.and_then(|i| i.file_id.as_deref()).unwrap_or(""));
+            }
+            let result: Result<i64, ClusterError> =
+                bounded(c.command_timeout, invocation.invoke_async(conn)).await;
+            if let Err(e) = result {
+                self.conn = None;
+                self.next_attempt = Instant::now() + self.backoff.next_delay();
+                return Err(e);
+            }
+        }
+        tracing::info!(members = members.len(), node = %c.node_id, "members registered again");
+        Ok(())
+    }
+}
+
+/// A reason's wire name, as the scripts pass it on.
+fn leave_reason(reason: LeaveReason) -> String {
+    serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "disconnected".to_owned())
+}
+
+/// Reads the join script's answer.
+fn join_reply(
+    reply: RedisResult<Value>,
+) -> Result<Result<octate_core::RoomSnapshot, CoreError>, ClusterError> {
+    let parts: Vec<Vec<u8>> =
+        redis::from_redis_value(reply?).map_err(|e| ClusterError::Decode(e.to_string()))?;
+    match parts.as_slice() {
+        [ok, snap, _] if ok == b"ok" => decode_snapshot(snap)
+            .map(Ok)
+            .map_err(|e| ClusterError::Decode(e.0)),
+        [err, code] if err == b"err" => Ok(Err(refusal(&String::from_utf8_lossy(code)))),
+        _ => Err(ClusterError::Decode("join reply".into())),
+    }
+}
