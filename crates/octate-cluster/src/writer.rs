@@ -88,6 +88,7 @@ pub(crate) struct Writer {
     backoff: Backoff,
     next_attempt: Instant,
     seqs: HashMap<NodeId, u64>,
+    inboxes: HashMap<NodeId, String>,
     backlog: HashMap<NodeId, VecDeque<Pending>>,
     waiting: VecDeque<Job>,
     stopping: bool,
@@ -107,6 +108,7 @@ impl Writer {
             backoff,
             next_attempt: Instant::now(),
             seqs: HashMap::new(),
+            inboxes: HashMap::new(),
             backlog: HashMap::new(),
             waiting: VecDeque::new(),
             stopping: false,
@@ -168,6 +170,18 @@ impl Writer {
                 self.next_attempt = Instant::now() + self.backoff.next_delay();
             }
         }
+    }
+
+    /// A node's inbox channel name, built once per node.
+    fn inbox(&mut self, node: &NodeId) -> &str {
+        if !self.inboxes.contains_key(node) {
+            if self.inboxes.len() >= MAX_WAITING {
+                self.inboxes.clear();
+            }
+            let channel = self.sh.inbox(node.as_str());
+            self.inboxes.insert(node.clone(), channel);
+        }
+        self.inboxes.get(node).map_or("", String::as_str)
     }
 
     fn next_seq(&mut self, node: &NodeId) -> u64 {
@@ -321,9 +335,11 @@ impl Writer {
             sent.push(Sent::Job(job));
         }
         for (node, queue) in std::mem::take(&mut self.backlog) {
-            let channel = self.sh.inbox(node.as_str());
+            let channel = self.inbox(&node);
+            for pending in &queue {
+                pipe.cmd("PUBLISH").arg(channel).arg(&pending.frame);
+            }
             for pending in queue {
-                pipe.cmd("PUBLISH").arg(&channel).arg(&pending.frame);
                 sent.push(Sent::Frame {
                     node: node.clone(),
                     pending,
@@ -336,7 +352,7 @@ impl Writer {
                     // Any frame still waiting for this node went into the pipeline above.
                     let pending = self.stamp(&node, frame);
                     pipe.cmd("PUBLISH")
-                        .arg(self.sh.inbox(node.as_str()))
+                        .arg(self.inbox(&node))
                         .arg(&pending.frame);
                     sent.push(Sent::Frame { node, pending });
                 }

@@ -557,6 +557,11 @@ async fn relays_arrive_once_and_in_order() {
     assert_eq!(sb.messages_in, 1000);
     assert_eq!(sb.link_gaps, 0);
     assert_eq!(sb.nodes_alive, 2);
+    // Many pings went by: the link never looked down.
+    for node in [&a, &b] {
+        assert!(!node.events.lock().iter().any(degraded), "{}", node.id);
+        assert!(node.link.stats().connected && !node.link.stats().degraded);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
