@@ -147,6 +147,9 @@ impl Cluster {
             h.subscribed = true;
             h.last_pong = Instant::now();
         }
+        // Members an earlier process with this node id left behind are removed now
+        // (their rooms hear `node-down`), not kept for ever by this process' heartbeat.
+        sh.retire().await?;
         let beat = sh.heartbeat(BeatMode::Force).await?;
         {
             let mut h = sh.health.lock();

@@ -970,3 +970,68 @@ async fn frames_older_than_the_outage_window_are_dropped_and_counted() {
     assert_eq!(b.relayed_texts().len(), 1);
     assert!(b.relayed_texts()[0].contains("fresh"));
 }
+
+/// Redis frozen longer than a node ttl, so every deadline in it expires, but shorter than
+/// the ping timeout, so no node notices: only the stall guard stops the reaper.
+async fn stall_without_degrading(stall_threshold: Duration) -> Vec<(NodeId, MembershipCause)> {
+    let redis = Redis::start();
+    let mut nodes = Vec::new();
+    for name in ["a", "b"] {
+        let mut c = config(&redis, name);
+        c.ping_timeout = Duration::from_secs(4);
+        c.command_timeout = Duration::from_secs(4);
+        c.stall_threshold = stall_threshold;
+        nodes.push(Node::start(c).await);
+    }
+    nodes[0].joined(1, "r", "alice").await;
+    nodes[1].joined(2, "r", "bob").await;
+    redis.signal("-STOP");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.signal("-CONT");
+    // Several heartbeats and reap passes after the stall.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut downs = Vec::new();
+    for node in &nodes {
+        assert!(!node.events.lock().iter().any(degraded));
+        for (_, cause) in node.memberships() {
+            if matches!(cause, MembershipCause::NodeDown(_)) {
+                downs.push((node.id.clone(), cause));
+            }
+        }
+    }
+    downs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_stall_that_no_node_noticed_reaps_nobody() {
+    assert_eq!(
+        stall_without_degrading(Duration::from_millis(300)).await,
+        []
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_restarted_with_the_same_node_id_drops_the_old_members() {
+    let redis = Redis::start();
+    let mut ca = config(&redis, "a");
+    ca.node_ttl = Duration::from_secs(30);
+    let mut cb = config(&redis, "b");
+    cb.node_ttl = Duration::from_secs(30);
+    let a = Node::start(ca.clone()).await;
+    let b = Node::start(cb).await;
+    a.joined(1, "r", "alice").await;
+    b.joined(2, "r", "bob").await;
+    a.link.abort();
+
+    // Long before the old process' ttl runs out.
+    let again = Node::start(ca).await;
+    let seen = b
+        .wait_for("node-down", |e| {
+            is_membership(e, |c| *c == MembershipCause::NodeDown(node_id("a")))
+        })
+        .await;
+    assert_eq!(users(&snapshot_of(&seen)), ["bob"]);
+    // The new process serves the same user normally.
+    let back = again.joined(1, "r", "alice").await;
+    assert_eq!(users(&back), ["bob", "alice"]);
+}
