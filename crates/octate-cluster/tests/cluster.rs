@@ -497,6 +497,30 @@ async fn http_rooms_are_cluster_wide() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_closed_by_the_core_closes_on_every_node() {
+    let redis = Redis::start();
+    let a = Node::start(config(&redis, "a")).await;
+    let b = Node::start(config(&redis, "b")).await;
+    a.joined(1, "r", "alice").await;
+    b.joined(2, "r", "bob").await;
+    a.link.submit(ClusterCommand::CloseRoom {
+        room_id: room("r"),
+        reason: RoomCloseReason::Inactive,
+    });
+    b.wait_for("room closed", |e| {
+        *e == NodeEvent::Core(ClusterEvent::RoomClosed {
+            room_id: room("r"),
+            reason: RoomCloseReason::Inactive,
+        })
+    })
+    .await;
+    assert_eq!(a.link.room(room("r")).await, Ok(None));
+    // The room's name is free again, and bob's old session is gone with it.
+    let fresh = b.joined(3, "r", "carol").await;
+    assert_eq!(users(&fresh), ["carol"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_room_never_joined_expires_after_its_grace() {
     let redis = Redis::start();
     let mut c = config(&redis, "a");
@@ -694,7 +718,16 @@ async fn redis_restarted_empty_gets_every_member_back() {
     let b = Node::start(config(&redis, "b")).await;
     a.joined(1, "r", "alice").await;
     b.joined(2, "r", "bob").await;
-    b.joined(3, "solo", "sam").await;
+    b.join(
+        3,
+        "solo",
+        "sam",
+        JoinKind::Create {
+            room_name: Some("Solo".into()),
+            file_id: Some("file-9".into()),
+        },
+    );
+    let solo = b.join_result(3).await.expect("created");
     let before = a.link.room(room("r")).await.expect("read").expect("room");
 
     redis.kill();
@@ -741,7 +774,18 @@ async fn redis_restarted_empty_gets_every_member_back() {
         })
         .await;
     assert_eq!(users(&snapshot_of(&resync)), ["alice", "bob"]);
-    assert!(b.link.room(room("solo")).await.expect("read").is_some());
+    // A room is recreated with the metadata its node remembered.
+    let solo_after = b
+        .link
+        .room(room("solo"))
+        .await
+        .expect("read")
+        .expect("room");
+    assert_eq!(solo_after.room_name, "Solo");
+    assert_eq!(solo_after.file_id.as_deref(), Some("file-9"));
+    assert_eq!(solo_after.created_by, user("sam"));
+    assert_eq!(solo_after.created_at, solo.created_at);
+    assert_eq!(solo_after.members, solo.members);
 
     // Relays flow again, and joins are accepted.
     a.relay(&b, "r", "alice", "bob", "after restart");
