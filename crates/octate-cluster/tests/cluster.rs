@@ -881,11 +881,16 @@ fn raw_frame(node: &str, boot: u64, seq: u64, room_id: &str, from: &str, payload
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_frames_are_dropped_and_gaps_resync_the_rooms() {
+async fn duplicate_frames_are_dropped_and_gaps_resync_the_shared_rooms() {
     let redis = Redis::start();
     let a = Node::start(config(&redis, "a")).await;
+    let b = Node::start(config(&redis, "b")).await;
     a.joined(1, "r", "alice").await;
+    b.joined(2, "r", "bob").await;
+    // "private" sorts before "r": had it been resynced, it would come first.
+    a.joined(3, "private", "alice2").await;
     let mark = a.count();
+    // Frames as b would send them, some duplicated, some lost, one late.
     for (seq, text) in [
         (1, "one"),
         (1, "one again"),
@@ -895,7 +900,7 @@ async fn duplicate_frames_are_dropped_and_gaps_resync_the_rooms() {
     ] {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg("oct:inbox:a")
-            .arg(raw_frame("z", 9, seq, "r", "zed", text));
+            .arg(raw_frame("b", 9, seq, "r", "bob", text));
         redis.command(&cmd).await;
     }
     until("five", || {
@@ -909,11 +914,12 @@ async fn duplicate_frames_are_dropped_and_gaps_resync_the_rooms() {
             is_membership(e, |c| *c == MembershipCause::Resync)
         })
         .await;
-    assert_eq!(users(&snapshot_of(&seen)), ["alice"]);
+    assert_eq!(users(&snapshot_of(&seen)), ["alice", "bob"]);
+    assert_eq!(a.link.stats().resyncs, 1);
     // A new process of the same node starts its own sequence.
     let mut cmd = redis::cmd("PUBLISH");
     cmd.arg("oct:inbox:a")
-        .arg(raw_frame("z", 10, 1, "r", "zed", "rebooted"));
+        .arg(raw_frame("b", 10, 1, "r", "bob", "rebooted"));
     redis.command(&cmd).await;
     until("rebooted", || {
         a.relayed_texts().last().is_some_and(|t| t == "rebooted")
