@@ -13,7 +13,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use octate_core::{ClusterEvent, ConnId, CoreError, JoinKind, NodeId};
+use octate_core::{
+    ClusterEvent, ConnId, CoreError, JoinKind, MembershipCause, NodeId, RoomSnapshot,
+};
 use octate_protocol::{LeaveReason, RoomCloseReason, RoomId, UserId};
 use redis::aio::MultiplexedConnection;
 use redis::{RedisResult, Value};
@@ -451,9 +453,19 @@ impl Writer {
                 // Nobody subscribed: the destination is reconnecting, or dead.
                 _ => self.hold(node, pending),
             },
-            Sent::Job(Job::Join { conn, .. }) => {
-                let event = match join_reply(reply) {
-                    Ok(Ok(snapshot)) => ClusterEvent::JoinCommitted { conn, snapshot },
+            Sent::Job(Job::Join { conn, user_id, .. }) => {
+                let event = match join_reply(reply, self.sh.config.node_id.as_str()) {
+                    Ok(Ok((snapshot, replaced_here))) => {
+                        if replaced_here {
+                            // The script tells only the other nodes; this node's old
+                            // session must learn it was replaced, not merely dropped.
+                            self.sh.emit_core(ClusterEvent::Membership {
+                                snapshot: snapshot.clone(),
+                                cause: MembershipCause::Replaced(user_id),
+                            });
+                        }
+                        ClusterEvent::JoinCommitted { conn, snapshot }
+                    }
                     Ok(Err(error)) => ClusterEvent::JoinRejected { conn, error },
                     Err(e) => {
                         tracing::error!(error = %e, "join script failed");
@@ -522,15 +534,17 @@ fn leave_reason(reason: LeaveReason) -> String {
         .unwrap_or_else(|| "disconnected".to_owned())
 }
 
-/// Reads the join script's answer.
+/// Reads the join script's answer: the snapshot and whether the session it replaced was
+/// on node `me`, or the refusal.
 fn join_reply(
     reply: RedisResult<Value>,
-) -> Result<Result<octate_core::RoomSnapshot, CoreError>, ClusterError> {
+    me: &str,
+) -> Result<Result<(RoomSnapshot, bool), CoreError>, ClusterError> {
     let parts: Vec<Vec<u8>> =
         redis::from_redis_value(reply?).map_err(|e| ClusterError::Decode(e.to_string()))?;
     match parts.as_slice() {
-        [ok, snap, _] if ok == b"ok" => decode_snapshot(snap)
-            .map(Ok)
+        [ok, snap, _, old_node] if ok == b"ok" => decode_snapshot(snap)
+            .map(|s| Ok((s, old_node == me.as_bytes())))
             .map_err(|e| ClusterError::Decode(e.0)),
         [err, code] if err == b"err" => Ok(Err(refusal(&String::from_utf8_lossy(code)))),
         _ => Err(ClusterError::Decode("join reply".into())),

@@ -251,3 +251,28 @@ async fn peers_on_two_cores_see_each_other_signal_and_survive_a_redis_restart() 
     let reason = serde_json::to_string(&LeaveReason::NodeDown).expect("json");
     assert!(left.contains(&reason), "{left}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_replaced_on_its_own_node_is_closed_as_replaced() {
+    let redis = Redis::start();
+    let a = CoreNode::start(&redis, "a").await;
+    let b = CoreNode::start(&redis, "b").await;
+    a.connect(1, "alice", "room1");
+    a.wait_text(1, "alice's auth-ok", "auth-ok").await;
+    b.connect(2, "bob", "room1");
+    b.wait_text(2, "bob's auth-ok", "auth-ok").await;
+
+    // alice again, on the same node: the old connection must not be told to retry
+    // (it would reconnect and replace the new one in turn).
+    a.connect(3, "alice", "room1");
+    a.wait_text(3, "the new auth-ok", "auth-ok").await;
+    let closed = a.wait_text(1, "old session closed", "close").await;
+    assert_eq!(closed, "close Replaced");
+    // On another node, the same: b's bob reconnecting through a replaces b's session.
+    a.connect(4, "bob", "room1");
+    a.wait_text(4, "bob's new auth-ok", "auth-ok").await;
+    assert_eq!(
+        b.wait_text(2, "bob's old session", "close").await,
+        "close Replaced"
+    );
+}
