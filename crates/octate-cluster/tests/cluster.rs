@@ -1085,3 +1085,41 @@ async fn a_process_restarted_with_the_same_node_id_drops_the_old_members() {
     let back = again.joined(1, "r", "alice").await;
     assert_eq!(users(&back), ["bob", "alice"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_without_redis_is_an_error_not_a_hang() {
+    let port = free_port();
+    let mut c = ClusterConfig::new(format!("redis://127.0.0.1:{port}/"), node_id("a"));
+    c.command_timeout = Duration::from_millis(500);
+    let sink = Arc::new(|_: NodeEvent| {});
+    let local = Arc::new(Vec::new);
+    let started = tokio::time::timeout(
+        Duration::from_secs(5),
+        Cluster::start(c.clone(), sink.clone(), local.clone()),
+    )
+    .await
+    .expect("bounded");
+    assert!(matches!(
+        started,
+        Err(octate_cluster::ClusterError::Redis(_))
+    ));
+    c.redis_url = "not a url".into();
+    let started = Cluster::start(c, sink, local).await;
+    assert!(matches!(
+        started,
+        Err(octate_cluster::ClusterError::InvalidUrl(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_while_redis_is_down_still_returns() {
+    let mut redis = Redis::start();
+    let a = Node::start(config(&redis, "a")).await;
+    a.joined(1, "r", "alice").await;
+    redis.kill();
+    a.wait_for("degraded", degraded).await;
+    a.leave(1, "r", "alice", LeaveReason::Left);
+    tokio::time::timeout(Duration::from_secs(5), a.link.shutdown())
+        .await
+        .expect("shutdown is bounded");
+}
