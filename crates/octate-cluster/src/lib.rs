@@ -26,7 +26,7 @@ mod subscriber;
 mod wire;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -137,6 +137,7 @@ impl Cluster {
                 alive: Vec::new(),
             }),
             rooms: Mutex::new(HashMap::new()),
+            gaps: Mutex::new(HashSet::new()),
             boot: boot_nonce(),
             jobs,
             triggers,
@@ -147,6 +148,9 @@ impl Cluster {
             h.subscribed = true;
             h.last_pong = Instant::now();
         }
+        // Members an earlier process with this node id left behind are removed now
+        // (their rooms hear `node-down`), not kept for ever by this process' heartbeat.
+        sh.retire().await?;
         let beat = sh.heartbeat(BeatMode::Force).await?;
         {
             let mut h = sh.health.lock();

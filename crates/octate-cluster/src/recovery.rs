@@ -120,12 +120,18 @@ async fn recover(sh: &Shared, outage: u64) -> Result<(), ClusterError> {
     Ok(())
 }
 
-/// Reads every room this node has members in and hands the core each whole snapshot.
-/// After an outage, a room that no longer exists was closed meanwhile.
+/// Reads rooms this node has members in and hands the core each whole snapshot: after
+/// an outage every room (one that no longer exists was closed meanwhile), after a gap
+/// the rooms shared with the nodes whose frames went missing.
 async fn resync(sh: &Shared, after_outage: bool) -> Result<(), ClusterError> {
+    let gaps = std::mem::take(&mut *sh.gaps.lock());
     let members = (sh.local)();
     sh.prune_rooms(&members);
-    let rooms: BTreeSet<RoomId> = members.into_iter().map(|(room, _)| room).collect();
+    let rooms: BTreeSet<RoomId> = members
+        .into_iter()
+        .map(|(room, _)| room)
+        .filter(|room| after_outage || sh.shares_room_with(room, &gaps))
+        .collect();
     for room_id in rooms {
         match sh.read_room(&room_id).await? {
             Some(snapshot) => {

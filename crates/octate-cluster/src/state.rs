@@ -1,7 +1,7 @@
 //! What the node's tasks share: configuration, connections, health, counters and the
 //! metadata of the rooms this node has members in.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -98,6 +98,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) health: Mutex<Health>,
     pub(crate) rooms: Mutex<HashMap<RoomId, RoomInfo>>,
+    /// Nodes whose frames showed a gap since the last resync.
+    pub(crate) gaps: Mutex<HashSet<String>>,
     /// Distinguishes this process' frames from an earlier process with the same node id.
     pub(crate) boot: u64,
     pub(crate) jobs: mpsc::UnboundedSender<Job>,
@@ -163,9 +165,17 @@ impl Shared {
         nodes
     }
 
+    /// Whether a room may be shared with one of `nodes` (unknown rooms may be).
+    pub(crate) fn shares_room_with(&self, room_id: &RoomId, nodes: &HashSet<String>) -> bool {
+        self.rooms
+            .lock()
+            .get(room_id)
+            .is_none_or(|info| info.nodes.iter().any(|n| nodes.contains(n)))
+    }
+
     /// Forgets rooms this node no longer has members in.
     pub(crate) fn prune_rooms(&self, members: &[(RoomId, ClusterMember)]) {
-        let live: std::collections::HashSet<&RoomId> = members.iter().map(|(r, _)| r).collect();
+        let live: HashSet<&RoomId> = members.iter().map(|(r, _)| r).collect();
         self.rooms.lock().retain(|r, _| live.contains(r));
     }
 

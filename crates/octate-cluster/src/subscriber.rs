@@ -209,6 +209,7 @@ impl Receiver {
                     let missing = frame.seq - link.next;
                     Counters::add(&sh.counters.link_gaps, missing);
                     tracing::warn!(node = frame.node, missing, "gap in a node's frames: resync");
+                    sh.gaps.lock().insert(frame.node.to_owned());
                     sh.trigger(Trigger::Resync);
                 }
                 link.next = frame.seq + 1;

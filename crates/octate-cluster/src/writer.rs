@@ -13,7 +13,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use octate_core::{ClusterEvent, ConnId, CoreError, JoinKind, NodeId};
+use octate_core::{
+    ClusterEvent, ConnId, CoreError, JoinKind, MembershipCause, NodeId, RoomSnapshot,
+};
 use octate_protocol::{LeaveReason, RoomCloseReason, RoomId, UserId};
 use redis::aio::MultiplexedConnection;
 use redis::{RedisResult, Value};
@@ -88,6 +90,7 @@ pub(crate) struct Writer {
     backoff: Backoff,
     next_attempt: Instant,
     seqs: HashMap<NodeId, u64>,
+    inboxes: HashMap<NodeId, String>,
     backlog: HashMap<NodeId, VecDeque<Pending>>,
     waiting: VecDeque<Job>,
     stopping: bool,
@@ -107,6 +110,7 @@ impl Writer {
             backoff,
             next_attempt: Instant::now(),
             seqs: HashMap::new(),
+            inboxes: HashMap::new(),
             backlog: HashMap::new(),
             waiting: VecDeque::new(),
             stopping: false,
@@ -168,6 +172,18 @@ impl Writer {
                 self.next_attempt = Instant::now() + self.backoff.next_delay();
             }
         }
+    }
+
+    /// A node's inbox channel name, built once per node.
+    fn inbox(&mut self, node: &NodeId) -> &str {
+        if !self.inboxes.contains_key(node) {
+            if self.inboxes.len() >= MAX_WAITING {
+                self.inboxes.clear();
+            }
+            let channel = self.sh.inbox(node.as_str());
+            self.inboxes.insert(node.clone(), channel);
+        }
+        self.inboxes.get(node).map_or("", String::as_str)
     }
 
     fn next_seq(&mut self, node: &NodeId) -> u64 {
@@ -321,9 +337,11 @@ impl Writer {
             sent.push(Sent::Job(job));
         }
         for (node, queue) in std::mem::take(&mut self.backlog) {
-            let channel = self.sh.inbox(node.as_str());
+            let channel = self.inbox(&node);
+            for pending in &queue {
+                pipe.cmd("PUBLISH").arg(channel).arg(&pending.frame);
+            }
             for pending in queue {
-                pipe.cmd("PUBLISH").arg(&channel).arg(&pending.frame);
                 sent.push(Sent::Frame {
                     node: node.clone(),
                     pending,
@@ -336,7 +354,7 @@ impl Writer {
                     // Any frame still waiting for this node went into the pipeline above.
                     let pending = self.stamp(&node, frame);
                     pipe.cmd("PUBLISH")
-                        .arg(self.sh.inbox(node.as_str()))
+                        .arg(self.inbox(&node))
                         .arg(&pending.frame);
                     sent.push(Sent::Frame { node, pending });
                 }
@@ -435,9 +453,19 @@ impl Writer {
                 // Nobody subscribed: the destination is reconnecting, or dead.
                 _ => self.hold(node, pending),
             },
-            Sent::Job(Job::Join { conn, .. }) => {
-                let event = match join_reply(reply) {
-                    Ok(Ok(snapshot)) => ClusterEvent::JoinCommitted { conn, snapshot },
+            Sent::Job(Job::Join { conn, user_id, .. }) => {
+                let event = match join_reply(reply, self.sh.config.node_id.as_str()) {
+                    Ok(Ok((snapshot, replaced_here))) => {
+                        if replaced_here {
+                            // The script tells only the other nodes; this node's old
+                            // session must learn it was replaced, not merely dropped.
+                            self.sh.emit_core(ClusterEvent::Membership {
+                                snapshot: snapshot.clone(),
+                                cause: MembershipCause::Replaced(user_id),
+                            });
+                        }
+                        ClusterEvent::JoinCommitted { conn, snapshot }
+                    }
                     Ok(Err(error)) => ClusterEvent::JoinRejected { conn, error },
                     Err(e) => {
                         tracing::error!(error = %e, "join script failed");
@@ -506,15 +534,17 @@ fn leave_reason(reason: LeaveReason) -> String {
         .unwrap_or_else(|| "disconnected".to_owned())
 }
 
-/// Reads the join script's answer.
+/// Reads the join script's answer: the snapshot and whether the session it replaced was
+/// on node `me`, or the refusal.
 fn join_reply(
     reply: RedisResult<Value>,
-) -> Result<Result<octate_core::RoomSnapshot, CoreError>, ClusterError> {
+    me: &str,
+) -> Result<Result<(RoomSnapshot, bool), CoreError>, ClusterError> {
     let parts: Vec<Vec<u8>> =
         redis::from_redis_value(reply?).map_err(|e| ClusterError::Decode(e.to_string()))?;
     match parts.as_slice() {
-        [ok, snap, _] if ok == b"ok" => decode_snapshot(snap)
-            .map(Ok)
+        [ok, snap, _, old_node] if ok == b"ok" => decode_snapshot(snap)
+            .map(|s| Ok((s, old_node == me.as_bytes())))
             .map_err(|e| ClusterError::Decode(e.0)),
         [err, code] if err == b"err" => Ok(Err(refusal(&String::from_utf8_lossy(code)))),
         _ => Err(ClusterError::Decode("join reply".into())),

@@ -497,6 +497,30 @@ async fn http_rooms_are_cluster_wide() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_closed_by_the_core_closes_on_every_node() {
+    let redis = Redis::start();
+    let a = Node::start(config(&redis, "a")).await;
+    let b = Node::start(config(&redis, "b")).await;
+    a.joined(1, "r", "alice").await;
+    b.joined(2, "r", "bob").await;
+    a.link.submit(ClusterCommand::CloseRoom {
+        room_id: room("r"),
+        reason: RoomCloseReason::Inactive,
+    });
+    b.wait_for("room closed", |e| {
+        *e == NodeEvent::Core(ClusterEvent::RoomClosed {
+            room_id: room("r"),
+            reason: RoomCloseReason::Inactive,
+        })
+    })
+    .await;
+    assert_eq!(a.link.room(room("r")).await, Ok(None));
+    // The room's name is free again, and bob's old session is gone with it.
+    let fresh = b.joined(3, "r", "carol").await;
+    assert_eq!(users(&fresh), ["carol"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_room_never_joined_expires_after_its_grace() {
     let redis = Redis::start();
     let mut c = config(&redis, "a");
@@ -557,6 +581,11 @@ async fn relays_arrive_once_and_in_order() {
     assert_eq!(sb.messages_in, 1000);
     assert_eq!(sb.link_gaps, 0);
     assert_eq!(sb.nodes_alive, 2);
+    // Many pings went by: the link never looked down.
+    for node in [&a, &b] {
+        assert!(!node.events.lock().iter().any(degraded), "{}", node.id);
+        assert!(node.link.stats().connected && !node.link.stats().degraded);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -689,7 +718,16 @@ async fn redis_restarted_empty_gets_every_member_back() {
     let b = Node::start(config(&redis, "b")).await;
     a.joined(1, "r", "alice").await;
     b.joined(2, "r", "bob").await;
-    b.joined(3, "solo", "sam").await;
+    b.join(
+        3,
+        "solo",
+        "sam",
+        JoinKind::Create {
+            room_name: Some("Solo".into()),
+            file_id: Some("file-9".into()),
+        },
+    );
+    let solo = b.join_result(3).await.expect("created");
     let before = a.link.room(room("r")).await.expect("read").expect("room");
 
     redis.kill();
@@ -736,7 +774,18 @@ async fn redis_restarted_empty_gets_every_member_back() {
         })
         .await;
     assert_eq!(users(&snapshot_of(&resync)), ["alice", "bob"]);
-    assert!(b.link.room(room("solo")).await.expect("read").is_some());
+    // A room is recreated with the metadata its node remembered.
+    let solo_after = b
+        .link
+        .room(room("solo"))
+        .await
+        .expect("read")
+        .expect("room");
+    assert_eq!(solo_after.room_name, "Solo");
+    assert_eq!(solo_after.file_id.as_deref(), Some("file-9"));
+    assert_eq!(solo_after.created_by, user("sam"));
+    assert_eq!(solo_after.created_at, solo.created_at);
+    assert_eq!(solo_after.members, solo.members);
 
     // Relays flow again, and joins are accepted.
     a.relay(&b, "r", "alice", "bob", "after restart");
@@ -832,11 +881,16 @@ fn raw_frame(node: &str, boot: u64, seq: u64, room_id: &str, from: &str, payload
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_frames_are_dropped_and_gaps_resync_the_rooms() {
+async fn duplicate_frames_are_dropped_and_gaps_resync_the_shared_rooms() {
     let redis = Redis::start();
     let a = Node::start(config(&redis, "a")).await;
+    let b = Node::start(config(&redis, "b")).await;
     a.joined(1, "r", "alice").await;
+    b.joined(2, "r", "bob").await;
+    // "private" sorts before "r": had it been resynced, it would come first.
+    a.joined(3, "private", "alice2").await;
     let mark = a.count();
+    // Frames as b would send them, some duplicated, some lost, one late.
     for (seq, text) in [
         (1, "one"),
         (1, "one again"),
@@ -846,7 +900,7 @@ async fn duplicate_frames_are_dropped_and_gaps_resync_the_rooms() {
     ] {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg("oct:inbox:a")
-            .arg(raw_frame("z", 9, seq, "r", "zed", text));
+            .arg(raw_frame("b", 9, seq, "r", "bob", text));
         redis.command(&cmd).await;
     }
     until("five", || {
@@ -860,11 +914,12 @@ async fn duplicate_frames_are_dropped_and_gaps_resync_the_rooms() {
             is_membership(e, |c| *c == MembershipCause::Resync)
         })
         .await;
-    assert_eq!(users(&snapshot_of(&seen)), ["alice"]);
+    assert_eq!(users(&snapshot_of(&seen)), ["alice", "bob"]);
+    assert_eq!(a.link.stats().resyncs, 1);
     // A new process of the same node starts its own sequence.
     let mut cmd = redis::cmd("PUBLISH");
     cmd.arg("oct:inbox:a")
-        .arg(raw_frame("z", 10, 1, "r", "zed", "rebooted"));
+        .arg(raw_frame("b", 10, 1, "r", "bob", "rebooted"));
     redis.command(&cmd).await;
     until("rebooted", || {
         a.relayed_texts().last().is_some_and(|t| t == "rebooted")
@@ -964,4 +1019,107 @@ async fn frames_older_than_the_outage_window_are_dropped_and_counted() {
     until("fresh", || !b.relayed_texts().is_empty()).await;
     assert_eq!(b.relayed_texts().len(), 1);
     assert!(b.relayed_texts()[0].contains("fresh"));
+}
+
+/// Redis frozen longer than a node ttl, so every deadline in it expires, but shorter than
+/// the ping timeout, so no node notices: only the stall guard stops the reaper.
+async fn stall_without_degrading(stall_threshold: Duration) -> Vec<(NodeId, MembershipCause)> {
+    let redis = Redis::start();
+    let mut nodes = Vec::new();
+    for name in ["a", "b"] {
+        let mut c = config(&redis, name);
+        c.ping_timeout = Duration::from_secs(4);
+        c.command_timeout = Duration::from_secs(4);
+        c.stall_threshold = stall_threshold;
+        nodes.push(Node::start(c).await);
+    }
+    nodes[0].joined(1, "r", "alice").await;
+    nodes[1].joined(2, "r", "bob").await;
+    redis.signal("-STOP");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.signal("-CONT");
+    // Several heartbeats and reap passes after the stall.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut downs = Vec::new();
+    for node in &nodes {
+        assert!(!node.events.lock().iter().any(degraded));
+        for (_, cause) in node.memberships() {
+            if matches!(cause, MembershipCause::NodeDown(_)) {
+                downs.push((node.id.clone(), cause));
+            }
+        }
+    }
+    downs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_stall_that_no_node_noticed_reaps_nobody() {
+    assert_eq!(
+        stall_without_degrading(Duration::from_millis(300)).await,
+        []
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_restarted_with_the_same_node_id_drops_the_old_members() {
+    let redis = Redis::start();
+    let mut ca = config(&redis, "a");
+    ca.node_ttl = Duration::from_secs(30);
+    let mut cb = config(&redis, "b");
+    cb.node_ttl = Duration::from_secs(30);
+    let a = Node::start(ca.clone()).await;
+    let b = Node::start(cb).await;
+    a.joined(1, "r", "alice").await;
+    b.joined(2, "r", "bob").await;
+    a.link.abort();
+
+    // Long before the old process' ttl runs out.
+    let again = Node::start(ca).await;
+    let seen = b
+        .wait_for("node-down", |e| {
+            is_membership(e, |c| *c == MembershipCause::NodeDown(node_id("a")))
+        })
+        .await;
+    assert_eq!(users(&snapshot_of(&seen)), ["bob"]);
+    // The new process serves the same user normally.
+    let back = again.joined(1, "r", "alice").await;
+    assert_eq!(users(&back), ["bob", "alice"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_without_redis_is_an_error_not_a_hang() {
+    let port = free_port();
+    let mut c = ClusterConfig::new(format!("redis://127.0.0.1:{port}/"), node_id("a"));
+    c.command_timeout = Duration::from_millis(500);
+    let sink = Arc::new(|_: NodeEvent| {});
+    let local = Arc::new(Vec::new);
+    let started = tokio::time::timeout(
+        Duration::from_secs(5),
+        Cluster::start(c.clone(), sink.clone(), local.clone()),
+    )
+    .await
+    .expect("bounded");
+    assert!(matches!(
+        started,
+        Err(octate_cluster::ClusterError::Redis(_))
+    ));
+    c.redis_url = "not a url".into();
+    let started = Cluster::start(c, sink, local).await;
+    assert!(matches!(
+        started,
+        Err(octate_cluster::ClusterError::InvalidUrl(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_while_redis_is_down_still_returns() {
+    let mut redis = Redis::start();
+    let a = Node::start(config(&redis, "a")).await;
+    a.joined(1, "r", "alice").await;
+    redis.kill();
+    a.wait_for("degraded", degraded).await;
+    a.leave(1, "r", "alice", LeaveReason::Left);
+    tokio::time::timeout(Duration::from_secs(5), a.link.shutdown())
+        .await
+        .expect("shutdown is bounded");
 }

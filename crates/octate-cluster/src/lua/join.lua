@@ -1,6 +1,7 @@
 -- Commits a member. ARGV: prefix, room, user, name, node, conn, kind (auth|join|create),
 -- room name, file id ('' = none), max peers, max rooms, max rooms per user.
--- Returns {'ok', snapshot, 'joined'|'replaced'} or {'err', code}.
+-- Returns {'ok', snapshot, 'joined'|'replaced', replaced session's node ('' if none)}
+-- or {'err', code}.
 local r, user, uname, node, conn, kind = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local room_name, file_id = ARGV[8], ARGV[9]
 local max_peers, max_rooms, max_per_user = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
@@ -10,7 +11,7 @@ if meta and kind == 'create' then return { 'err', 'room-exists' } end
 local mk = k_members(r)
 local old = decode_member(redis.call('HGET', mk, user))
 if meta and old and old.n == node and old.c == conn then
-  return { 'ok', snapshot_json(r, meta, load_members(r)), 'joined' }
+  return { 'ok', snapshot_json(r, meta, load_members(r)), 'joined', '' }
 end
 if meta then
   local count = redis.call('HLEN', mk)
@@ -36,7 +37,7 @@ meta.host = elect(meta, list)
 bump(meta)
 write_host_ver(r, meta)
 local snap = snapshot_json(r, meta, list)
-local how = 'joined'
-if old then how = 'replaced' end
+local how, old_node = 'joined', ''
+if old then how, old_node = 'replaced', old.n end
 publish_membership(snap, cause_json(how, 'user', user), nodes, node)
-return { 'ok', snap, how }
+return { 'ok', snap, how, old_node }
