@@ -190,6 +190,9 @@ pub(crate) struct Config {
     /// Log format.
     #[arg(long, env = "OCTATE_LOG_FORMAT", value_enum, default_value = "text")]
     pub(crate) log_format: LogFormat,
+    /// Cluster mode (with `--redis-url`).
+    #[command(flatten)]
+    pub(crate) cluster: crate::cluster::ClusterArgs,
 }
 
 /// What `Config::build` produces.

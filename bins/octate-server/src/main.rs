@@ -1,5 +1,6 @@
 //! `octate-server`: configuration, logging, signals, and composition of the Octate crates.
 
+mod cluster;
 mod config;
 mod heap;
 
@@ -91,18 +92,31 @@ async fn run(config: Config, built: config::Built) -> Result<(), String> {
     };
     let http_local = http.local_addr().map_err(|e| e.to_string())?;
     let signaling_local = signaling.as_ref().and_then(|l| l.local_addr().ok());
-    let app = App::new(
-        built.transport,
-        built.authority,
-        Box::new(heap::JemallocProbe::new()),
-    );
+    config.cluster.validate()?;
+    let core_config = built.transport.core.clone();
+    let heap = Box::new(heap::JemallocProbe::new());
+    let (app, cluster) = match config.cluster.node_id()? {
+        None => (App::new(built.transport, built.authority, heap), None),
+        Some(node) => {
+            let app = App::new_clustered(built.transport, built.authority, heap, node.clone());
+            let cluster = cluster::join(&config.cluster, node, &core_config, &app).await?;
+            (app, Some(cluster))
+        }
+    };
     // One machine-readable line on stdout, for scripts and tests that pass port 0.
     match signaling_local {
         Some(sig) => println!("octate-server listening http={http_local} signaling={sig}"),
         None => println!("octate-server listening http={http_local}"),
     }
     info!(http = %http_local, signaling = ?signaling_local, "listening");
-    serve(Listeners { http, signaling }, app, shutdown_signal())
+    // A stopping node of a cluster first tells the others that its peers are gone.
+    let stop = async {
+        shutdown_signal().await;
+        if let Some(cluster) = &cluster {
+            cluster::leave(cluster).await;
+        }
+    };
+    serve(Listeners { http, signaling }, app, stop)
         .await
         .map_err(|e| e.to_string())?;
     info!("stopped");
