@@ -386,6 +386,7 @@ pub(crate) struct Name {
 }
 
 impl Name {
+    /// `user` in `room`, connecting to node `node`.
     pub(crate) fn new(user: String, room: String, node: usize) -> Self {
         Self { user, room, node }
     }

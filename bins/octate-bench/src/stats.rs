@@ -106,6 +106,7 @@ pub(crate) struct CpuMark {
 }
 
 impl CpuMark {
+    /// The CPU time of `server_pids` and of this process, now.
     pub(crate) fn now(server_pids: &[u32]) -> Self {
         Self {
             servers: server_pids.iter().map(|&pid| cpu_seconds(pid)).collect(),
