@@ -355,6 +355,10 @@ if ! past_deadline; then
         --ws "${NODE_WS[0]}" --http "${NODE_HTTP[0]}" \
         --ws-b "${NODE_WS[1]}" --http-b "${NODE_HTTP[1]}" \
         --server-pids "${NODE_PIDS[0]},${NODE_PIDS[1]}"
+    # (The JSON line's keys are in alphabetical order.)
+    if tail -n 1 "$RESULTS" | grep -q '"label":"cluster-cross-node".*"round_trips":0,'; then
+        echo "run-cluster: cross-node: no round trip at all: the nodes did not relay to each other" >&2
+    fi
     stop_all
 fi
 
