@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::net::{Dialer, Ws};
-use crate::proto::{self, Incoming, Proto, Spec};
+use crate::proto::{self, Incoming, Name, Proto};
 use crate::stats::{self, Window, r1};
 use crate::{Ctx, Res};
 
@@ -28,21 +28,35 @@ struct WorkerOut {
 }
 
 pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
+    if ctx.nodes.len() > 1 {
+        return Err(
+            "churn runs against one node: --ws-b and --ws-list are for idle, relay and fanout"
+                .into(),
+        );
+    }
     let workers = ctx.args.concurrency.max(1);
     let per_worker = (ctx.args.max_sessions / workers).max(1);
     let tag = &ctx.tag;
     // Anchors first, then every session's (user, room), minted before the clock starts.
     let mut names = Vec::with_capacity(workers * (per_worker + 1));
     for w in 0..workers {
-        names.push((format!("{tag}-anchor{w}"), format!("{tag}-c{w}")));
+        names.push(Name::new(
+            format!("{tag}-anchor{w}"),
+            format!("{tag}-c{w}"),
+            0,
+        ));
     }
     for w in 0..workers {
         for k in 0..per_worker {
-            names.push((format!("{tag}-s{w}x{k}"), format!("{tag}-c{w}")));
+            names.push(Name::new(
+                format!("{tag}-s{w}x{k}"),
+                format!("{tag}-c{w}"),
+                0,
+            ));
         }
     }
     let minted = Instant::now();
-    let mut tokens = ctx.proto.tokens(&names).await?;
+    let mut tokens = ctx.proto.tokens(&names, &ctx.nodes).await?;
     if ctx.proto.minter().is_some() {
         eprintln!(
             "churn: {} tokens minted in {:.2} s",
@@ -51,18 +65,10 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
         );
     }
     let session_tokens = tokens.split_off(workers);
-    let anchor_specs = names
-        .iter()
-        .take(workers)
-        .zip(tokens)
-        .map(|((user, room), token)| Spec {
-            room: room.clone(),
-            user: user.clone(),
-            token,
-        })
-        .collect();
+    names.truncate(workers);
+    let anchor_specs = proto::specs(names, tokens);
     let mut anchors = Vec::with_capacity(workers);
-    for j in proto::join_many(&ctx.proto, &ctx.dialer, anchor_specs, 32).await {
+    for j in proto::join_many(&ctx.proto, &ctx.nodes, anchor_specs, 32).await {
         anchors.push(j.map_err(|e| format!("connecting the anchors: {e}"))?);
     }
 
@@ -79,14 +85,14 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
         let tokens: Vec<Option<String>> = session_tokens.by_ref().take(per_worker).collect();
         let users: Vec<String> = (0..per_worker).map(|k| format!("{tag}-s{i}x{k}")).collect();
         let room = format!("{tag}-c{i}");
-        let (proto, dialer, offer) = (ctx.proto.clone(), ctx.dialer.clone(), offer.clone());
+        let dialer = ctx.nodes.node(0).dialer.clone();
+        let (proto, offer) = (ctx.proto.clone(), offer.clone());
         // The whole signal is the same for every session of a worker: built once, shared.
         let signal = Utf8Bytes::from(proto.signal(&anchor.id, "sdp-offer", &offer));
         worker_tasks.spawn(worker(proto, dialer, room, users, tokens, signal, w));
         anchor_tasks.spawn(anchor_loop(anchor.ws, ctx.proto.clone(), w));
     }
-    let server_pid = ctx.args.server_pid;
-    let cpu = w.measure_cpu(server_pid);
+    let cpu = w.measure_cpu(ctx.server_pids());
     let mut outs = Vec::with_capacity(workers);
     while let Some(out) = worker_tasks.join_next().await {
         outs.push(out?);

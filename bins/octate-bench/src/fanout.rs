@@ -5,6 +5,9 @@
 //! matchbox, which has no broadcast: one `Signal` per other peer). The update names the
 //! next peer, which sends the next update when it receives it. Every peer but the sender
 //! receives every update: deliveries/s counts those, latency is send → each delivery.
+//!
+//! With `--ws-b` (or `--ws-list`), member j of every room connects to node j mod n, so
+//! every update is delivered both on its sender's node and across nodes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +18,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::net::Ws;
-use crate::proto::{self, Clock, Incoming, Proto};
+use crate::proto::{self, Clock, Incoming, Name, Proto};
 use crate::stats::{self, Window, r1};
 use crate::{Ctx, Res};
 
@@ -33,11 +36,20 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
     let size = ctx.args.room_size.max(2);
     let batons = ctx.args.window.clamp(1, size);
     let tag = &ctx.tag;
-    let names: Vec<(String, String)> = (0..rooms)
-        .flat_map(|r| (0..size).map(move |j| (format!("{tag}-f{r}u{j}"), format!("{tag}-f{r}"))))
+    let nodes = &ctx.nodes;
+    let names: Vec<Name> = (0..rooms)
+        .flat_map(|r| {
+            (0..size).map(move |j| {
+                Name::new(
+                    format!("{tag}-f{r}u{j}"),
+                    format!("{tag}-f{r}"),
+                    nodes.place(j),
+                )
+            })
+        })
         .collect();
     let (peers, connect_secs) =
-        proto::join_named(&ctx.proto, &ctx.dialer, names, "the rooms").await?;
+        proto::join_named(&ctx.proto, &ctx.nodes, names, "the rooms").await?;
     eprintln!(
         "fanout: {} peers in {rooms} rooms of {size} connected in {:.2} s",
         peers.len(),
@@ -64,8 +76,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
             ));
         }
     }
-    let server_pid = ctx.args.server_pid;
-    let cpu = w.measure_cpu(server_pid);
+    let cpu = w.measure_cpu(ctx.server_pids());
     let mut outs = Vec::with_capacity(rooms * size);
     while let Some(out) = tasks.join_next().await {
         outs.push(out?);

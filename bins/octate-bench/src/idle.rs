@@ -5,6 +5,10 @@
 //! parent and its children talk over pipes: a child prints `MINTED` once its tokens are
 //! ready and waits for `start`; prints `READY` once its peers are connected and waits for
 //! `release`; then closes everything and prints its result as one JSON line.
+//!
+//! With several nodes (`--ws-b`, `--ws-list`) peer p connects to node p mod n, so the
+//! two peers of a room are on different nodes; children get the same node lists. With
+//! `--server-pids` each node's RSS is reported with the peers it held, besides the total.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -20,8 +24,9 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::net::Ws;
-use crate::proto::{self, Incoming, Proto, Spec};
-use crate::stats::{self, r1, r2};
+use crate::nodes::Nodes;
+use crate::proto::{self, Incoming, Name, Proto, Spec};
+use crate::stats::{self, r1, r2, sum_all};
 use crate::{Ctx, Res, ShardSpec, Target};
 
 /// How long a child waits for the parent before giving up on its own.
@@ -49,39 +54,50 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
     tokio::time::sleep(Duration::from_secs_f64(ctx.args.hold)).await;
     let during = Memory::sample(ctx).await;
     let closed = release(stop).await;
-    let dropped = dropped.load(Ordering::Relaxed);
-    let mut h = stats::histogram();
-    stats::record_all(&mut h, &conn.join_us);
+    let mut join = stats::histogram();
+    stats::record_all(&mut join, &conn.join_us);
     Ok(report(
         ctx,
-        conn.connected,
-        conn.failed,
-        &conn.errors,
-        connect_secs,
-        &h,
-        before,
-        during,
-        dropped,
-        closed,
+        &Outcome {
+            connected: conn.connected,
+            failed: conn.failed,
+            errors: conn.errors,
+            per_node: conn.per_node,
+            connect_secs,
+            join,
+            dropped: dropped.load(Ordering::Relaxed),
+            closed,
+        },
+        &before,
+        &during,
     ))
 }
 
-/// The server's RSS, its heap (Octate's `/stats`), and the kernel's TCP memory at one moment.
-#[derive(Debug, Clone, Copy)]
+/// The servers' RSS, their heap (Octate's `/stats`), and the kernel's TCP memory at one moment.
+#[derive(Debug, Clone)]
 struct Memory {
-    rss: Option<u64>,
-    heap: Option<u64>,
+    /// RSS of each server process (`Ctx::server_pids`, one per node with `--server-pids`).
+    rss: Vec<Option<u64>>,
+    /// Heap of each node whose HTTP address is known.
+    heap: Vec<Option<u64>>,
     tcp_kernel: Option<u64>,
 }
 
 impl Memory {
     async fn sample(ctx: &Ctx) -> Self {
-        let heap = match ctx.args.target {
-            Target::Octate => octate_heap(ctx).await,
-            Target::Matchbox => None,
-        };
+        let mut heap = Vec::with_capacity(ctx.nodes.len());
+        for node in ctx.nodes.iter() {
+            heap.push(match (ctx.args.target, node.http) {
+                (Target::Octate, Some(http)) => octate_heap(http).await,
+                _ => None,
+            });
+        }
         Self {
-            rss: ctx.args.server_pid.and_then(stats::rss_bytes),
+            rss: ctx
+                .server_pids()
+                .into_iter()
+                .map(stats::rss_bytes)
+                .collect(),
             heap,
             tcp_kernel: stats::tcp_kernel_bytes(),
         }
@@ -89,8 +105,8 @@ impl Memory {
 }
 
 /// Bytes allocated on Octate's heap (`memory.heapUsedBytes` of `GET /stats`), if it answers.
-async fn octate_heap(ctx: &Ctx) -> Option<u64> {
-    let get = octate_client::http_request(ctx.args.http, "GET", "/stats", &[], None);
+async fn octate_heap(http: std::net::SocketAddr) -> Option<u64> {
+    let get = octate_client::http_request(http, "GET", "/stats", &[], None);
     let resp = tokio::time::timeout(Duration::from_secs(5), get)
         .await
         .ok()?
@@ -99,36 +115,92 @@ async fn octate_heap(ctx: &Ctx) -> Option<u64> {
     v["memory"]["heapUsedBytes"].as_u64()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn report(
-    ctx: &Ctx,
+/// What the peers of a run saw, over every shard.
+struct Outcome {
     connected: u64,
     failed: u64,
-    errors: &BTreeMap<String, u64>,
+    errors: BTreeMap<String, u64>,
+    /// Peers connected on each node, in node order.
+    per_node: Vec<u64>,
     connect_secs: f64,
-    join: &hdrhistogram::Histogram<u64>,
-    before: Memory,
-    during: Memory,
+    join: hdrhistogram::Histogram<u64>,
     dropped: u64,
     closed: f64,
-) -> Value {
-    let per_peer = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(a), Some(b)) if connected > 0 => json!(r1((b as f64 - a as f64) / connected as f64)),
+}
+
+/// `(held - before) / peers`, rounded; null when a value is unknown or no peer was held.
+fn per_peer(before: Option<u64>, held: Option<u64>, peers: u64) -> Value {
+    match (before, held) {
+        (Some(a), Some(b)) if peers > 0 => json!(r1((b as f64 - a as f64) / peers as f64)),
         _ => Value::Null,
-    };
-    let rss_per_peer = per_peer(before.rss, during.rss);
-    let rate = connected as f64 / connect_secs.max(1e-9);
-    let join = stats::summary_ms(join);
+    }
+}
+
+/// Each node's share: its URL, process, peers held, and its RSS and heap per peer (RSS
+/// only with one pid per node). Empty with one node: the totals say it all.
+fn per_node_report(nodes: &Nodes, peers: &[u64], before: &Memory, during: &Memory) -> Vec<Value> {
+    if nodes.len() < 2 {
+        return Vec::new();
+    }
+    let rss_known = nodes.have_pids();
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let held = peers.get(i).copied().unwrap_or(0);
+            let at = |v: &[Option<u64>]| {
+                if rss_known {
+                    v.get(i).copied().flatten()
+                } else {
+                    None
+                }
+            };
+            let (rss_before, rss_held) = (at(&before.rss), at(&during.rss));
+            let heap = |m: &Memory| m.heap.get(i).copied().flatten();
+            json!({
+                "ws": node.ws,
+                "pid": node.pid,
+                "peers_held": held,
+                "rss_before": rss_before,
+                "rss_held": rss_held,
+                "rss_per_peer_bytes": per_peer(rss_before, rss_held, held),
+                "heap_before": heap(before),
+                "heap_held": heap(during),
+                "heap_per_peer_bytes": per_peer(heap(before), heap(during), held),
+            })
+        })
+        .collect()
+}
+
+fn report(ctx: &Ctx, out: &Outcome, before: &Memory, during: &Memory) -> Value {
+    let connected = out.connected;
+    let (rss_before, rss_held) = (sum_all(&before.rss), sum_all(&during.rss));
+    let rss_per_peer = per_peer(rss_before, rss_held, connected);
+    let rate = connected as f64 / out.connect_secs.max(1e-9);
+    let join = stats::summary_ms(&out.join);
     eprintln!(
-        "idle {} N={}: connected {connected}, failed {failed}, {rate:.0} connect+auth/s, join p50 {} ms p99 {} ms, \
-         server RSS {:?} -> {:?} bytes = {rss_per_peer} bytes/peer, dropped while held {dropped}, errors {errors:?}",
+        "idle {} N={}: connected {connected}, failed {}, {rate:.0} connect+auth/s, join p50 {} ms p99 {} ms, \
+         server RSS {rss_before:?} -> {rss_held:?} bytes = {rss_per_peer} bytes/peer, dropped while held {}, errors {:?}",
         ctx.args.target.as_str(),
         ctx.args.peers,
+        out.failed,
         join["p50_ms"],
         join["p99_ms"],
-        before.rss,
-        during.rss,
+        out.dropped,
+        out.errors,
     );
+    let nodes = per_node_report(&ctx.nodes, &out.per_node, before, during);
+    for n in &nodes {
+        eprintln!(
+            "idle   node {}: pid {}, peers held {}, RSS {} -> {} bytes = {} bytes/peer",
+            n["ws"].as_str().unwrap_or("?"),
+            n["pid"],
+            n["peers_held"],
+            n["rss_before"],
+            n["rss_held"],
+            n["rss_per_peer_bytes"],
+        );
+    }
     ctx.result_line(
         json!({
             "peers": ctx.args.peers,
@@ -140,48 +212,55 @@ fn report(
         }),
         json!({
             "connected": connected,
-            "failed": failed,
-            "error_kinds": errors,
-            "connect_s": r2(connect_secs),
+            "failed": out.failed,
+            "error_kinds": out.errors,
+            "connect_s": r2(out.connect_secs),
             "connect_per_sec": r1(rate),
             "join": join,
-            "server_rss_before": before.rss,
-            "server_rss_held": during.rss,
+            "server_rss_before": rss_before,
+            "server_rss_held": rss_held,
             "rss_per_peer_bytes": rss_per_peer,
-            "server_heap_before": before.heap,
-            "server_heap_held": during.heap,
-            "heap_per_peer_bytes": per_peer(before.heap, during.heap),
-            "kernel_tcp_per_peer_bytes": per_peer(before.tcp_kernel, during.tcp_kernel),
-            "dropped_while_held": dropped,
-            "close_s": r2(closed),
+            "server_heap_before": sum_all(&before.heap),
+            "server_heap_held": sum_all(&during.heap),
+            "heap_per_peer_bytes": per_peer(sum_all(&before.heap), sum_all(&during.heap), connected),
+            "kernel_tcp_per_peer_bytes": per_peer(before.tcp_kernel, during.tcp_kernel, connected),
+            "dropped_while_held": out.dropped,
+            "close_s": r2(out.closed),
+            "per_node": nodes,
         }),
     )
 }
 
 /// This shard's peers: rooms `r` with `r % k == i`, both peers of each, tokens minted.
 async fn shard_specs(ctx: &Ctx, shard: ShardSpec) -> Res<Vec<Spec>> {
-    let n = ctx.args.peers;
-    let tag = &ctx.tag;
-    let names: Vec<(String, String)> = (0..n)
-        .filter(|p| (p / 2) % shard.count == shard.index)
-        .map(|p| {
-            let side = if p % 2 == 0 { 'a' } else { 'b' };
-            (
-                format!("{tag}-i{}{side}", p / 2),
-                format!("{tag}-i{}", p / 2),
-            )
-        })
-        .collect();
+    let names = shard_names(&ctx.tag, ctx.args.peers, shard, |p| ctx.nodes.place(p));
     let tokens = if ctx.args.no_auth {
         vec![None; names.len()]
     } else {
-        ctx.proto.tokens(&names).await?
+        ctx.proto.tokens(&names, &ctx.nodes).await?
     };
-    Ok(names
-        .into_iter()
-        .zip(tokens)
-        .map(|((user, room), token)| Spec { room, user, token })
-        .collect())
+    Ok(proto::specs(names, tokens))
+}
+
+/// The names of shard `shard`'s peers out of `peers` in rooms of two: peer p is in room
+/// p / 2 and connects to node `place(p)`, whichever shard holds it.
+fn shard_names(
+    tag: &str,
+    peers: usize,
+    shard: ShardSpec,
+    place: impl Fn(usize) -> usize,
+) -> Vec<Name> {
+    (0..peers)
+        .filter(|p| (p / 2) % shard.count == shard.index)
+        .map(|p| {
+            let side = if p % 2 == 0 { 'a' } else { 'b' };
+            Name::new(
+                format!("{tag}-i{}{side}", p / 2),
+                format!("{tag}-i{}", p / 2),
+                place(p),
+            )
+        })
+        .collect()
 }
 
 struct Connected {
@@ -190,21 +269,28 @@ struct Connected {
     failed: u64,
     errors: BTreeMap<String, u64>,
     join_us: Vec<u32>,
+    /// Peers connected on each node.
+    per_node: Vec<u64>,
 }
 
 async fn connect(ctx: &Ctx, specs: Vec<Spec>) -> Connected {
-    let results = proto::join_many(&ctx.proto, &ctx.dialer, specs, ctx.args.concurrency).await;
+    let placed: Vec<usize> = specs.iter().map(|s| s.name.node).collect();
+    let results = proto::join_many(&ctx.proto, &ctx.nodes, specs, ctx.args.concurrency).await;
     let mut out = Connected {
         held: Vec::with_capacity(results.len()),
         connected: 0,
         failed: 0,
         errors: BTreeMap::new(),
         join_us: Vec::new(),
+        per_node: vec![0; ctx.nodes.len()],
     };
-    for r in results {
+    for (r, node) in results.into_iter().zip(placed) {
         match r {
             Ok(j) => {
                 out.connected += 1;
+                if let Some(n) = out.per_node.get_mut(node) {
+                    *n += 1;
+                }
                 out.join_us
                     .push(u32::try_from(j.took.as_micros()).unwrap_or(u32::MAX));
                 out.held.push(j.ws);
@@ -306,6 +392,7 @@ async fn child(ctx: &Ctx, shard: ShardSpec) -> Res<Value> {
     Ok(json!({
         "shard": shard.index,
         "connected": conn.connected,
+        "connected_per_node": conn.per_node,
         "failed": conn.failed,
         "connect_s": secs,
         "errors": conn.errors,
@@ -399,11 +486,13 @@ async fn parent(ctx: &Ctx) -> Res<Value> {
     }
     let (mut connected, mut failed, mut dropped) = (0u64, 0u64, 0u64);
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut per_node = vec![0u64; ctx.nodes.len()];
     let mut h = stats::histogram();
     for c in &mut children {
         let line = c.expect("{", Duration::from_secs(60)).await?;
         let v: Value = serde_json::from_str(&line)?;
         connected += v["connected"].as_u64().unwrap_or(0);
+        add_per_node(&mut per_node, &v["connected_per_node"]);
         failed += v["failed"].as_u64().unwrap_or(0);
         dropped += v["dropped"].as_u64().unwrap_or(0);
         if let Some(errs) = v["errors"].as_object() {
@@ -428,14 +517,103 @@ async fn parent(ctx: &Ctx) -> Res<Value> {
     }
     Ok(report(
         ctx,
-        connected,
-        failed,
-        &errors,
-        connect_secs,
-        &h,
-        before,
-        during,
-        dropped,
-        closed,
+        &Outcome {
+            connected,
+            failed,
+            errors,
+            per_node,
+            connect_secs,
+            join: h,
+            dropped,
+            closed,
+        },
+        &before,
+        &during,
     ))
+}
+
+/// Adds a child's peers per node (a JSON array, node order) to the totals.
+fn add_per_node(totals: &mut [u64], child: &Value) {
+    if let Some(counts) = child.as_array() {
+        for (t, n) in totals.iter_mut().zip(counts) {
+            *t += n.as_u64().unwrap_or(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn every_room_is_split_across_nodes_and_shards_keep_the_placement() {
+        let place = |p: usize| p % 3;
+        let all = shard_names("t", 12, ShardSpec { index: 0, count: 1 }, place);
+        assert_eq!(all.len(), 12);
+        for pair in all.chunks(2) {
+            assert_eq!(pair[0].room, pair[1].room);
+            assert_ne!(pair[0].node, pair[1].node, "{pair:?}");
+        }
+        // Two shards hold the same peers on the same nodes between them, rooms whole.
+        let mut sharded: Vec<Name> = (0..2)
+            .flat_map(|i| shard_names("t", 12, ShardSpec { index: i, count: 2 }, place))
+            .collect();
+        sharded.sort_by(|a, b| a.user.cmp(&b.user));
+        let mut expected = all;
+        expected.sort_by(|a, b| a.user.cmp(&b.user));
+        assert_eq!(sharded, expected);
+    }
+
+    fn memory(rss: Vec<Option<u64>>, heap: Vec<Option<u64>>) -> Memory {
+        Memory {
+            rss,
+            heap,
+            tcp_kernel: None,
+        }
+    }
+
+    #[test]
+    fn each_node_reports_its_own_rss_per_peer() {
+        let args = crate::Args::try_parse_from([
+            "octate-bench",
+            "--scenario",
+            "idle",
+            "--ws-list",
+            "ws://127.0.0.1:1/,ws://127.0.0.1:2/",
+            "--server-pids",
+            "101,102",
+        ])
+        .expect("args");
+        let nodes = Nodes::from_args(&args, "ws://127.0.0.1:3001/").expect("nodes");
+        let before = memory(vec![Some(1000), Some(2000)], vec![None, None]);
+        let during = memory(vec![Some(11_000), Some(42_000)], vec![None, None]);
+        let mut peers = vec![0u64; 2];
+        add_per_node(&mut peers, &json!([4, 6]));
+        add_per_node(&mut peers, &json!([6, 4]));
+        assert_eq!(peers, [10, 10]);
+        let per = per_node_report(&nodes, &peers, &before, &during);
+        assert_eq!(per.len(), 2);
+        assert_eq!(per[0]["pid"], 101);
+        assert_eq!(per[0]["peers_held"], 10);
+        assert_eq!(per[0]["rss_per_peer_bytes"], 1000.0);
+        assert_eq!(per[1]["rss_per_peer_bytes"], 4000.0);
+        assert_eq!(per[1]["ws"], "ws://127.0.0.1:2/");
+        // The total is over every node.
+        assert_eq!(sum_all(&during.rss), Some(53_000));
+        assert_eq!(
+            per_peer(sum_all(&before.rss), sum_all(&during.rss), 20),
+            json!(2500.0)
+        );
+    }
+
+    #[test]
+    fn one_node_has_no_per_node_section() {
+        let args =
+            crate::Args::try_parse_from(["octate-bench", "--scenario", "idle"]).expect("args");
+        let nodes = Nodes::from_args(&args, "ws://127.0.0.1:3001/").expect("nodes");
+        let m = memory(vec![Some(1)], vec![None]);
+        assert!(per_node_report(&nodes, &[5], &m, &m).is_empty());
+    }
 }

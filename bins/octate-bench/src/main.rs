@@ -6,6 +6,10 @@
 //! process after `--max-runtime` seconds whatever happens), only ever dials addresses in
 //! 127.0.0.0/8, prints a human summary on stderr and exactly one JSON line on stdout.
 //!
+//! Several nodes of a cluster (`octate-server` processes sharing rooms through Redis) are
+//! measured with `--ws-b` (relay pairs and fanout rooms split across two nodes) or
+//! `--ws-list` (peers spread round robin over any number of nodes); see [`nodes`].
+//!
 //! Scenarios (`--scenario`):
 //! - `idle`: N authenticated peers in rooms of two, held; server RSS per connection and
 //!   connect+auth rate. `--shards k` splits the peers over k child processes so each stays
@@ -19,6 +23,7 @@ mod churn;
 mod fanout;
 mod idle;
 mod net;
+mod nodes;
 mod proto;
 mod relay;
 mod stats;
@@ -33,7 +38,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 
-use crate::net::Dialer;
+use crate::nodes::Nodes;
 use crate::proto::{Minter, Proto};
 
 /// A boxed error: the generator reports failures, it does not recover from them.
@@ -116,6 +121,23 @@ pub(crate) struct Args {
     /// ws://127.0.0.1:3536/ for matchbox (the room becomes the path).
     #[arg(long)]
     pub(crate) ws: Option<String>,
+    /// A second node's WebSocket URL (loopback only). relay: the second peer of every
+    /// pair (the responder) dials it, so every pair is split across two nodes; fanout:
+    /// every other member of each room; idle: every other peer.
+    #[arg(long, conflicts_with = "ws_list")]
+    pub(crate) ws_b: Option<String>,
+    /// The `--ws-b` node's HTTP address, for tokens when no secret is given (default: --http).
+    #[arg(long, requires = "ws_b")]
+    pub(crate) http_b: Option<SocketAddr>,
+    /// Several nodes' WebSocket URLs, comma separated, instead of --ws: peers are spread
+    /// over them round robin, and the two peers of a room are on different nodes
+    /// (idle, relay, fanout).
+    #[arg(long, value_delimiter = ',', conflicts_with = "ws")]
+    pub(crate) ws_list: Vec<String>,
+    /// The `--ws-list` nodes' HTTP addresses, comma separated, in the same order (tokens
+    /// when no secret is given, heap from `/stats`).
+    #[arg(long, value_delimiter = ',', requires = "ws_list")]
+    pub(crate) http_list: Vec<SocketAddr>,
     /// The server's token secret: tokens are then signed locally with `octate-auth`
     /// before the run, as an app backend would. Without it they are fetched over HTTP.
     #[arg(long, env = "OCTATE_TOKEN_SECRET", hide_env_values = true)]
@@ -170,8 +192,12 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 16)]
     pub(crate) room_size: usize,
     /// The server's process id, to read its RSS and CPU time from /proc.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "server_pids")]
     pub(crate) server_pid: Option<u32>,
+    /// One process id per node, comma separated, in node order: RSS and CPU are then
+    /// reported for each node and in total.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) server_pids: Vec<u32>,
     /// Client sockets are bound to 127.0.0.2 … 127.0.0.(1+n), round robin, so the
     /// ephemeral port range is per source address.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=250))]
@@ -196,7 +222,8 @@ pub(crate) struct Args {
 /// Everything a scenario needs.
 pub(crate) struct Ctx {
     pub(crate) args: Args,
-    pub(crate) dialer: Arc<Dialer>,
+    /// The nodes peers connect to (one unless `--ws-b` or `--ws-list`).
+    pub(crate) nodes: Arc<Nodes>,
     pub(crate) proto: Arc<Proto>,
     pub(crate) tag: String,
 }
@@ -210,12 +237,27 @@ impl Ctx {
         Duration::from_secs_f64(self.args.warmup)
     }
 
+    /// The server processes to read CPU time and RSS from: one per node with
+    /// `--server-pids`, else the one `--server-pid` (if any).
+    pub(crate) fn server_pids(&self) -> Vec<u32> {
+        if self.args.server_pids.is_empty() {
+            self.args.server_pid.into_iter().collect()
+        } else {
+            self.args.server_pids.clone()
+        }
+    }
+
     /// The JSON line every scenario prints: what ran, with which parameters, and its metrics.
     pub(crate) fn result_line(&self, params: Value, metrics: Value) -> Value {
+        let (ws, ws_b, ws_nodes) = self.nodes.describe();
         json!({
             "scenario": format!("{:?}", self.args.scenario).to_lowercase(),
             "target": self.args.target.as_str(),
             "label": self.args.label,
+            // Where the peers connected: same-node and cross-node runs stay apart.
+            "ws": ws,
+            "ws_b": ws_b,
+            "ws_nodes": ws_nodes,
             "threads": runtime_threads(&self.args),
             // Other work on the machine skews every number: keep the load average with them.
             "loadavg": std::fs::read_to_string("/proc/loadavg")
@@ -290,9 +332,7 @@ async fn run(args: Args) -> Res<Value> {
         Target::Octate => "ws://127.0.0.1:3001/",
         Target::Matchbox => "ws://127.0.0.1:3536/",
     };
-    let ws = args.ws.clone().unwrap_or_else(|| default_ws.to_owned());
-    net::require_loopback(args.http.ip())?;
-    let dialer = Arc::new(Dialer::new(&ws, args.source_addrs)?);
+    let nodes = Arc::new(Nodes::from_args(&args, default_ws)?);
     let tag = args.tag.clone().unwrap_or_else(default_tag);
     let proto = match args.target {
         Target::Octate => Proto::Octate(Box::new(Minter::new(
@@ -305,7 +345,7 @@ async fn run(args: Args) -> Res<Value> {
     };
     let ctx = Ctx {
         args,
-        dialer,
+        nodes,
         proto: Arc::new(proto),
         tag,
     };
@@ -337,6 +377,7 @@ fn default_tag() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::Dialer;
 
     #[test]
     fn shard_specs_parse() {

@@ -78,6 +78,16 @@ impl Dialer {
         })
     }
 
+    /// The request path for `path` under the URL's own path: `/` alone asks for the URL's
+    /// path as written (`ws://…/ws` dials `/ws`, the HTTP port's upgrade path).
+    fn path(&self, path: &str) -> String {
+        if path == "/" && !self.base_path.is_empty() {
+            self.base_path.clone()
+        } else {
+            format!("{}{path}", self.base_path)
+        }
+    }
+
     /// Connects a TCP socket from the next source address, then does the WebSocket
     /// handshake for `path` (appended to the URL's path; `/` for Octate, `/room` for matchbox).
     pub(crate) async fn dial(&self, path: &str) -> Res<Ws> {
@@ -91,11 +101,28 @@ impl Dialer {
         }
         let stream = socket.connect(self.server).await?;
         stream.set_nodelay(true)?;
-        let url = format!("ws://{}{}{}", self.authority, self.base_path, path);
+        let url = format!("ws://{}{}", self.authority, self.path(path));
         let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
         let stream = BufReader::with_capacity(SOCKET_READ_BUFFER, stream);
         let (ws, _) =
             tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
         Ok(ws)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_join_the_urls_own_path() {
+        let root = Dialer::new("ws://127.0.0.1:3001/", 1).expect("dialer");
+        assert_eq!(root.path("/"), "/");
+        assert_eq!(root.path("/room"), "/room");
+        // The HTTP port accepts the upgrade at exactly /ws.
+        let http = Dialer::new("ws://127.0.0.1:3000/ws", 1).expect("dialer");
+        assert_eq!(http.path("/"), "/ws");
+        let prefixed = Dialer::new("ws://127.0.0.1:3536/rooms/", 1).expect("dialer");
+        assert_eq!(prefixed.path("/r1"), "/rooms/r1");
     }
 }

@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::Res;
 use crate::net::{Dialer, Ws};
+use crate::nodes::Nodes;
 
 /// Issues Octate tokens before a run: signed locally, or fetched over HTTP.
 pub(crate) struct Minter {
@@ -41,8 +42,14 @@ impl Minter {
         })
     }
 
-    /// A token for `user` in `room`, valid for an hour.
-    pub(crate) async fn mint(&self, user: &str, room: &str) -> Res<String> {
+    /// A token for `user` in `room`, valid for an hour; fetched from `via` (default:
+    /// `--http`) when there is no secret.
+    pub(crate) async fn mint(
+        &self,
+        user: &str,
+        room: &str,
+        via: Option<SocketAddr>,
+    ) -> Res<String> {
         match &self.authority {
             Some(authority) => {
                 let now_ms = std::time::SystemTime::now()
@@ -51,20 +58,22 @@ impl Minter {
                 let (token, _) = authority.issue(user, room, None, u64::try_from(now_ms)?)?;
                 Ok(token)
             }
-            None => {
-                Ok(
-                    octate_client::fetch_token(self.http, user, room, self.admin_key.as_deref())
-                        .await?,
-                )
-            }
+            None => Ok(octate_client::fetch_token(
+                via.unwrap_or(self.http),
+                user,
+                room,
+                self.admin_key.as_deref(),
+            )
+            .await?),
         }
     }
 
-    /// Tokens for many `(user, room)` pairs, in order.
-    pub(crate) async fn mint_all(&self, pairs: &[(String, String)]) -> Res<Vec<String>> {
-        let mut out = Vec::with_capacity(pairs.len());
-        for (user, room) in pairs {
-            out.push(self.mint(user, room).await?);
+    /// Tokens for many peers, in order, each from its own node when fetched over HTTP.
+    pub(crate) async fn mint_all(&self, names: &[Name], nodes: &Nodes) -> Res<Vec<String>> {
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let via = nodes.node(name.node).http;
+            out.push(self.mint(&name.user, &name.room, via).await?);
         }
         Ok(out)
     }
@@ -113,11 +122,16 @@ impl Proto {
         }
     }
 
-    /// Tokens for `(user, room)` pairs (Octate); matchbox needs none.
-    pub(crate) async fn tokens(&self, pairs: &[(String, String)]) -> Res<Vec<Option<String>>> {
+    /// Tokens for peers (Octate); matchbox needs none.
+    pub(crate) async fn tokens(&self, names: &[Name], nodes: &Nodes) -> Res<Vec<Option<String>>> {
         match self.minter() {
-            Some(m) => Ok(m.mint_all(pairs).await?.into_iter().map(Some).collect()),
-            None => Ok(vec![None; pairs.len()]),
+            Some(m) => Ok(m
+                .mint_all(names, nodes)
+                .await?
+                .into_iter()
+                .map(Some)
+                .collect()),
+            None => Ok(vec![None; names.len()]),
         }
     }
 
@@ -362,29 +376,49 @@ pub(crate) async fn close(mut ws: Ws, wait: Duration) {
     .await;
 }
 
-/// One peer to connect: room, user, token (Octate).
-pub(crate) struct Spec {
-    pub(crate) room: String,
+/// Who a peer is and which node it connects to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Name {
     pub(crate) user: String,
+    pub(crate) room: String,
+    /// Index into the run's [`Nodes`].
+    pub(crate) node: usize,
+}
+
+impl Name {
+    /// `user` in `room`, connecting to node `node`.
+    pub(crate) fn new(user: String, room: String, node: usize) -> Self {
+        Self { user, room, node }
+    }
+}
+
+/// One peer to connect: who, where, and its token (Octate).
+pub(crate) struct Spec {
+    pub(crate) name: Name,
     pub(crate) token: Option<String>,
 }
 
-/// Mints tokens for `(user, room)` names and joins them all, 64 at a time; returns the
-/// peers in the order of `names` and the seconds it took. `what` names them in errors.
-pub(crate) async fn join_named(
-    proto: &std::sync::Arc<Proto>,
-    dialer: &std::sync::Arc<Dialer>,
-    names: Vec<(String, String)>,
-    what: &str,
-) -> Res<(Vec<Joined>, f64)> {
-    let tokens = proto.tokens(&names).await?;
-    let specs = names
+/// Pairs names with their tokens.
+pub(crate) fn specs(names: Vec<Name>, tokens: Vec<Option<String>>) -> Vec<Spec> {
+    names
         .into_iter()
         .zip(tokens)
-        .map(|((user, room), token)| Spec { room, user, token })
-        .collect();
+        .map(|(name, token)| Spec { name, token })
+        .collect()
+}
+
+/// Mints tokens for `names` and joins them all, 64 at a time, each on its node; returns
+/// the peers in the order of `names` and the seconds it took. `what` names them in errors.
+pub(crate) async fn join_named(
+    proto: &std::sync::Arc<Proto>,
+    nodes: &std::sync::Arc<Nodes>,
+    names: Vec<Name>,
+    what: &str,
+) -> Res<(Vec<Joined>, f64)> {
+    let tokens = proto.tokens(&names, nodes).await?;
+    let specs = specs(names, tokens);
     let started = std::time::Instant::now();
-    let joined = join_many(proto, dialer, specs, 64).await;
+    let joined = join_many(proto, nodes, specs, 64).await;
     let secs = started.elapsed().as_secs_f64();
     let mut peers = Vec::with_capacity(joined.len());
     for j in joined {
@@ -393,10 +427,11 @@ pub(crate) async fn join_named(
     Ok((peers, secs))
 }
 
-/// Joins every spec with at most `concurrency` joins in flight; results in spec order.
+/// Joins every spec on its node with at most `concurrency` joins in flight; results in
+/// spec order.
 pub(crate) async fn join_many(
     proto: &std::sync::Arc<Proto>,
-    dialer: &std::sync::Arc<Dialer>,
+    nodes: &Nodes,
     specs: Vec<Spec>,
     concurrency: usize,
 ) -> Vec<Result<Joined, String>> {
@@ -404,11 +439,13 @@ pub(crate) async fn join_many(
     let mut set = tokio::task::JoinSet::new();
     let n = specs.len();
     for (i, spec) in specs.into_iter().enumerate() {
-        let (proto, dialer, permits) = (proto.clone(), dialer.clone(), permits.clone());
+        let dialer = nodes.node(spec.name.node).dialer.clone();
+        let (proto, permits) = (proto.clone(), permits.clone());
         set.spawn(async move {
             let _permit = permits.acquire_owned().await;
+            let name = &spec.name;
             let joined = proto
-                .join(&dialer, &spec.room, &spec.user, spec.token.as_deref())
+                .join(&dialer, &name.room, &name.user, spec.token.as_deref())
                 .await
                 .map_err(|e| e.to_string());
             (i, joined)

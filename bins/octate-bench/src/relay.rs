@@ -3,6 +3,10 @@
 //! Peer A of each pair sends `sdp-offer`s stamped with the time; peer B answers each
 //! with an `sdp-answer` of the same size carrying the stamp back. One round trip is two
 //! relayed messages. Only answers received inside the measured window count.
+//!
+//! With `--ws-b`, A connects to the first node and B to the second, so every offer and
+//! every answer crosses between nodes; with `--ws-list`, peers go round robin, A and B
+//! of a pair always on different nodes. Placement happens before the clock starts.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::net::Ws;
-use crate::proto::{self, Clock, Incoming, Proto};
+use crate::proto::{self, Clock, Incoming, Name, Proto};
 use crate::stats::{self, Window, r1, r2};
 use crate::{Ctx, Res};
 
@@ -30,21 +34,13 @@ struct PairOut {
 pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
     let pairs = ctx.args.pairs.max(1);
     let window = ctx.args.window.max(1);
-    let tag = &ctx.tag;
-    let names: Vec<(String, String)> = (0..pairs)
-        .flat_map(|i| {
-            let room = format!("{tag}-r{i}");
-            [
-                (format!("{tag}-a{i}"), room.clone()),
-                (format!("{tag}-b{i}"), room),
-            ]
-        })
-        .collect();
+    let names = pair_names(&ctx.tag, pairs, |p| ctx.nodes.place(p));
     let (peers, connect_secs) =
-        proto::join_named(&ctx.proto, &ctx.dialer, names, "the pairs").await?;
+        proto::join_named(&ctx.proto, &ctx.nodes, names, "the pairs").await?;
     eprintln!(
-        "relay: {} peers connected in {connect_secs:.2} s",
-        peers.len()
+        "relay: {} peers connected in {connect_secs:.2} s over {} node(s)",
+        peers.len(),
+        ctx.nodes.len()
     );
 
     let offer_prefix: Arc<str> = format!(
@@ -80,8 +76,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
         let prefix = answer_prefix.clone();
         responders.spawn(responder(b.ws, proto, a.id, prefix, w));
     }
-    let server_pid = ctx.args.server_pid;
-    let cpu = w.measure_cpu(server_pid);
+    let cpu = w.measure_cpu(ctx.server_pids());
 
     let mut outs = Vec::with_capacity(pairs);
     while let Some(out) = initiators.join_next().await {
@@ -137,6 +132,20 @@ pub(crate) async fn run(ctx: &Ctx) -> Res<Value> {
             "cpu": cpu,
         }),
     ))
+}
+
+/// Peers `a{i}` and `b{i}` of every pair `i`, in room `r{i}`, A first; peer `p` of the
+/// list (A of pair i is 2i, B is 2i + 1) connects to node `place(p)`.
+fn pair_names(tag: &str, pairs: usize, place: impl Fn(usize) -> usize) -> Vec<Name> {
+    (0..pairs)
+        .flat_map(|i| {
+            let room = format!("{tag}-r{i}");
+            [
+                Name::new(format!("{tag}-a{i}"), room.clone(), place(2 * i)),
+                Name::new(format!("{tag}-b{i}"), room, place(2 * i + 1)),
+            ]
+        })
+        .collect()
 }
 
 /// Builds the relayed messages of one direction of a pair: everything but the sequence
@@ -298,6 +307,26 @@ async fn responder(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_two_nodes_every_initiator_is_on_the_first_and_every_responder_on_the_second() {
+        let names = pair_names("t", 3, |p| p % 2);
+        let nodes: Vec<(&str, usize)> = names.iter().map(|n| (n.user.as_str(), n.node)).collect();
+        assert_eq!(
+            nodes,
+            [
+                ("t-a0", 0),
+                ("t-b0", 1),
+                ("t-a1", 0),
+                ("t-b1", 1),
+                ("t-a2", 0),
+                ("t-b2", 1)
+            ]
+        );
+        // Both peers of a pair share its room; with one node nothing moves.
+        assert!(names.chunks(2).all(|p| p[0].room == p[1].room));
+        assert!(pair_names("t", 3, |_| 0).iter().all(|n| n.node == 0));
+    }
 
     #[test]
     fn stamped_messages_match_the_formatted_ones() {

@@ -34,13 +34,14 @@ impl Window {
         t >= self.from && t < self.until
     }
 
-    /// Measures CPU use (server and generator) over the measured part, in the background.
-    pub(crate) fn measure_cpu(self, server_pid: Option<u32>) -> tokio::task::JoinHandle<Value> {
+    /// Measures CPU use (the server processes and the generator) over the measured part,
+    /// in the background.
+    pub(crate) fn measure_cpu(self, server_pids: Vec<u32>) -> tokio::task::JoinHandle<Value> {
         tokio::spawn(async move {
             tokio::time::sleep_until(self.from).await;
-            let a = CpuMark::now(server_pid);
+            let a = CpuMark::now(&server_pids);
             tokio::time::sleep_until(self.until).await;
-            a.usage(&CpuMark::now(server_pid))
+            a.usage(&CpuMark::now(&server_pids))
         })
     }
 }
@@ -94,39 +95,65 @@ pub(crate) fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
     Some((utime / ticks, stime / ticks))
 }
 
-/// CPU time of the server (if its pid is known) and of this process over a window.
-#[derive(Debug, Clone, Copy)]
+/// CPU time of the server processes (those whose pid is known) and of this process at
+/// one moment.
+#[derive(Debug, Clone)]
 pub(crate) struct CpuMark {
-    server: Option<(f64, f64)>,
+    /// (user, system) seconds of each server process, in pid order.
+    servers: Vec<Option<(f64, f64)>>,
     me: Option<(f64, f64)>,
     at: std::time::Instant,
 }
 
 impl CpuMark {
-    pub(crate) fn now(server_pid: Option<u32>) -> Self {
+    /// The CPU time of `server_pids` and of this process, now.
+    pub(crate) fn now(server_pids: &[u32]) -> Self {
         Self {
-            server: server_pid.and_then(cpu_seconds),
+            servers: server_pids.iter().map(|&pid| cpu_seconds(pid)).collect(),
             me: cpu_seconds(std::process::id()),
             at: std::time::Instant::now(),
         }
     }
 
-    /// CPU use between `self` and `later`, in percent of one core (the server's split
-    /// into user and kernel time).
+    /// CPU use between `self` and `later`, in percent of one core: the servers' summed
+    /// (and split into user and kernel time), each server's when there are several, and
+    /// the generator's.
     pub(crate) fn usage(&self, later: &Self) -> Value {
         let secs = later.at.duration_since(self.at).as_secs_f64().max(1e-9);
         let pct = |x: f64| json!((x / secs * 1000.0).round() / 10.0);
-        let both =
-            |a: Option<(f64, f64)>, b: Option<(f64, f64)>, f: fn((f64, f64)) -> f64| match (a, b) {
-                (Some(a), Some(b)) => pct(f(b) - f(a)),
-                _ => Value::Null,
-            };
-        json!({
-            "server_cpu_pct": both(self.server, later.server, |(u, s)| u + s),
-            "server_user_pct": both(self.server, later.server, |(u, _)| u),
-            "server_sys_pct": both(self.server, later.server, |(_, s)| s),
-            "generator_cpu_pct": both(self.me, later.me, |(u, s)| u + s),
-        })
+        let delta = |a: Option<(f64, f64)>, b: Option<(f64, f64)>| match (a, b) {
+            (Some(a), Some(b)) => Some((b.0 - a.0, b.1 - a.1)),
+            _ => None,
+        };
+        let per_server: Vec<Option<(f64, f64)>> = self
+            .servers
+            .iter()
+            .zip(&later.servers)
+            .map(|(a, b)| delta(*a, *b))
+            .collect();
+        // The sum only when every server could be read, so a total never hides a gap.
+        let total: Option<(f64, f64)> = if per_server.is_empty() {
+            None
+        } else {
+            per_server
+                .iter()
+                .try_fold((0.0, 0.0), |acc, d| d.map(|d| (acc.0 + d.0, acc.1 + d.1)))
+        };
+        let show =
+            |d: Option<(f64, f64)>, f: fn((f64, f64)) -> f64| d.map_or(Value::Null, |d| pct(f(d)));
+        let mut out = json!({
+            "server_cpu_pct": show(total, |(u, s)| u + s),
+            "server_user_pct": show(total, |(u, _)| u),
+            "server_sys_pct": show(total, |(_, s)| s),
+            "generator_cpu_pct": show(delta(self.me, later.me), |(u, s)| u + s),
+        });
+        if per_server.len() > 1 {
+            out["server_cpu_pct_per_node"] = per_server
+                .iter()
+                .map(|d| show(*d, |(u, s)| u + s))
+                .collect();
+        }
+        out
     }
 }
 
@@ -142,6 +169,14 @@ pub(crate) fn tcp_kernel_bytes() -> Option<u64> {
         }
     }
     None
+}
+
+/// Sum of the values, or `None` if any is unknown (or there are none).
+pub(crate) fn sum_all(values: &[Option<u64>]) -> Option<u64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.iter().try_fold(0u64, |acc, v| v.map(|v| acc + v))
 }
 
 /// Rounds to two decimals.
@@ -160,5 +195,52 @@ pub(crate) fn server_us_per_op(cpu: &Value, rate: f64) -> Value {
     match cpu["server_cpu_pct"].as_f64() {
         Some(pct) if rate > 0.0 => json!(r2(pct / 100.0 / rate * 1e6)),
         _ => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(servers: Vec<Option<(f64, f64)>>, at: std::time::Instant) -> CpuMark {
+        CpuMark {
+            servers,
+            me: Some((0.0, 0.0)),
+            at,
+        }
+    }
+
+    #[test]
+    fn server_cpu_is_summed_over_nodes_and_shown_per_node() {
+        let t0 = std::time::Instant::now();
+        let t1 = t0 + Duration::from_secs(2);
+        let a = mark(vec![Some((1.0, 1.0)), Some((5.0, 0.0))], t0);
+        let b = mark(vec![Some((2.0, 1.5)), Some((6.0, 1.0))], t1);
+        let u = a.usage(&b);
+        // 1.5 s + 2 s of CPU over 2 s.
+        assert_eq!(u["server_cpu_pct"], 175.0);
+        assert_eq!(u["server_user_pct"], 100.0);
+        assert_eq!(u["server_sys_pct"], 75.0);
+        assert_eq!(u["server_cpu_pct_per_node"], json!([75.0, 100.0]));
+
+        // One node: the same figures as before, and no per-node list.
+        let one = mark(vec![Some((1.0, 1.0))], t0).usage(&mark(vec![Some((2.0, 1.0))], t1));
+        assert_eq!(one["server_cpu_pct"], 50.0);
+        assert!(one.get("server_cpu_pct_per_node").is_none());
+
+        // A node that could not be read leaves the total unknown rather than too small.
+        let gap =
+            mark(vec![Some((0.0, 0.0)), None], t0).usage(&mark(vec![Some((1.0, 0.0)), None], t1));
+        assert_eq!(gap["server_cpu_pct"], Value::Null);
+        assert_eq!(gap["server_cpu_pct_per_node"], json!([50.0, null]));
+        let none = mark(Vec::new(), t0).usage(&mark(Vec::new(), t1));
+        assert_eq!(none["server_cpu_pct"], Value::Null);
+    }
+
+    #[test]
+    fn sums_need_every_value() {
+        assert_eq!(sum_all(&[Some(1), Some(2)]), Some(3));
+        assert_eq!(sum_all(&[Some(1), None]), None);
+        assert_eq!(sum_all(&[]), None);
     }
 }
