@@ -25,6 +25,7 @@ mod server;
 mod session;
 mod timers;
 mod tokens;
+mod turn;
 mod wire;
 mod writer;
 
@@ -36,3 +37,7 @@ pub use heap::{HeapProbe, HeapSample, RssProbe, rss_bytes};
 pub use http::Listener;
 pub use metrics::{Gauges, Metrics};
 pub use server::{Listeners, serve};
+pub use turn::{
+    IceConfig, IceConfigError, IceUriKind, MAX_TURN_TTL, MIN_TURN_SECRET_BYTES, TurnSecret,
+    parse_ice_uri,
+};
