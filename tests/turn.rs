@@ -162,6 +162,10 @@ async fn without_turn_settings_nothing_is_handed_out() {
     assert!(auth_ok["data"].get("iceServers").is_none(), "{text}");
     let resp = credentials(&server, Some(&format!("Bearer {token}"))).await;
     assert_http_error(&resp, 404, "not-found");
+    // Without a valid token, not even whether TURN is configured.
+    assert_http_error(&credentials(&server, None).await, 401, "unauthorized");
+    let resp = credentials(&server, Some("Bearer not-a-token")).await;
+    assert_http_error(&resp, 401, "token-malformed");
     server.stop().await;
 
     // STUN only: the STUN servers, no credentials, and no credentials endpoint.

@@ -14,22 +14,10 @@ use crate::tokens;
 
 /// Answers with the ICE servers and a TURN credential for the token's user.
 ///
-/// `404 not-found` when the server hands out no TURN credentials; `401` with
-/// `unauthorized` without a bearer token, or with the token's own code (expired,
-/// revoked, ...) when it does not verify against the wall clock.
+/// `401` with `unauthorized` without a bearer token, or with the token's own code
+/// (expired, revoked, ...) when it does not verify against the wall clock; then
+/// `404 not-found` when the server hands out no TURN credentials.
 pub(super) fn credentials(app: &App, req: &Request<Incoming>) -> Response<Body> {
-    let Some(ice) = app
-        .config
-        .ice
-        .as_ref()
-        .filter(|ice| ice.issues_credentials())
-    else {
-        return error(
-            StatusCode::NOT_FOUND,
-            ErrorCode::NotFound,
-            "TURN is not configured on this server",
-        );
-    };
     let Some(token) = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -44,6 +32,19 @@ pub(super) fn credentials(app: &App, req: &Request<Incoming>) -> Response<Body> 
     let identity = match tokens::verify(app, token) {
         Ok((identity, _claims)) => identity,
         Err((code, message)) => return unauthorized(code, message),
+    };
+    // Only the holder of a valid token learns whether TURN is configured.
+    let Some(ice) = app
+        .config
+        .ice
+        .as_ref()
+        .filter(|ice| ice.issues_credentials())
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "TURN is not configured on this server",
+        );
     };
     let body = TurnCredentialsResponse {
         ice_servers: ice.ice_servers(&identity.user_id, app.clock.wall_ms()),
