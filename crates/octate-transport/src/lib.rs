@@ -37,7 +37,4 @@ pub use heap::{HeapProbe, HeapSample, RssProbe, rss_bytes};
 pub use http::Listener;
 pub use metrics::{Gauges, Metrics};
 pub use server::{Listeners, serve};
-pub use turn::{
-    IceConfig, IceConfigError, IceUriKind, MAX_TURN_TTL, MIN_TURN_SECRET_BYTES, TurnSecret,
-    parse_ice_uri,
-};
+pub use turn::{IceConfig, IceConfigError, MAX_TURN_TTL, MIN_TURN_SECRET_BYTES, TurnSecret};

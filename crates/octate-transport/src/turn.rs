@@ -71,7 +71,7 @@ pub enum IceConfigError {
 
 /// The kind of server a URI names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IceUriKind {
+pub(crate) enum IceUriKind {
     /// `stun:` (RFC 7064): no credentials.
     Stun,
     /// `turn:` or `turns:` (RFC 7065): needs credentials.
@@ -79,7 +79,7 @@ pub enum IceUriKind {
 }
 
 /// Checks one `stun:`, `turn:` or `turns:` URI (RFC 7064, RFC 7065) and says which it is.
-pub fn parse_ice_uri(uri: &str) -> Result<IceUriKind, IceConfigError> {
+pub(crate) fn parse_ice_uri(uri: &str) -> Result<IceUriKind, IceConfigError> {
     let bad = |reason| IceConfigError::BadUri {
         uri: uri.chars().take(80).collect(),
         reason,
