@@ -926,7 +926,7 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     let token = fetch_token(http_addr, &args.user, &args.room, args.admin_key.as_deref()).await?;
     let (mut client, welcome) = Client::join(&ws_url, &token, Some(&args.user)).await?;
     let (me, room) = match welcome {
-        ServerMessage::AuthOk { user_id, room } => (user_id.as_str().to_owned(), room),
+        ServerMessage::AuthOk { user_id, room, .. } => (user_id.as_str().to_owned(), room),
         ServerMessage::Error { code, message } => {
             return Err(format!("refused: {code:?}: {message}").into());
         }

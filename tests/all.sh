@@ -37,6 +37,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 redis-server --version
 
+step "test services: Debian's coturn (tests/turn.rs starts its own turnserver)"
+if ! command -v turnserver >/dev/null 2>&1 || ! command -v turnutils_uclient >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y coturn || { apt-get update && apt-get install -y coturn; } \
+        || { echo "could not install coturn with apt-get" >&2; exit 1; }
+fi
+turnserver --version
+
 step "unit, property and integration tests"
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked

@@ -276,7 +276,7 @@ async fn whole_session_of_three_peers() {
     .await
     .unwrap();
     match next(bob, "bob").await {
-        ServerMessage::RoomJoined { user_id, room } => {
+        ServerMessage::RoomJoined { user_id, room, .. } => {
             assert_eq!(user_id.as_str(), "bob");
             assert_eq!(
                 user_ids(&room),

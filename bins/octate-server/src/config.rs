@@ -7,7 +7,9 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use octate_auth::{KeyRing, TokenAuthority};
 use octate_core::CoreConfig;
-use octate_transport::{CorsOrigins, SessionExpiry, TransportConfig};
+use octate_transport::{
+    CorsOrigins, IceConfig, IceConfigError, SessionExpiry, TransportConfig, TurnSecret,
+};
 
 /// Deployment mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -184,6 +186,20 @@ pub(crate) struct Config {
     /// Most bytes waiting to be written to one connection.
     #[arg(long, env = "OCTATE_OUTBOUND_QUEUE_BYTES", default_value_t = 1_048_576)]
     pub(crate) outbound_queue_bytes: usize,
+    /// Comma-separated stun:, turn: and turns: URIs handed to peers in auth-ok and room-joined;
+    /// turn: and turns: ones need OCTATE_TURN_SECRET.
+    #[arg(long, env = "OCTATE_TURN_URIS")]
+    pub(crate) turn_uris: Option<String>,
+    /// Shared secret of the TURN server (coturn's static-auth-secret), at least 16 bytes:
+    /// TURN credentials are signed with it.
+    #[arg(long, env = "OCTATE_TURN_SECRET", hide_env_values = true)]
+    pub(crate) turn_secret: Option<String>,
+    /// The TURN secret being rotated out, still accepted by the TURN server; never signed with.
+    #[arg(long, env = "OCTATE_TURN_SECRET_PREVIOUS", hide_env_values = true)]
+    pub(crate) turn_secret_previous: Option<String>,
+    /// Lifetime of a TURN credential in seconds.
+    #[arg(long, env = "OCTATE_TURN_TTL_SECS", default_value_t = 14_400)]
+    pub(crate) turn_ttl_secs: u64,
     /// Directory of static files to serve at / (e.g. examples/browser for the demo).
     #[arg(long, env = "OCTATE_STATIC_DIR")]
     pub(crate) static_dir: Option<PathBuf>,
@@ -320,6 +336,7 @@ impl Config {
                     .into(),
             );
         }
+        let ice = self.ice_config()?;
         let core = CoreConfig {
             heartbeat_interval: ms(self.heartbeat_interval_ms),
             peer_timeout: ms(self.peer_timeout_ms),
@@ -356,12 +373,62 @@ impl Config {
             rate_limit_strikes: self.rate_limit_strikes,
             header_read_timeout: ms(self.header_read_timeout_ms),
             static_dir: self.static_dir.clone(),
+            ice,
             ..TransportConfig::default()
         };
         Ok(Built {
             transport,
             authority,
             warnings,
+        })
+    }
+}
+
+impl Config {
+    /// The STUN/TURN servers handed to peers, or `None` when no URI and no secret is set.
+    fn ice_config(&self) -> Result<Option<IceConfig>, String> {
+        let uris: Vec<&str> = self
+            .turn_uris
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|uri| !uri.is_empty())
+            .collect();
+        let secret = match &self.turn_secret {
+            Some(secret) => Some(
+                TurnSecret::new(secret.as_bytes())
+                    .map_err(|e| format!("OCTATE_TURN_SECRET: {e}"))?,
+            ),
+            None => None,
+        };
+        if let Some(previous) = &self.turn_secret_previous {
+            if self.turn_secret.is_none() {
+                return Err(
+                    "OCTATE_TURN_SECRET_PREVIOUS is set without OCTATE_TURN_SECRET, the secret \
+                     credentials are signed with"
+                        .into(),
+                );
+            }
+            TurnSecret::new(previous.as_bytes())
+                .map_err(|e| format!("OCTATE_TURN_SECRET_PREVIOUS: {e}"))?;
+            if self.turn_secret.as_deref() == Some(previous.as_str()) {
+                return Err("OCTATE_TURN_SECRET_PREVIOUS is the same as OCTATE_TURN_SECRET".into());
+            }
+        }
+        if uris.is_empty() && secret.is_none() {
+            return Ok(None);
+        }
+        let ttl = Duration::from_secs(self.turn_ttl_secs);
+        IceConfig::new(uris, secret, ttl).map(Some).map_err(|e| {
+            let name = match e {
+                IceConfigError::SecretWithoutTurn | IceConfigError::SecretTooShort { .. } => {
+                    "OCTATE_TURN_SECRET"
+                }
+                IceConfigError::BadTtl { .. } => "OCTATE_TURN_TTL_SECS",
+                _ => "OCTATE_TURN_URIS",
+            };
+            format!("{name}: {e}")
         })
     }
 }
@@ -448,6 +515,122 @@ mod tests {
         );
         // Development keeps `*` as its default, with no flag needed.
         assert!(parse(&[]).build().is_ok());
+    }
+
+    const TURN_SECRET: &str = "turn-secret-0123456789";
+
+    #[test]
+    fn no_turn_settings_hand_out_no_ice_servers() {
+        let built = parse(&[]).build().expect("defaults are valid");
+        assert!(built.transport.ice.is_none());
+    }
+
+    #[test]
+    fn turn_settings_build_an_ice_config() {
+        let built = parse(&[
+            "--turn-uris",
+            "turn:turn.example.com:3478, turns:turn.example.com:5349 ,stun:stun.example.com,",
+            "--turn-secret",
+            TURN_SECRET,
+            "--turn-secret-previous",
+            "older-turn-secret-0123",
+        ])
+        .build()
+        .expect("valid TURN settings");
+        let ice = built.transport.ice.expect("ICE servers configured");
+        assert!(ice.issues_credentials());
+        assert_eq!(ice.ttl(), Duration::from_secs(14_400));
+        let stun = parse(&[
+            "--turn-uris",
+            "stun:stun.example.com",
+            "--turn-ttl-secs",
+            "60",
+        ])
+        .build()
+        .expect("STUN needs no secret");
+        let ice = stun.transport.ice.expect("STUN servers configured");
+        assert!(!ice.issues_credentials());
+    }
+
+    #[test]
+    fn bad_turn_settings_name_the_variable_at_fault() {
+        for (args, names) in [
+            (
+                &[
+                    "--turn-uris",
+                    "turn://turn.example.com",
+                    "--turn-secret",
+                    TURN_SECRET,
+                ][..],
+                &["OCTATE_TURN_URIS", "turn://turn.example.com"][..],
+            ),
+            (
+                &["--turn-uris", "stun:s.test,http://x.test"],
+                &["OCTATE_TURN_URIS", "http://x.test"],
+            ),
+            (
+                &["--turn-uris", "turn:t.test"],
+                &["OCTATE_TURN_URIS", "needs a TURN secret"],
+            ),
+            (
+                &["--turn-secret", TURN_SECRET],
+                &["OCTATE_TURN_SECRET", "no turn:"],
+            ),
+            (
+                &["--turn-uris", "turn:t.test", "--turn-secret", "short"],
+                &["OCTATE_TURN_SECRET", "16 bytes"],
+            ),
+            (
+                &[
+                    "--turn-uris",
+                    "turn:t.test",
+                    "--turn-secret",
+                    TURN_SECRET,
+                    "--turn-ttl-secs",
+                    "0",
+                ],
+                &["OCTATE_TURN_TTL_SECS"],
+            ),
+            (
+                &[
+                    "--turn-uris",
+                    "stun:s.test",
+                    "--turn-secret-previous",
+                    TURN_SECRET,
+                ],
+                &["OCTATE_TURN_SECRET_PREVIOUS", "without OCTATE_TURN_SECRET"],
+            ),
+            (
+                &[
+                    "--turn-uris",
+                    "turn:t.test",
+                    "--turn-secret",
+                    TURN_SECRET,
+                    "--turn-secret-previous",
+                    "short",
+                ],
+                &["OCTATE_TURN_SECRET_PREVIOUS", "16 bytes"],
+            ),
+            (
+                &[
+                    "--turn-uris",
+                    "turn:t.test",
+                    "--turn-secret",
+                    TURN_SECRET,
+                    "--turn-secret-previous",
+                    TURN_SECRET,
+                ],
+                &["OCTATE_TURN_SECRET_PREVIOUS", "same"],
+            ),
+        ] {
+            let err = parse(args)
+                .build()
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} refused"));
+            for name in names {
+                assert!(err.contains(name), "{args:?}: {err}");
+            }
+        }
     }
 
     #[test]

@@ -1025,9 +1025,17 @@ impl Core {
         };
         let user_id = user.clone();
         let msg = if auth {
-            ServerMessage::AuthOk { user_id, room }
+            ServerMessage::AuthOk {
+                user_id,
+                room,
+                ice_servers: None,
+            }
         } else {
-            ServerMessage::RoomJoined { user_id, room }
+            ServerMessage::RoomJoined {
+                user_id,
+                room,
+                ice_servers: None,
+            }
         };
         self.outputs.push_back(Output::Send { to: conn, msg });
     }

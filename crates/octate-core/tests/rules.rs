@@ -75,7 +75,8 @@ fn auth_creates_the_room_with_the_first_user_as_host() {
         sent,
         vec![ServerMessage::AuthOk {
             user_id: uid("alice"),
-            room: room.clone()
+            room: room.clone(),
+            ice_servers: None,
         }]
     );
     assert!(h.core.is_authenticated(ConnId(1)));
@@ -103,7 +104,7 @@ fn second_user_gets_auth_ok_with_both_peers_and_the_first_gets_peer_joined() {
 
     let to_bob = h.sent_to(2);
     assert_eq!(to_bob.len(), 1, "{to_bob:?}");
-    let ServerMessage::AuthOk { user_id, room } = &to_bob[0] else {
+    let ServerMessage::AuthOk { user_id, room, .. } = &to_bob[0] else {
         panic!("expected auth-ok, got {to_bob:?}");
     };
     assert_eq!(*user_id, uid("bob"));
@@ -905,7 +906,7 @@ fn create_room_after_the_room_is_gone_creates_it_with_its_details() {
     );
     let sent = h.sent_to(4);
     assert_eq!(sent.len(), 1, "{sent:?}");
-    let ServerMessage::RoomJoined { user_id, room } = &sent[0] else {
+    let ServerMessage::RoomJoined { user_id, room, .. } = &sent[0] else {
         panic!("{sent:?}")
     };
     assert_eq!(*user_id, uid("dave"));
@@ -958,7 +959,7 @@ fn leave_room_then_join_room() {
     );
     let sent = h.sent_to(2);
     assert_eq!(sent.len(), 1, "{sent:?}");
-    let ServerMessage::RoomJoined { user_id, room } = &sent[0] else {
+    let ServerMessage::RoomJoined { user_id, room, .. } = &sent[0] else {
         panic!("{sent:?}")
     };
     assert_eq!(*user_id, uid("bob"));

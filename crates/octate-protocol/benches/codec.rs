@@ -104,6 +104,7 @@ fn bench_codec(c: &mut Criterion) {
             peers: vec![peer("alice", true), peer("bob", false)],
             peer_count: 2,
         },
+        ice_servers: None,
     };
     let mut encode = c.benchmark_group("encode");
     for (name, msg) in [

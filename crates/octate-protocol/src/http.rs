@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorBody, ErrorCode, RoomId, UnixMillis, UserId};
+use crate::{ErrorBody, ErrorCode, IceServer, RoomId, UnixMillis, UserId};
 
 /// `POST /api/auth/token` request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +29,16 @@ pub struct TokenResponse {
     pub issued_at: UnixMillis,
     /// When the token expires.
     pub expires_at: UnixMillis,
+}
+
+/// `POST /api/turn/credentials` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnCredentialsResponse {
+    /// STUN/TURN servers in the browser's `RTCIceServer` shape, with a fresh TURN credential.
+    pub ice_servers: Vec<IceServer>,
+    /// Seconds the TURN credential stays valid.
+    pub ttl: u64,
 }
 
 /// `POST /api/auth/validate` request.

@@ -32,7 +32,7 @@ pub use model::{
     AuthToken, OperationType, PeerInfo, RemoteOperation, RoomMetadata, RoomState, UnixMillis,
 };
 pub use raw::RawJson;
-pub use server::{ErrorBody, LeaveReason, RoomCloseReason, ServerMessage};
+pub use server::{ErrorBody, IceServer, LeaveReason, RoomCloseReason, ServerMessage};
 
 /// Version of the signaling protocol described in `docs/protocol.md`.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -51,6 +51,8 @@ pub enum ServerMessage {
         user_id: UserId,
         /// The room with every peer, this one included.
         room: RoomMetadata,
+        /// STUN/TURN servers for the peer's `RTCPeerConnection`, when the server hands them out.
+        ice_servers: Option<Vec<IceServer>>,
     },
     /// `room-joined`: answer to `create-room` / `join-room` on an authenticated connection.
     RoomJoined {
@@ -58,6 +60,8 @@ pub enum ServerMessage {
         user_id: UserId,
         /// The room with every peer, this one included.
         room: RoomMetadata,
+        /// STUN/TURN servers for the peer's `RTCPeerConnection`, when the server hands them out.
+        ice_servers: Option<Vec<IceServer>>,
     },
     /// `room-left`: answer to `leave-room`.
     RoomLeft {
@@ -134,10 +138,26 @@ pub enum ServerMessage {
     },
 }
 
+/// One STUN or TURN server, in the shape of the browser's `RTCIceServer` dictionary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:`, `turn:` or `turns:` URIs of the server.
+    pub urls: Vec<String>,
+    /// TURN username (`<expiry unix seconds>:<opaque id>`); absent for STUN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN password for `username`; absent for STUN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
 #[derive(Serialize, Deserialize)]
-struct RoomData<R, P> {
+#[serde(rename_all = "camelCase")]
+struct RoomData<R, P, I> {
     room: R,
     peers: Vec<P>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ice_servers: Option<I>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -205,8 +225,16 @@ impl ServerMessage {
     pub fn encode(&self) -> Vec<u8> {
         let kind = self.kind();
         match self {
-            Self::AuthOk { user_id, room } => encode_room(kind, user_id, room),
-            Self::RoomJoined { user_id, room } => encode_room(kind, user_id, room),
+            Self::AuthOk {
+                user_id,
+                room,
+                ice_servers,
+            }
+            | Self::RoomJoined {
+                user_id,
+                room,
+                ice_servers,
+            } => encode_room(kind, user_id, room, ice_servers.as_deref()),
             Self::RoomLeft { room_id } => OutEnvelope::<()>::new(kind).room(Some(room_id)).to_vec(),
             Self::PeerJoined { room_id, peer } => OutEnvelope::new(kind)
                 .room(Some(room_id))
@@ -281,17 +309,19 @@ impl ServerMessage {
         }
         Ok(match env.kind.as_ref() {
             "auth-ok" => {
-                let d: RoomData<RoomMetadata, PeerInfo> = parse(data()?)?;
+                let d: RoomData<RoomMetadata, PeerInfo, Vec<IceServer>> = parse(data()?)?;
                 Self::AuthOk {
                     user_id: from()?,
                     room: d.room,
+                    ice_servers: d.ice_servers,
                 }
             }
             "room-joined" => {
-                let d: RoomData<RoomMetadata, PeerInfo> = parse(data()?)?;
+                let d: RoomData<RoomMetadata, PeerInfo, Vec<IceServer>> = parse(data()?)?;
                 Self::RoomJoined {
                     user_id: from()?,
                     room: d.room,
+                    ice_servers: d.ice_servers,
                 }
             }
             "room-left" => Self::RoomLeft {
@@ -357,22 +387,32 @@ impl ServerMessage {
     }
 }
 
-/// `auth-ok` and `room-joined` carry the room and, apart, the peers other than the recipient.
-fn encode_room(kind: &str, user: &UserId, room: &RoomMetadata) -> Vec<u8> {
+/// `auth-ok` and `room-joined` carry the room, apart the peers other than the recipient,
+/// and the ICE servers when there are any.
+fn encode_room(
+    kind: &str,
+    user: &UserId,
+    room: &RoomMetadata,
+    ice_servers: Option<&[IceServer]>,
+) -> Vec<u8> {
     let others: Vec<&PeerInfo> = room.peers.iter().filter(|p| &p.user_id != user).collect();
+    let ice_bytes = ice_servers.map_or(0, |servers| ICE_SERVER_BYTES * servers.len());
     OutEnvelope::new(kind)
         .user(Some(user))
         .room(Some(&room.room_id))
         .data(&RoomData {
             room,
             peers: others,
+            ice_servers,
         })
-        .to_vec_sized(ROOM_BYTES + PEER_BYTES * 2 * room.peers.len())
+        .to_vec_sized(ROOM_BYTES + PEER_BYTES * 2 * room.peers.len() + ice_bytes)
 }
 
 /// Rough JSON size of a room's metadata without its peers, and of one peer.
 const ROOM_BYTES: usize = 256;
 const PEER_BYTES: usize = 128;
+/// Rough JSON size of one ICE server entry.
+const ICE_SERVER_BYTES: usize = 160;
 
 #[cfg(test)]
 mod tests;

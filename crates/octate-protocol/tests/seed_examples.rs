@@ -411,11 +411,16 @@ fn golden_auth_ok_and_room_joined() {
         &ServerMessage::AuthOk {
             user_id: bob.clone(),
             room: room.clone(),
+            ice_servers: None,
         },
         &format!(r#"{{"type":"auth-ok","userId":"bob","roomId":"room456","data":{data}}}"#),
     );
     golden(
-        &ServerMessage::RoomJoined { user_id: bob, room },
+        &ServerMessage::RoomJoined {
+            user_id: bob,
+            room,
+            ice_servers: None,
+        },
         &format!(r#"{{"type":"room-joined","userId":"bob","roomId":"room456","data":{data}}}"#),
     );
 }

@@ -161,8 +161,8 @@ impl Invariants {
                     );
                     continue;
                 }
-                ServerMessage::AuthOk { user_id, room }
-                | ServerMessage::RoomJoined { user_id, room } => {
+                ServerMessage::AuthOk { user_id, room, .. }
+                | ServerMessage::RoomJoined { user_id, room, .. } => {
                     assert_eq!(recipients, [actor.expect("joins answer an actor")], "{o:?}");
                     assert_eq!(
                         self.identity.get(&recipients[0]),

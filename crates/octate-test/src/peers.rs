@@ -65,7 +65,7 @@ pub async fn auth_raw(url: &str, token: &str, user_name: Option<&str>) -> (Clien
 pub async fn join(url: &str, token: &str, user: &str, user_name: Option<&str>) -> Joined {
     let (client, text) = auth_raw(url, token, user_name).await;
     let msg = ServerMessage::decode(text.as_bytes()).expect("auth answer decodes");
-    let ServerMessage::AuthOk { user_id, room } = msg else {
+    let ServerMessage::AuthOk { user_id, room, .. } = msg else {
         panic!("{user}: expected auth-ok, got {text}");
     };
     assert_eq!(

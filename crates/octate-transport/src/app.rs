@@ -249,8 +249,9 @@ impl App {
 
     fn dispatch(&self, out: Output) {
         match out {
-            Output::Send { to, msg } => {
+            Output::Send { to, mut msg } => {
                 self.count(&msg, 1);
+                self.attach_ice_servers(&mut msg);
                 let bytes = Bytes::from(msg.encode());
                 self.push(to, Outbound::Text(bytes));
             }
@@ -286,6 +287,25 @@ impl App {
                 Some(cluster) => cluster.submit(command),
                 None => debug!(?command, "cluster command without a cluster"),
             },
+        }
+    }
+
+    /// Fills in the ICE servers of an `auth-ok` or `room-joined`, with a TURN credential
+    /// for its user, when the server hands them out.
+    fn attach_ice_servers(&self, msg: &mut ServerMessage) {
+        let Some(ice) = &self.config.ice else { return };
+        if let ServerMessage::AuthOk {
+            user_id,
+            ice_servers,
+            ..
+        }
+        | ServerMessage::RoomJoined {
+            user_id,
+            ice_servers,
+            ..
+        } = msg
+        {
+            *ice_servers = Some(ice.ice_servers(user_id, self.clock.wall_ms()));
         }
     }
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 use octate_core::CoreConfig;
 use octate_protocol::DEFAULT_MAX_MESSAGE_BYTES;
 
+use crate::IceConfig;
+
 /// Which browser origins may call the HTTP API and open WebSockets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CorsOrigins {
@@ -92,6 +94,8 @@ pub struct TransportConfig {
     pub shutdown_grace: Duration,
     /// Directory of static files served at `/` (the browser demo), if any.
     pub static_dir: Option<PathBuf>,
+    /// STUN/TURN servers handed to peers in `auth-ok` and `room-joined`, if any.
+    pub ice: Option<IceConfig>,
 }
 
 impl Default for TransportConfig {
@@ -116,6 +120,7 @@ impl Default for TransportConfig {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(4),
             static_dir: None,
+            ice: None,
         }
     }
 }

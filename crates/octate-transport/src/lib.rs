@@ -25,6 +25,7 @@ mod server;
 mod session;
 mod timers;
 mod tokens;
+mod turn;
 mod wire;
 mod writer;
 
@@ -36,3 +37,4 @@ pub use heap::{HeapProbe, HeapSample, RssProbe, rss_bytes};
 pub use http::Listener;
 pub use metrics::{Gauges, Metrics};
 pub use server::{Listeners, serve};
+pub use turn::{IceConfig, IceConfigError, MAX_TURN_TTL, MIN_TURN_SECRET_BYTES, TurnSecret};

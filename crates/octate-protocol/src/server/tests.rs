@@ -52,10 +52,22 @@ fn every_server_message() -> Vec<ServerMessage> {
         ServerMessage::AuthOk {
             user_id: user("bob"),
             room: room(),
+            ice_servers: None,
         },
         ServerMessage::RoomJoined {
             user_id: user("carol"),
             room: room(),
+            ice_servers: None,
+        },
+        ServerMessage::AuthOk {
+            user_id: user("bob"),
+            room: room(),
+            ice_servers: Some(ice_servers()),
+        },
+        ServerMessage::RoomJoined {
+            user_id: user("carol"),
+            room: room(),
+            ice_servers: Some(Vec::new()),
         },
         ServerMessage::RoomLeft { room_id: room_id() },
         ServerMessage::PeerJoined {
@@ -135,7 +147,7 @@ fn every_server_message() -> Vec<ServerMessage> {
 #[test]
 fn every_variant_round_trips() {
     let msgs = every_server_message();
-    assert_eq!(msgs.len(), 12 + 5 + 4 + ErrorCode::ALL.len());
+    assert_eq!(msgs.len(), 14 + 5 + 4 + ErrorCode::ALL.len());
     for msg in msgs {
         let bytes = msg.encode();
         let text = std::str::from_utf8(&bytes).unwrap();
@@ -152,11 +164,13 @@ fn auth_ok_lists_the_room_and_the_other_peers() {
             ServerMessage::AuthOk {
                 user_id: user("bob"),
                 room: room(),
+                ice_servers: None,
             }
         } else {
             ServerMessage::RoomJoined {
                 user_id: user("bob"),
                 room: room(),
+                ice_servers: None,
             }
         };
         let v: serde_json::Value = serde_json::from_slice(&msg.encode()).unwrap();
@@ -172,7 +186,92 @@ fn auth_ok_lists_the_room_and_the_other_peers() {
             .map(|p| p["userId"].as_str().unwrap())
             .collect();
         assert_eq!(others, ["alice", "carol"]);
+        assert!(
+            v["data"].get("iceServers").is_none(),
+            "no ICE servers, no field: {v}"
+        );
     }
+}
+
+fn ice_servers() -> Vec<IceServer> {
+    vec![
+        IceServer {
+            urls: vec![
+                "turn:turn.example.com:3478?transport=udp".into(),
+                "turns:turn.example.com:5349".into(),
+            ],
+            username: Some("1700000000:q1w2e3r4t5y6u7i8".into()),
+            credential: Some("c2VjcmV0LWNyZWRlbnRpYWw=".into()),
+        },
+        IceServer {
+            urls: vec!["stun:stun.example.com:3478".into()],
+            username: None,
+            credential: None,
+        },
+    ]
+}
+
+#[test]
+fn ice_servers_are_in_the_browsers_rtc_ice_server_shape() {
+    for kind in ["auth-ok", "room-joined"] {
+        let msg = if kind == "auth-ok" {
+            ServerMessage::AuthOk {
+                user_id: user("bob"),
+                room: room(),
+                ice_servers: Some(ice_servers()),
+            }
+        } else {
+            ServerMessage::RoomJoined {
+                user_id: user("bob"),
+                room: room(),
+                ice_servers: Some(ice_servers()),
+            }
+        };
+        let v: serde_json::Value = serde_json::from_slice(&msg.encode()).unwrap();
+        assert_eq!(
+            v["data"]["iceServers"],
+            serde_json::json!([
+                {
+                    "urls": ["turn:turn.example.com:3478?transport=udp", "turns:turn.example.com:5349"],
+                    "username": "1700000000:q1w2e3r4t5y6u7i8",
+                    "credential": "c2VjcmV0LWNyZWRlbnRpYWw="
+                },
+                {"urls": ["stun:stun.example.com:3478"]}
+            ]),
+            "{kind}"
+        );
+        assert_eq!(v["data"]["peers"].as_array().unwrap().len(), 2, "{kind}");
+    }
+}
+
+#[test]
+fn ice_servers_must_be_well_formed_when_present() {
+    let head = r#"{"type":"auth-ok","userId":"bob","roomId":"room-1","data":{"room":"#;
+    let room = serde_json::to_string(&room()).unwrap();
+    for ice in [
+        r#""turn:x""#,
+        r#"[{"username":"u"}]"#,
+        r#"[{"urls":"turn:x"}]"#,
+    ] {
+        let text = format!(r#"{head}{room},"peers":[],"iceServers":{ice}}}}}"#);
+        assert!(
+            ServerMessage::decode(text.as_bytes()).is_err(),
+            "{ice} is not a list of RTCIceServer"
+        );
+    }
+    let text = format!(r#"{head}{room},"peers":[],"iceServers":[{{"urls":["stun:x"]}}]}}}}"#);
+    let Ok(ServerMessage::AuthOk { ice_servers, .. }) = ServerMessage::decode(text.as_bytes())
+    else {
+        panic!("a STUN-only list decodes: {text}");
+    };
+    assert_eq!(
+        ice_servers,
+        Some(vec![IceServer {
+            urls: vec!["stun:x".into()],
+            username: None,
+            credential: None,
+        }])
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use hyper::{Method, Request, Response};
 use super::body::Body;
 use super::request::require_admin;
 use super::response::{method_not_allowed, not_found};
-use super::{reports, rooms, static_files, tokens};
+use super::{reports, rooms, static_files, tokens, turn};
 use crate::app::App;
 
 /// Answers an API request, or a static file for a `GET` or `HEAD` that is no route.
@@ -35,6 +35,7 @@ pub(super) async fn handle(req: Request<Incoming>, app: &Arc<App>) -> Response<B
             Err(resp) => resp,
             Ok(()) => rooms::create_room(app, req).await,
         },
+        (["api", "turn", "credentials"], &Method::POST) => turn::credentials(app, &req),
         (["api", "rooms", id], &Method::GET) => rooms::get_room(app, id).await,
         (["api", "rooms", id, "peers"], &Method::GET) => rooms::room_peers(app, id).await,
         (["api", "rooms", id], &Method::DELETE) => match require_admin(app, &req) {
@@ -69,9 +70,9 @@ fn route_methods(segments: &[&str]) -> Option<&'static str> {
         ["health"] | ["stats"] | ["info"] | ["metrics"] | ["api", "rooms", _, "peers"] => {
             Some("GET, OPTIONS")
         }
-        ["api", "auth", "token" | "validate" | "revoke"] | ["api", "rooms"] => {
-            Some("POST, OPTIONS")
-        }
+        ["api", "auth", "token" | "validate" | "revoke"]
+        | ["api", "rooms"]
+        | ["api", "turn", "credentials"] => Some("POST, OPTIONS"),
         ["api", "rooms", _] => Some("GET, DELETE, OPTIONS"),
         _ => None,
     }
@@ -87,6 +88,10 @@ mod tests {
         assert_eq!(allowed_methods("/metrics/"), Some("GET, OPTIONS"));
         assert_eq!(allowed_methods("/api/auth/token"), Some("POST, OPTIONS"));
         assert_eq!(allowed_methods("/api/rooms"), Some("POST, OPTIONS"));
+        assert_eq!(
+            allowed_methods("/api/turn/credentials"),
+            Some("POST, OPTIONS")
+        );
         assert_eq!(
             allowed_methods("/api/rooms/r1"),
             Some("GET, DELETE, OPTIONS")

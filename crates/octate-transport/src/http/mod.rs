@@ -1,7 +1,7 @@
 //! The HTTP side of the server: each request goes to a CORS preflight, a WebSocket
 //! upgrade or the API (with static files behind it), and its answer gets CORS headers.
 //!
-//! - [`api`]: the routing table; [`reports`], [`tokens`], [`rooms`]: the handlers.
+//! - [`api`]: the routing table; [`reports`], [`tokens`], [`rooms`], [`turn`]: the handlers.
 //! - [`upgrade`]: WebSocket admission and hand-over to a session.
 //! - [`cors`]: origins, preflights and `Access-Control-Allow-Origin`.
 //! - [`request`] and [`response`]: reading bodies and the admin key; building answers.
@@ -16,6 +16,7 @@ mod response;
 mod rooms;
 mod static_files;
 mod tokens;
+mod turn;
 mod upgrade;
 
 use std::convert::Infallible;
