@@ -13,8 +13,8 @@ import { chromium } from 'playwright-core';
 
 // A direct pair: our host candidate and the other side's host candidate, or the same
 // address learned from its connectivity check ('prflx') when the check outran the
-// candidate's signaling message. The namespace has only loopback, no STUN or TURN
-// server, so 'srflx' and 'relay' cannot appear; any other type is a failure.
+// candidate's signaling message. The namespace has only loopback and the demo pages use
+// no STUN or TURN server, so 'srflx' and 'relay' cannot appear; any other type is a failure.
 const DIRECT_REMOTE = new Set(['host', 'prflx']);
 
 const BASE = (process.env.OCTATE_URL ?? '').replace(/\/+$/, '');
