@@ -53,6 +53,10 @@
  * @property {() => (string|Promise<string>)} [getToken]  Returns a fresh token.
  * @property {string} [userName]  Display name shown to the other peers.
  * @property {RTCConfiguration} [rtcConfig]  Passed to every RTCPeerConnection; default `{ iceServers: [] }`.
+ * @property {boolean} [useServerIceServers]  Add the `iceServers` of the last `auth-ok` (the server's
+ *   STUN/TURN servers, with fresh TURN credentials) to `rtcConfig.iceServers`; default false.
+ * @property {RTCIceTransportPolicy} [iceTransportPolicy]  Overrides `rtcConfig.iceTransportPolicy`,
+ *   e.g. `relay` to connect only through TURN; default: `rtcConfig`'s (the browser's `all`).
  * @property {boolean} [reconnect]  Reconnect after an unexpected drop; default true.
  * @property {number} [reconnectBaseMs]  First reconnect delay; default 500.
  * @property {number} [reconnectMaxMs]  Longest reconnect delay; default 15000.
@@ -220,6 +224,8 @@ export class OctateClient extends EventTarget {
     this.roomId = null;
     /** The room as of the last `auth-ok`. @type {RoomMetadata|null} */
     this.room = null;
+    /** The STUN/TURN servers of the last `auth-ok` (empty if the server has none). @type {RTCIceServer[]} */
+    this.iceServers = [];
     /** The room's current host. @type {string|null} */
     this.hostId = null;
     /** Whether the signaling connection is authenticated and in the room. */
@@ -539,6 +545,7 @@ export class OctateClient extends EventTarget {
     this.roomId = roomId;
     this.room = data.room ?? null;
     this.hostId = this.room?.hostId ?? null;
+    this.iceServers = Array.isArray(data.iceServers) ? data.iceServers : [];
     this.connected = true;
     this._everConnected = true;
     this._attempt = 0;
@@ -572,6 +579,22 @@ export class OctateClient extends EventTarget {
   // ---- WebRTC: one RTCPeerConnection per remote peer, perfect negotiation ----
 
   /**
+   * The configuration of a new RTCPeerConnection: `rtcConfig`, plus the server's ICE servers
+   * and the transport policy when those options are set.
+   * @private
+   * @returns {RTCConfiguration}
+   */
+  _rtcConfiguration() {
+    const { rtcConfig, useServerIceServers, iceTransportPolicy } = this._opts;
+    if (!useServerIceServers && iceTransportPolicy === undefined) return rtcConfig;
+    /** @type {RTCConfiguration} */
+    const config = { ...rtcConfig };
+    if (useServerIceServers) config.iceServers = [...(rtcConfig.iceServers ?? []), ...this.iceServers];
+    if (iceTransportPolicy !== undefined) config.iceTransportPolicy = iceTransportPolicy;
+    return config;
+  }
+
+  /**
    * @private
    * @param {string} peerId
    * @returns {PeerLink}
@@ -581,7 +604,7 @@ export class OctateClient extends EventTarget {
     if (existing) return existing;
     clearTimeout(this._offerTimers.get(peerId));
     this._offerTimers.delete(peerId);
-    const pc = new RTCPeerConnection(this._opts.rtcConfig);
+    const pc = new RTCPeerConnection(this._rtcConfiguration());
     // Both ends create the same pre-negotiated channel (id 0): no in-band announcement needed,
     // and either end's offer carries it.
     const channel = pc.createDataChannel(this._opts.channelLabel, { negotiated: true, id: 0, ordered: true });

@@ -1,6 +1,8 @@
 // End-to-end test of the browser demo (examples/browser) in a real Chromium.
 //
 // Usage: OCTATE_URL=http://127.0.0.1:PORT node e2e.mjs  (run.sh starts the server and sets it)
+// With OCTATE_URL_B (a second node of the same cluster) it also runs the two-node scenario;
+// with E2E_TURN=1 (OCTATE_URL_B handing out TURN credentials) the relay-only one.
 // Every page is the real demo page, in its own browser context; pages talk to each other
 // over real RTCPeerConnections negotiated through the Octate server. Exits non-zero on failure.
 
@@ -11,11 +13,17 @@ import { chromium } from 'playwright-core';
 
 // A direct pair: our host candidate and the other side's host candidate, or the same
 // address learned from its connectivity check ('prflx') when the check outran the
-// candidate's signaling message. The namespace has only loopback, no STUN or TURN
-// server, so 'srflx' and 'relay' cannot appear; any other type is a failure.
+// candidate's signaling message. The namespace has only loopback and the demo pages use
+// no STUN or TURN server, so 'srflx' and 'relay' cannot appear; any other type is a failure.
 const DIRECT_REMOTE = new Set(['host', 'prflx']);
 
 const BASE = (process.env.OCTATE_URL ?? '').replace(/\/+$/, '');
+// A second node of BASE's cluster (same Redis, same token secret); run.sh starts it.
+const BASE_B = (process.env.OCTATE_URL_B ?? '').replace(/\/+$/, '');
+// Whether BASE_B hands out credentials of a TURN server, and the TURN server's relay
+// addresses as `IP:MIN-MAX` (run.sh starts coturn and sets both).
+const TURN = process.env.E2E_TURN === '1';
+const TURN_RELAY = process.env.E2E_TURN_RELAY ?? '';
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const OVERALL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_MS ?? 120_000);
 const WAIT_MS = 15_000;
@@ -80,14 +88,14 @@ function demo(peer, fn, arg) {
 
 const pages = new Map();
 
-/** Opens the demo as `user` in its own browser context. */
-async function openPeer(user, { forgeToken = false, room = ROOM } = {}) {
+/** Opens the demo as `user` in its own browser context, served by the node at `base`. */
+async function openPeer(user, { forgeToken = false, room = ROOM, base = BASE } = {}) {
   const context = await browser.newContext();
   // Media permission lets Chromium expose real host candidates (127.0.0.1 here) rather
   // than mDNS names, which cannot resolve on a loopback-only machine.
-  await context.grantPermissions(['microphone', 'camera'], { origin: BASE });
+  await context.grantPermissions(['microphone', 'camera'], { origin: base });
   const page = await context.newPage();
-  const peer = { user, context, page, logs: [] };
+  const peer = { user, context, page, base, logs: [] };
   page.on('console', (m) => {
     peer.logs.push(`${m.type()}: ${m.text()}`);
     if (VERBOSE) console.log(`  [${user}] ${m.type()}: ${m.text()}`);
@@ -107,7 +115,7 @@ async function openPeer(user, { forgeToken = false, room = ROOM } = {}) {
       await route.fulfill({ response, json: body });
     });
   }
-  await page.goto(`${BASE}/?room=${encodeURIComponent(room)}&user=${encodeURIComponent(user)}${VERBOSE ? "&debug" : ""}`);
+  await page.goto(`${base}/?room=${encodeURIComponent(room)}&user=${encodeURIComponent(user)}${VERBOSE ? "&debug" : ""}`);
   await page.waitForFunction(() => window.octateDemo !== undefined, null, { timeout: WAIT_MS });
   pages.set(user, peer);
   return peer;
@@ -152,8 +160,8 @@ async function waitConverged(peers, what, predicate = () => true) {
   return out.text;
 }
 
-async function serverJson(path) {
-  const resp = await fetch(`${BASE}${path}`);
+async function serverJson(path, base = BASE) {
+  const resp = await fetch(`${base}${path}`);
   return { status: resp.status, body: await resp.json() };
 }
 
@@ -242,6 +250,12 @@ async function scenario(name, fn) {
       console.log(`  links of ${p.user}: ${JSON.stringify(links)}`);
       const glare = await p.page.evaluate(() => window.__glare?.lines).catch(() => null);
       if (glare) console.log(`  signaling steps of the extra client in ${p.user}'s page:\n    ${glare.slice(-30).join('\n    ')}`);
+      const relay = await p.page.evaluate(() => window.__relay && {
+        iceServers: window.__relay.c.iceServers.map((s) => s.urls),
+        links: window.__relay.c.peers.map((peer) => window.__relay.c.peerConnection(peer.userId)).map((pc) => pc && [pc.iceGatheringState, pc.iceConnectionState]),
+        lines: window.__relay.lines.slice(-30),
+      }).catch(() => null);
+      if (relay) console.log(`  the relay-only client in ${p.user}'s page: ${JSON.stringify(relay, null, 1)}`);
     }
   }
 }
@@ -255,18 +269,26 @@ let bob;
 async function twoPeers() {
   alice = await openPeer('alice');
   bob = await openPeer('bob');
+  await editTogether(alice, bob);
+  contents.push('Hello world', 'ALPHA', 'BRAVO');
+}
+
+/**
+ * Two fresh pages of one room connect over WebRTC, type, make concurrent edits and converge;
+ * each sees the other's cursor.
+ */
+async function editTogether(alice, bob) {
   await Promise.all([ready(alice), ready(bob)]);
-  await Promise.all([waitOpen(alice, ['bob']), waitOpen(bob, ['alice'])]);
+  await Promise.all([waitOpen(alice, [bob.user]), waitOpen(bob, [alice.user])]);
 
   // Real typing in the page's textarea.
   await alice.page.click('#editor');
   await alice.page.keyboard.type('Hello world');
-  contents.push('Hello world');
-  await waitConverged([alice, bob], 'typed by alice', (t) => t === 'Hello world');
+  await waitConverged([alice, bob], `typed by ${alice.user}`, (t) => t === 'Hello world');
   await bob.page.click('#editor');
   await bob.page.keyboard.press('End');
   await bob.page.keyboard.type('!');
-  await waitConverged([alice, bob], 'typed by bob', (t) => t === 'Hello world!');
+  await waitConverged([alice, bob], `typed by ${bob.user}`, (t) => t === 'Hello world!');
 
   // Concurrent inserts at the same position: each side holds the other's edits until
   // both have edited, so neither has seen the other's insert when making its own.
@@ -277,7 +299,6 @@ async function twoPeers() {
   ]);
   assert(a1 === 'Hello ALPHA world!' && b1 === 'Hello BRAVO world!', `edits were not concurrent: ${a1} / ${b1}`);
   await Promise.all([demo(alice, (d) => d.hold(false)), demo(bob, (d) => d.hold(false))]);
-  contents.push('ALPHA', 'BRAVO');
   const merged = await waitConverged([alice, bob], 'concurrent inserts at one position', (t) => t.includes(' ALPHA') && t.includes(' BRAVO'));
   assert(merged === 'Hello ALPHA BRAVO world!' || merged === 'Hello BRAVO ALPHA world!', `unexpected merge: ${merged}`);
 
@@ -295,7 +316,7 @@ async function twoPeers() {
   // Cursor positions are relayed by the server.
   await waitFor('cursor positions to be shown', async () => {
     const [ca, cb] = await Promise.all([demo(alice, (d) => d.cursors()), demo(bob, (d) => d.cursors())]);
-    return { ok: Boolean(ca.bob && cb.alice), seen: { ca, cb } };
+    return { ok: Boolean(ca[bob.user] && cb[alice.user]), seen: { ca, cb } };
   });
 }
 
@@ -641,6 +662,117 @@ async function rustPeerGlare() {
   await closePeer(host);
 }
 
+async function acrossTwoNodes() {
+  // One page on node a, one on node b, in one room: their offers, answers and candidates
+  // cross between the nodes through Redis, and either node lists both peers.
+  const room = `${ROOM}-cluster`;
+  const ann = await openPeer('ann', { room, base: BASE });
+  const ben = await openPeer('ben', { room, base: BASE_B });
+  await editTogether(ann, ben);
+  for (const [node, base] of [['b', BASE_B], ['a', BASE]]) {
+    const peers = await serverJson(`/api/rooms/${room}/peers`, base);
+    assert(peers.status === 200, `GET peers of node ${node}: HTTP ${peers.status}`);
+    const ids = peers.body.map((p) => p.userId).sort();
+    assert(JSON.stringify(ids) === '["ann","ben"]', `node ${node} lists ${JSON.stringify(ids)}`);
+  }
+  await closePeer(ann);
+  await closePeer(ben);
+}
+
+/** What `getStats()` says of the relay-only client's connection to `peerId` in `host`'s page. */
+function relayReport(host, peerId) {
+  return host.page.evaluate(async (peerId) => {
+      const pc = window.__relay.c.peerConnection(peerId);
+      if (!pc) return null;
+      const stats = [...(await pc.getStats()).values()];
+      const byId = new Map(stats.map((s) => [s.id, s]));
+      const pair = byId.get(stats.find((s) => s.type === 'transport')?.selectedCandidatePairId);
+      const end = (id) => byId.get(id) && { type: byId.get(id).candidateType, address: byId.get(id).address, port: byId.get(id).port };
+      const dc = stats.find((s) => s.type === 'data-channel');
+      return {
+        connection: pc.connectionState,
+        localTypes: [...new Set(stats.filter((s) => s.type === 'local-candidate').map((s) => s.candidateType))],
+        pair: pair && { state: pair.state, bytesSent: pair.bytesSent, bytesReceived: pair.bytesReceived, local: end(pair.localCandidateId), remote: end(pair.remoteCandidateId) },
+        dataChannel: dc && { messagesSent: dc.messagesSent, messagesReceived: dc.messagesReceived },
+      };
+  }, peerId);
+}
+
+async function relayOnly() {
+  // Two clients of octate-client.js, each in a page served by node b (which hands out TURN
+  // credentials in auth-ok), connect with the server's iceServers and iceTransportPolicy
+  // 'relay': the only way between them is through the TURN server (coturn, run.sh).
+  const room = `${ROOM}-relay`;
+  const ids = ['relay-a', 'relay-b'];
+  // The demo pages only lend their origin (node b) and media permission; each is alone in
+  // a room of its own.
+  const hosts = [];
+  for (const id of ids) hosts.push(await openPeer(`${id}-page`, { room: `${room}-${id}-page`, base: BASE_B }));
+  const start = (peer, id) => demo(peer, async (d, { id, room }) => {
+    const { OctateClient, getToken } = await import('/octate-client.js');
+    const lines = [];
+    const c = new OctateClient({
+      url: `ws://${location.host}/ws`,
+      getToken: () => getToken('', id, room),
+      useServerIceServers: true,
+      iceTransportPolicy: 'relay',
+      debug: (l) => lines.push(l),
+    });
+    const got = [];
+    c.addEventListener('message', (e) => got.push(e.detail.data));
+    window.__relay = { c, lines, got };
+    await c.connect();
+    return c.iceServers;
+  }, { id, room });
+  const servers = await Promise.all(hosts.map((h, i) => start(h, ids[i])));
+  for (const [i, list] of servers.entries()) {
+    const turn = list.find((s) => [s.urls].flat().some((u) => u.startsWith('turn:')));
+    assert(turn && turn.username && turn.credential, `${ids[i]}: no TURN server with credentials in auth-ok: ${JSON.stringify(list)}`);
+  }
+  const peerOf = (i) => ids[1 - i];
+  await Promise.all(hosts.map((h, i) => waitFor(`${ids[i]}'s channel to ${peerOf(i)}`, async () => {
+    const open = await demo(h, () => window.__relay.c.openPeers);
+    return { ok: open.includes(peerOf(i)), seen: open };
+  })));
+  await Promise.all(hosts.map((h, i) => demo(h, (d, to) => window.__relay.c.send(to, { through: 'turn' }), peerOf(i))));
+  await Promise.all(hosts.map((h, i) => waitFor(`${ids[i]} to get a message over the relay`, async () => {
+    const got = await demo(h, () => window.__relay.got);
+    return { ok: got.length === 1 && got[0].through === 'turn', seen: got };
+  })));
+
+  const [relayIp, relayPorts] = TURN_RELAY.split(':');
+  const [minPort, maxPort] = (relayPorts ?? '').split('-').map(Number);
+  for (const [i, h] of hosts.entries()) {
+    // The controlled end may report its selected pair 'in-progress' until its own check of it
+    // has come back.
+    const { report } = await waitFor(`${ids[i]}'s selected pair to succeed`, async () => {
+      const seen = await relayReport(h, peerOf(i));
+      return { ok: seen?.connection === 'connected' && seen.pair?.state === 'succeeded', report: seen, seen };
+    });
+    if (VERBOSE) console.log(`  ${ids[i]}→${peerOf(i)}: ${JSON.stringify(report)}`);
+    assert(report?.connection === 'connected', `${ids[i]}: not connected: ${JSON.stringify(report)}`);
+    const { pair } = report;
+    assert(pair?.state === 'succeeded' && pair.bytesSent > 0 && pair.bytesReceived > 0, `${ids[i]}: the selected pair carried no data: ${JSON.stringify(report)}`);
+    // The policy leaves only relayed candidates on this end: the pair goes through TURN.
+    assert(pair.local?.type === 'relay', `${ids[i]}: the selected pair's local candidate is not relayed: ${JSON.stringify(report)}`);
+    assert(JSON.stringify(report.localTypes) === '["relay"]', `${ids[i]}: gathered non-relayed candidates: ${JSON.stringify(report.localTypes)}`);
+    // Both ends are addresses coturn allocated (the other end's may be learned as prflx).
+    for (const side of [pair.local, pair.remote]) {
+      const ok = side?.address === relayIp && side.port >= minPort && side.port <= maxPort;
+      assert(!TURN_RELAY || ok, `${ids[i]}: ${JSON.stringify(side)} is not a relay address of the TURN server (${TURN_RELAY})`);
+    }
+    assert(report.dataChannel?.messagesSent > 0 && report.dataChannel?.messagesReceived > 0, `${ids[i]}: data channel idle: ${JSON.stringify(report.dataChannel)}`);
+  }
+  await Promise.all(hosts.map((h) => demo(h, () => window.__relay.c.close())));
+  for (const h of hosts) await closePeer(h);
+}
+
+/** Runs `fn` as a scenario when `enabled`; says why not otherwise. */
+async function scenarioIf(enabled, why, name, fn) {
+  if (enabled) return scenario(name, fn);
+  console.log(`skip ${name}: ${why}`);
+}
+
 // ---- run ----
 
 let failed = 1;
@@ -671,6 +803,8 @@ try {
   await scenario('simultaneous offers and ICE restarts are settled by perfect negotiation', simultaneousOffers);
   await scenario('a native Rust WebRTC peer (webrtc-rs + yrs) edits with a browser page', rustPeerInterop);
   await scenario('offers colliding between the Rust peer and the browser client are settled', rustPeerGlare);
+  await scenarioIf(BASE_B, 'no OCTATE_URL_B', 'two pages on two nodes of a cluster connect over WebRTC and converge', acrossTwoNodes);
+  await scenarioIf(BASE_B && TURN, 'no OCTATE_URL_B with E2E_TURN=1', 'two clients connect through TURN only (iceTransportPolicy relay) and exchange data', relayOnly);
 } catch (err) {
   console.log(`e2e: setup failed: ${err?.stack ?? err}`);
   results.push({ name: 'setup', ok: false });

@@ -22,8 +22,18 @@ die() { echo "browser e2e: ERROR: $*" >&2; exit 1; }
 soft="$(ulimit -Sn)"
 if [ "$soft" = unlimited ] || [ "$soft" -gt 20000 ]; then ulimit -Sn 20000; fi
 
+# The cluster run needs a Redis of its own, the relay run a TURN server (Debian's
+# redis-server and coturn; tests/all.sh installs both).
+need_tools() {
+  command -v redis-server >/dev/null 2>&1 \
+    || die "redis-server not found: the two-node run needs it (apt-get install -y redis-server)"
+  command -v turnserver >/dev/null 2>&1 \
+    || die "turnserver not found: the TURN relay run needs it (apt-get install -y coturn)"
+}
+
 if [ "${1:-}" != --in-namespace ]; then
   # ---- outside: install, build, enter the namespace ----
+  need_tools
   if [ ! -x "$CHROMIUM" ]; then
     say "installing Debian's chromium"
     export DEBIAN_FRONTEND=noninteractive
@@ -60,47 +70,118 @@ if [ "$links" != "lo " ]; then
   die "expected a network namespace with only loopback, found: $links"
 fi
 
+need_tools
 WORK="$(mktemp -d)"
-SERVER_PID=""
+PIDS=()
+# Stops every process started here: TERM first, KILL whatever is still there after 5 s.
 cleanup() {
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-  fi
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    local alive=0
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-# The server runs in an empty directory so that no .env file of the checkout applies;
-# development mode issues tokens without an admin key, as the demo expects.
+# A free loopback port (TCP, or UDP with `udp`). The namespace is ours alone, so nothing else
+# can take it before the process it is meant for binds it.
+free_port() {
+  node -e '
+    const udp = process.argv[1] === "udp";
+    const s = udp ? require("node:dgram").createSocket("udp4") : require("node:net").createServer();
+    const done = () => { console.log(s.address().port); s.close(); };
+    udp ? s.bind(0, "127.0.0.1", done) : s.listen(0, "127.0.0.1", done);' "${1:-tcp}"
+}
+
+# Prints the logs of everything started here, for a failure.
+show_logs() {
+  local f
+  for f in "$WORK"/*.err "$WORK"/*.log; do
+    [ -f "$f" ] || continue
+    echo "--- $(basename "$f") (last 40 lines)" >&2
+    tail -n 40 "$f" >&2 || true
+  done
+}
+
+# A Redis of the test's own, without persistence, for the two server nodes.
+REDIS_PORT="$(free_port)"
 (
   cd "$WORK"
-  exec env -u OCTATE_ADMIN_KEY -u OCTATE_NO_SIGNALING_PORT -u OCTATE_TOKEN_SECRET \
-    OCTATE_ENV=development CORS_ORIGINS='*' \
-    PORT=0 SIGNALING_PORT=0 HOST=127.0.0.1 OCTATE_STATIC_DIR="$ROOT/examples/browser" \
-    "$SERVER_BIN" >"$WORK/server.out" 2>"$WORK/server.err"
+  exec redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$WORK" >"$WORK/redis.log" 2>&1
 ) &
-SERVER_PID=$!
-
-HTTP_ADDR=""
-for _ in $(seq 300); do
-  HTTP_ADDR="$(sed -n 's/^octate-server listening http=\([^ ]*\).*/\1/p' "$WORK/server.out" 2>/dev/null | head -n1)"
-  [ -n "$HTTP_ADDR" ] && break
-  kill -0 "$SERVER_PID" 2>/dev/null || break
+PIDS+=($!)
+for _ in $(seq 100); do
+  [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && break
   sleep 0.1
 done
-if [ -z "$HTTP_ADDR" ]; then
-  echo "--- server stdout" >&2; cat "$WORK/server.out" >&2 || true
-  echo "--- server stderr" >&2; tail -n 50 "$WORK/server.err" >&2 || true
-  die "the server did not print its listening line"
-fi
-say "server at http://$HTTP_ADDR ($(ulimit -Sn) open files at most)"
+[ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] || { show_logs; die "redis-server did not answer PING on port $REDIS_PORT"; }
+
+# A TURN server (coturn) on loopback, with the shared secret the server signs credentials with.
+TURN_SECRET="browser-e2e-turn-secret-$RANDOM$RANDOM"
+TURN_PORT="$(free_port)"
+RELAY_MIN="$(free_port udp)"
+if [ "$RELAY_MIN" -gt 65500 ]; then RELAY_MIN=65500; fi
+(
+  cd "$WORK"
+  exec turnserver -n --listening-ip=127.0.0.1 --listening-port="$TURN_PORT" --relay-ip=127.0.0.1 \
+    --use-auth-secret --static-auth-secret="$TURN_SECRET" --realm=octate.test \
+    --allow-loopback-peers --no-cli --no-tls --no-dtls \
+    --min-port="$RELAY_MIN" --max-port="$((RELAY_MIN + 31))" \
+    --pidfile="$WORK/turnserver.pid" --userdb="$WORK/turndb" --log-file=stdout >"$WORK/turnserver.log" 2>&1
+) &
+PIDS+=($!)
+
+# Two server nodes of one cluster, in development mode (tokens without an admin key, as the
+# demo expects), sharing the Redis and one token secret. Each runs in an empty directory so
+# that no .env file of the checkout applies. Node b also hands out TURN credentials.
+TOKEN_SECRET="browser-e2e-token-secret-$RANDOM$RANDOM$RANDOM$RANDOM-0123456789"
+start_node() {
+  local id="$1"; shift
+  mkdir -p "$WORK/node-$id"
+  (
+    cd "$WORK/node-$id"
+    exec env -u OCTATE_ADMIN_KEY -u OCTATE_NO_SIGNALING_PORT -u OCTATE_TURN_URIS -u OCTATE_TURN_SECRET \
+      OCTATE_ENV=development CORS_ORIGINS='*' \
+      PORT=0 SIGNALING_PORT=0 HOST=127.0.0.1 OCTATE_STATIC_DIR="$ROOT/examples/browser" \
+      OCTATE_TOKEN_SECRET="$TOKEN_SECRET" OCTATE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" OCTATE_NODE_ID="$id" \
+      OCTATE_CLUSTER_HEARTBEAT_MS=100 OCTATE_CLUSTER_NODE_TTL_MS=1000 OCTATE_CLUSTER_REAP_INTERVAL_MS=100 \
+      "$@" "$SERVER_BIN" >"$WORK/node-$id.out" 2>"$WORK/node-$id.err"
+  ) &
+  PIDS+=($!)
+  local pid=$! addr=""
+  for _ in $(seq 300); do
+    addr="$(sed -n 's/^octate-server listening http=\([^ ]*\).*/\1/p' "$WORK/node-$id.out" 2>/dev/null | head -n1)"
+    [ -n "$addr" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$addr" ]; then
+    echo "--- node $id stdout" >&2; cat "$WORK/node-$id.out" >&2 || true
+    show_logs
+    die "server node $id did not print its listening line"
+  fi
+  NODE_ADDR="$addr"
+}
+start_node a
+HTTP_ADDR="$NODE_ADDR"
+start_node b OCTATE_TURN_URIS="turn:127.0.0.1:$TURN_PORT?transport=udp" OCTATE_TURN_SECRET="$TURN_SECRET"
+HTTP_ADDR_B="$NODE_ADDR"
+
+# coturn is up once it accepts TCP on its port (it opens UDP on the same port with it).
+turn_listens() { (exec 3<>"/dev/tcp/127.0.0.1/$TURN_PORT") 2>/dev/null; }
+for _ in $(seq 100); do turn_listens && break; sleep 0.1; done
+turn_listens || { show_logs; die "turnserver is not listening on 127.0.0.1:$TURN_PORT"; }
+say "nodes a at http://$HTTP_ADDR and b at http://$HTTP_ADDR_B (redis :$REDIS_PORT, turn :$TURN_PORT), $(ulimit -Sn) open files at most"
 
 status=0
-(cd "$HERE" && OCTATE_URL="http://$HTTP_ADDR" CHROMIUM="$CHROMIUM" RUST_PEER="$RUST_PEER_BIN" timeout 180 node e2e.mjs) || status=$?
-if [ "$status" -ne 0 ]; then
-  echo "--- server log (last 40 lines)" >&2
-  tail -n 40 "$WORK/server.err" >&2 || true
-fi
+(cd "$HERE" && OCTATE_URL="http://$HTTP_ADDR" OCTATE_URL_B="http://$HTTP_ADDR_B" E2E_TURN=1 \
+  E2E_TURN_RELAY="127.0.0.1:$RELAY_MIN-$((RELAY_MIN + 31))" \
+  CHROMIUM="$CHROMIUM" RUST_PEER="$RUST_PEER_BIN" timeout 180 node e2e.mjs) || status=$?
+if [ "$status" -ne 0 ]; then show_logs; fi
 exit "$status"
