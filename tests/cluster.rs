@@ -355,6 +355,76 @@ async fn a_revocation_on_one_node_ends_the_session_on_another() {
     assert!(text.contains("token-revoked"), "{text}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_rejoin_and_http_rooms_work_across_nodes() {
+    let redis = Redis::start();
+    let (a, b) = (Node::start(&redis, "a"), Node::start(&redis, "b"));
+    let mut alice = a.join("alice", "doc").await;
+    let mut bob = b.join("bob", "doc").await;
+    expect_peer_joined(&mut alice.client, "alice", "bob").await;
+
+    // leave-room on node A: bob on node B sees alice leave and becomes host.
+    alice
+        .client
+        .send_text(r#"{"type":"leave-room"}"#)
+        .await
+        .unwrap();
+    assert!(matches!(
+        next(&mut alice.client, "alice").await,
+        ServerMessage::RoomLeft { .. }
+    ));
+    expect_peer_left(&mut bob.client, "bob", "alice", LeaveReason::Left).await;
+    expect_host_changed(&mut bob.client, "bob", "bob").await;
+    // join-room on the same connection: back in, with bob listed.
+    alice
+        .client
+        .send_text(r#"{"type":"join-room"}"#)
+        .await
+        .unwrap();
+    match next(&mut alice.client, "alice").await {
+        ServerMessage::RoomJoined { room, .. } => {
+            let ids: Vec<&str> = room.peers.iter().map(|p| p.user_id.as_str()).collect();
+            assert_eq!(ids, ["bob", "alice"]);
+            assert_eq!(room.host_id.as_str(), "bob");
+        }
+        other => panic!("alice: expected room-joined, got {}", peers::brief(&other)),
+    }
+    expect_peer_joined(&mut bob.client, "bob", "alice").await;
+
+    // A room created over HTTP on node B exists for node A; create-room for it is refused.
+    let resp = post(
+        b.http,
+        "/api/rooms",
+        &json!({"roomId": "planned", "roomName": "Planned", "hostId": "carol", "hostName": "Carol"}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status, 201, "{}", String::from_utf8_lossy(&resp.body));
+    let resp = get(a.http, "/api/rooms/planned").await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(body(&resp)["roomName"], "Planned");
+    let token = a.token("carol", "planned").await;
+    let mut carol = peers::connect(&a.ws_url()).await;
+    carol
+        .send_text(format!(r#"{{"type":"auth","data":{{"token":"{token}"}}}}"#))
+        .await
+        .unwrap();
+    match next(&mut carol, "carol").await {
+        ServerMessage::AuthOk { room, .. } => assert_eq!(room.room_name, "Planned"),
+        other => panic!("carol: expected auth-ok, got {}", peers::brief(&other)),
+    }
+    // Deleting it over HTTP on node B closes carol's connection on node A.
+    let resp = peers::request(b.http, "DELETE", "/api/rooms/planned", &[], None).await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    match next(&mut carol, "carol").await {
+        ServerMessage::RoomClosed { .. } => {}
+        other => panic!("carol: expected room-closed, got {}", peers::brief(&other)),
+    }
+    expect_close(&mut carol, "carol", 4003).await;
+    let resp = get(a.http, "/api/rooms/planned").await;
+    assert_eq!(resp.status, 404);
+}
+
 // ---- helpers --------------------------------------------------------------------------
 
 /// Reads messages until silence; fails on anything that says a peer left or the room
