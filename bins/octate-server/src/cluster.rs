@@ -80,14 +80,10 @@ pub(crate) async fn join(
     let Some(url) = args.redis_url.clone() else {
         return Err("no Redis URL".into());
     };
-    let mut config = ClusterConfig::new(url, node.clone());
+    let mut config = ClusterConfig::new(url, node.clone()).with_limits_of(core);
     config.heartbeat_interval = Duration::from_millis(args.cluster_heartbeat_ms);
     config.node_ttl = Duration::from_millis(args.cluster_node_ttl_ms);
     config.reap_interval = Duration::from_millis(args.cluster_reap_interval_ms);
-    config.max_peers_per_room = core.max_peers_per_room;
-    config.max_rooms = core.max_rooms;
-    config.max_rooms_per_user = core.max_rooms_per_user;
-    config.empty_room_grace = core.empty_room_grace;
     let events: Weak<App> = Arc::downgrade(app);
     let sink = Arc::new(move |event: NodeEvent| {
         let Some(app) = events.upgrade() else {

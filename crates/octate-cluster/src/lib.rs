@@ -49,6 +49,9 @@ use crate::store::BeatMode;
 use crate::wire::RelayFrame;
 use crate::writer::{Job, Writer};
 
+/// Most bytes of relay frames waiting for the writer; more are dropped and counted.
+const MAX_QUEUED_RELAY_BYTES: usize = 64 * 1024 * 1024;
+
 /// Something the cluster tells this node.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeEvent {
@@ -140,6 +143,7 @@ impl Cluster {
             gaps: Mutex::new(HashSet::new()),
             boot: boot_nonce(),
             jobs,
+            queued_relay_bytes: std::sync::atomic::AtomicUsize::new(0),
             triggers,
         });
         let subscription = subscriber::open(&sh).await?;
@@ -279,6 +283,14 @@ impl ClusterLink for Cluster {
                     to.as_ref(),
                     &msg.encode(),
                 );
+                let len = frame.bytes.len();
+                let queued = sh.queued_relay_bytes.fetch_add(len, Ordering::Relaxed);
+                if queued + len > MAX_QUEUED_RELAY_BYTES {
+                    // Redis does not keep up: drop the message, as an outage would.
+                    sh.queued_relay_bytes.fetch_sub(len, Ordering::Relaxed);
+                    Counters::add(&sh.counters.dropped, 1);
+                    return;
+                }
                 Job::Relay { node, frame }
             }
             ClusterCommand::CloseRoom { room_id, reason } => Job::Close { room_id, reason },

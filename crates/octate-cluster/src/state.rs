@@ -103,6 +103,10 @@ pub(crate) struct Shared {
     /// Distinguishes this process' frames from an earlier process with the same node id.
     pub(crate) boot: u64,
     pub(crate) jobs: mpsc::UnboundedSender<Job>,
+    /// Bytes of relay frames queued for the writer and not taken yet: bounded, so a slow
+    /// Redis cannot make relays pile up without limit (joins and leaves are bounded by
+    /// the connections themselves).
+    pub(crate) queued_relay_bytes: std::sync::atomic::AtomicUsize,
     pub(crate) triggers: mpsc::Sender<Trigger>,
 }
 

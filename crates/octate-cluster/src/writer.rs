@@ -135,6 +135,16 @@ impl Writer {
             }
             self.expire_backlog();
             let jobs = std::mem::take(&mut batch);
+            let taken: usize = jobs
+                .iter()
+                .map(|j| match j {
+                    Job::Relay { frame, .. } => frame.bytes.len(),
+                    _ => 0,
+                })
+                .sum();
+            self.sh
+                .queued_relay_bytes
+                .fetch_sub(taken, std::sync::atomic::Ordering::Relaxed);
             // A restore means the subscriber is back: Redis is likely up, try at once.
             let restoring = jobs.iter().any(|j| matches!(j, Job::Restore { .. }));
             if self.conn.is_none() && (restoring || Instant::now() >= self.next_attempt) {

@@ -11,7 +11,8 @@
 //! and applies a snapshot by comparing it with the replica: the differences become
 //! `peer-joined`, `peer-left` and `host-changed` for the local peers. A lost, repeated
 //! or late snapshot therefore never produces a wrong event: an older version is
-//! ignored, and a newer one carries everything that happened in between.
+//! ignored, and a newer one carries everything that happened in between (only the
+//! exact reason of a departure described by a lost snapshot is lost: `disconnected`).
 
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 //! by the `octate-cluster` crate over Redis) carries the core's
 //! [`ClusterCommand`]s out and answers the HTTP API's cluster-wide questions; what the
 //! cluster tells this node comes back through [`App::handle_cluster_event`] and
-//! [`App::revoke_everywhere_applied`](crate::App). Without a link the server is one
+//! [`App::apply_revocation`](crate::App::apply_revocation). Without a link the server is one
 //! in-memory node, exactly as before.
 
 use std::future::Future;
