@@ -5,21 +5,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::peers::{
+use octate_client::{Client, ClientError};
+use octate_protocol::{ErrorCode, LeaveReason, ServerMessage, SignalKind};
+use octate_test::binary::{RealServer, server_command};
+use octate_test::peers::{
     self, body, expect_close, expect_host_changed, expect_peer_joined, expect_peer_left, get, next,
     post,
 };
-use octate_client::{Client, ClientError};
-use octate_protocol::{ErrorCode, LeaveReason, ServerMessage, SignalKind};
+use octate_test::redis::Redis;
 use serde_json::json;
 
 const SECRET: &str = "cluster-test-secret-0123456789abcdef";
@@ -195,7 +190,7 @@ async fn a_node_stopped_with_sigterm_announces_its_peers_at_once() {
         started.elapsed() < TTL,
         "announced by the stopping node, not the reaper"
     );
-    a.exited_within(Duration::from_secs(10));
+    a.exited_within(Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,22 +463,7 @@ async fn join_when_available(node: &Node, user: &str, room: &str) -> peers::Join
         let token = node.token(user, room).await;
         let (client, text) = peers::auth_raw(&node.ws_url(), &token, None).await;
         if text.contains("auth-ok") {
-            let raw: serde_json::Value = serde_json::from_str(&text).unwrap();
-            let others = raw["data"]["peers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p["userId"].as_str().unwrap().to_owned())
-                .collect();
-            let Ok(ServerMessage::AuthOk { room, .. }) = ServerMessage::decode(text.as_bytes())
-            else {
-                panic!("{user}: {text}");
-            };
-            return peers::Joined {
-                client,
-                room,
-                others,
-            };
+            return peers::joined_from(client, &text, user);
         }
         assert!(text.contains("unavailable"), "{user}: {text}");
         assert!(Instant::now() < deadline, "{user}: still unavailable");
@@ -491,119 +471,14 @@ async fn join_when_available(node: &Node, user: &str, room: &str) -> peers::Join
     }
 }
 
-/// A `redis-server` of the test's own on a free loopback port, without persistence.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("octate-redis-{port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut redis = Self {
-            child: None,
-            port,
-            dir,
-        };
-        redis.restart();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// Starts the server (again) on the same port, empty.
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (tests/all.sh installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.try_command(&["PING"]).as_deref() != Some("+PONG") {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(
-            Command::new("kill")
-                .args([signal, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-
-    fn command(&self, args: &[&str]) -> String {
-        self.try_command(args)
-            .unwrap_or_else(|| panic!("redis command {args:?} failed"))
-    }
-
-    /// Sends one command in RESP and returns the first line of the answer.
-    fn try_command(&self, args: &[&str]) -> Option<String> {
-        let mut tcp = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        tcp.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut req = format!("*{}\r\n", args.len()).into_bytes();
-        for arg in args {
-            req.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            req.extend_from_slice(arg.as_bytes());
-            req.extend_from_slice(b"\r\n");
-        }
-        tcp.write_all(&req).ok()?;
-        let mut line = String::new();
-        BufReader::new(tcp).read_line(&mut line).ok()?;
-        Some(line.trim_end().to_owned())
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        if let Some(child) = &self.child {
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
-        }
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One `octate-server` process of the cluster; killed on drop.
-struct Node {
-    child: Child,
-    http: SocketAddr,
-    signaling: SocketAddr,
+struct Node(RealServer);
+
+impl std::ops::Deref for Node {
+    type Target = RealServer;
+    fn deref(&self) -> &RealServer {
+        &self.0
+    }
 }
 
 impl Node {
@@ -612,19 +487,8 @@ impl Node {
     }
 
     fn start_with(redis: &Redis, id: &str, env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(server_binary());
-        for (name, _) in std::env::vars() {
-            if name.starts_with("OCTATE_") {
-                cmd.env_remove(name);
-            }
-        }
-        cmd.current_dir(std::env::temp_dir())
-            .env("RUST_LOG", "warn")
-            .env("HOST", "127.0.0.2")
-            .env("PORT", "0")
-            .env("SIGNALING_PORT", "0")
-            .env("OCTATE_TOKEN_SECRET", SECRET)
-            .env("OCTATE_REDIS_URL", redis.url())
+        let mut cmd = server_command();
+        cmd.env("OCTATE_REDIS_URL", redis.url())
             .env("OCTATE_NODE_ID", id)
             .env("OCTATE_CLUSTER_HEARTBEAT_MS", "100")
             .env("OCTATE_CLUSTER_NODE_TTL_MS", TTL.as_millis().to_string())
@@ -632,48 +496,8 @@ impl Node {
             // The tests send bursts of signals; the rate limit is not what they test.
             .env("OCTATE_MESSAGES_PER_SECOND", "10000")
             .env("OCTATE_MESSAGE_BURST", "10000")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("node {id} printed no listening line");
-        };
-        let addr = |key: &str| -> SocketAddr {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-        };
-        Self {
-            http: addr("http="),
-            signaling: addr("signaling="),
-            child,
-        }
-    }
-
-    fn ws_url(&self) -> String {
-        format!("ws://{}/", self.signaling)
-    }
-
-    async fn token(&self, user: &str, room: &str) -> String {
-        let fetch = octate_client::fetch_token(self.http, user, room, None);
-        tokio::time::timeout(peers::WAIT, fetch)
-            .await
-            .unwrap()
-            .unwrap()
+            .envs(env.iter().copied());
+        Self(RealServer::start_command(cmd, SECRET))
     }
 
     async fn join(&self, user: &str, room: &str) -> peers::Joined {
@@ -682,72 +506,11 @@ impl Node {
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
     }
 
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args([signal, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+    async fn exited_within(&mut self, limit: Duration) {
+        self.0.exited_within(limit).await;
     }
-
-    fn exited_within(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node still running after {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Builds `octate-server` once and returns its path.
-fn server_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-        let target_dir = profile_dir.parent().unwrap();
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args([
-            "build",
-            "-p",
-            "octate-server",
-            "--bin",
-            "octate-server",
-            "--target-dir",
-        ])
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-            cmd.arg("--release");
-        }
-        let out = cmd.output().unwrap();
-        let mut log = String::new();
-        let _ = out.stderr.as_slice().read_to_string(&mut log);
-        assert!(
-            out.status.success(),
-            "cargo build -p octate-server failed:\n{log}"
-        );
-        profile_dir.join(format!("octate-server{}", std::env::consts::EXE_SUFFIX))
-    })
 }

@@ -24,6 +24,8 @@ pub mod binary;
 #[cfg(feature = "net")]
 pub mod peers;
 #[cfg(feature = "net")]
+pub mod redis;
+#[cfg(feature = "net")]
 pub mod server;
 #[cfg(feature = "net")]
 pub mod ws;

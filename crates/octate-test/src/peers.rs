@@ -64,6 +64,11 @@ pub async fn auth_raw(url: &str, token: &str, user_name: Option<&str>) -> (Clien
 /// Authenticates and asserts the answer is `auth-ok` for `user`.
 pub async fn join(url: &str, token: &str, user: &str, user_name: Option<&str>) -> Joined {
     let (client, text) = auth_raw(url, token, user_name).await;
+    joined_from(client, &text, user)
+}
+
+/// The peer that got `text` in answer to its `auth`, which must be `auth-ok` for `user`.
+pub fn joined_from(client: Client, text: &str, user: &str) -> Joined {
     let msg = ServerMessage::decode(text.as_bytes()).expect("auth answer decodes");
     let ServerMessage::AuthOk { user_id, room, .. } = msg else {
         panic!("{user}: expected auth-ok, got {text}");
@@ -73,7 +78,7 @@ pub async fn join(url: &str, token: &str, user: &str, user_name: Option<&str>) -
         user,
         "{user}: auth-ok names the token's user"
     );
-    let raw: Value = serde_json::from_str(&text).expect("auth-ok is JSON");
+    let raw: Value = serde_json::from_str(text).expect("auth-ok is JSON");
     let others = raw["data"]["peers"]
         .as_array()
         .unwrap_or_else(|| panic!("{user}: auth-ok without data.peers: {text}"))
