@@ -1,9 +1,6 @@
 //! Two and three cluster links in one process over a real Redis that each test starts,
 //! kills, restarts, freezes and feeds garbage.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,103 +10,20 @@ use octate_core::{
     NewRoom, NodeId, RoomSnapshot,
 };
 use octate_protocol::{ErrorCode, LeaveReason, RoomCloseReason, RoomId, ServerMessage, UserId};
+use octate_test::redis::{Redis, free_port};
 use octate_transport::ClusterLink;
 use parking_lot::Mutex;
 
-// ---- A private Redis per test ----------------------------------------------------------
+// ---- A private Redis per test (octate_test::redis) ----------------------------------
 
-/// A `redis-server` on a free loopback port, killed on drop.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
-
-fn answers_ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-    if s.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 7];
-    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
-
-impl Redis {
-    fn start() -> Self {
-        let mut redis = Self {
-            child: None,
-            port: free_port(),
-        };
-        redis.spawn();
-        redis
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !answers_ping(self.port) {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn pid(&self) -> String {
-        self.child.as_ref().expect("running").id().to_string()
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([sig, &self.pid()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-
-    async fn command(&self, cmd: &redis::Cmd) -> redis::Value {
-        let client = redis::Client::open(self.url()).expect("url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect");
-        cmd.query_async(&mut conn).await.expect("command")
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        if let Some(child) = &self.child {
-            // A frozen server must be thawed to die cleanly.
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
-        }
-        self.kill();
-    }
+/// Runs one command through redis-rs and returns its answer.
+async fn command(redis: &Redis, cmd: &redis::Cmd) -> redis::Value {
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    cmd.query_async(&mut conn).await.expect("command")
 }
 
 // ---- Nodes that record what the cluster tells them --------------------------------------
@@ -604,7 +518,7 @@ async fn garbage_on_an_inbox_is_counted_and_ignored() {
     ] {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg("oct:inbox:b").arg(junk);
-        redis.command(&cmd).await;
+        command(&redis, &cmd).await;
     }
     until("5 bad messages", || b.link.stats().bad_messages == 5).await;
     a.relay(&b, "r", "alice", "bob", "still fine");
@@ -691,9 +605,7 @@ async fn a_graceful_shutdown_is_announced_at_once() {
         })
         .await;
     assert_eq!(users(&snapshot_of(&seen)), ["bob"]);
-    let alive = redis
-        .command(redis::cmd("ZRANGE").arg("oct:nodes").arg(0).arg(-1))
-        .await;
+    let alive = command(&redis, redis::cmd("ZRANGE").arg("oct:nodes").arg(0).arg(-1)).await;
     assert_eq!(
         alive,
         redis::Value::Array(vec![redis::Value::BulkString(b"b".to_vec())])
@@ -739,7 +651,7 @@ async fn redis_restarted_empty_gets_every_member_back() {
     a.join(10, "r", "late", JoinKind::Join);
     assert_eq!(a.join_result(10).await, Err(CoreError::Unavailable));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    redis.spawn();
+    redis.restart();
 
     for node in [&a, &b] {
         node.wait_for("recovered", recovered).await;
@@ -843,9 +755,11 @@ async fn a_killed_subscriber_comes_back() {
     a.joined(1, "r", "alice").await;
     b.joined(2, "r", "bob").await;
 
-    redis
-        .command(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"))
-        .await;
+    command(
+        &redis,
+        redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"),
+    )
+    .await;
     for node in [&a, &b] {
         node.wait_for("degraded", degraded).await;
         node.wait_for("recovered", recovered).await;
@@ -901,7 +815,7 @@ async fn duplicate_frames_are_dropped_and_gaps_resync_the_shared_rooms() {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg("oct:inbox:a")
             .arg(raw_frame("b", 9, seq, "r", "bob", text));
-        redis.command(&cmd).await;
+        command(&redis, &cmd).await;
     }
     until("five", || {
         a.relayed_texts().last().is_some_and(|t| t == "five")
@@ -920,7 +834,7 @@ async fn duplicate_frames_are_dropped_and_gaps_resync_the_shared_rooms() {
     let mut cmd = redis::cmd("PUBLISH");
     cmd.arg("oct:inbox:a")
         .arg(raw_frame("b", 10, 1, "r", "bob", "rebooted"));
-    redis.command(&cmd).await;
+    command(&redis, &cmd).await;
     until("rebooted", || {
         a.relayed_texts().last().is_some_and(|t| t == "rebooted")
     })
@@ -938,9 +852,7 @@ async fn a_node_reaped_while_alive_registers_its_peers_again() {
     // Make a look dead to b (as after a long pause) until b reaps it.
     let deadline = Instant::now() + WAIT;
     loop {
-        redis
-            .command(redis::cmd("ZADD").arg("oct:nodes").arg(1).arg("a"))
-            .await;
+        command(&redis, redis::cmd("ZADD").arg("oct:nodes").arg(1).arg("a")).await;
         let reaped = b.memberships().iter().any(|(snap, cause)| {
             *cause == MembershipCause::NodeDown(node_id("a")) && users(snap) == ["bob"]
         });
@@ -982,7 +894,7 @@ async fn frames_sent_during_a_short_outage_arrive_after_it() {
         a.relay(&b, "r", "alice", "bob", text);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    redis.spawn();
+    redis.restart();
     until("the outage's frames", || b.relayed_texts().len() == 4).await;
     let texts = b.relayed_texts();
     for (got, want) in texts
@@ -1011,7 +923,7 @@ async fn frames_older_than_the_outage_window_are_dropped_and_counted() {
         a.relay(&b, "r", "alice", "bob", &format!("stale {i}"));
     }
     until("stale frames dropped", || a.link.stats().dropped == 5).await;
-    redis.spawn();
+    redis.restart();
     for node in [&a, &b] {
         node.wait_for("recovered", recovered).await;
     }

@@ -1,70 +1,15 @@
 //! Two real cores, one per cluster link, over a real Redis: what their peers are told
 //! when peers join across nodes, exchange signals, Redis restarts empty, and a node dies.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use octate_cluster::{Cluster, ClusterConfig, NodeEvent};
 use octate_core::{ConnId, Core, CoreConfig, Identity, NodeId, Output};
 use octate_protocol::{ClientMessage, LeaveReason, RoomId, ServerMessage, UserId};
+use octate_test::redis::Redis;
 use octate_transport::ClusterLink;
 use parking_lot::Mutex;
-
-/// A `redis-server` on a free loopback port, killed on drop.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut redis = Self { child: None, port };
-        redis.spawn();
-        redis
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while redis::Client::open(self.url())
-            .and_then(|c| c.get_connection())
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -215,7 +160,7 @@ async fn peers_on_two_cores_see_each_other_signal_and_survive_a_redis_restart() 
     // Redis restarts empty: nobody is told anyone left.
     redis.kill();
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    redis.spawn();
+    redis.restart();
     let deadline = Instant::now() + Duration::from_secs(5);
     while a.link().stats().degraded || b.link().stats().degraded {
         assert!(Instant::now() < deadline, "never recovered");
