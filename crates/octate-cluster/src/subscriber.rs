@@ -222,7 +222,14 @@ impl Receiver {
             }
             None => {
                 if self.links.len() >= MAX_LINKS {
-                    self.links.clear();
+                    // Forget senders that are no longer alive, not the live ones' sequences.
+                    let alive = sh.health.lock().alive.clone();
+                    self.links.retain(|node, _| alive.iter().any(|a| a == node));
+                    if self.links.len() >= MAX_LINKS
+                        && let Some(any) = self.links.keys().next().cloned()
+                    {
+                        self.links.remove(&any);
+                    }
                 }
                 self.links.insert(
                     frame.node.to_owned(),
