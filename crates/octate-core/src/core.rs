@@ -142,7 +142,15 @@ struct PendingJoin {
     kind: JoinKind,
     room_id: RoomId,
     user_id: UserId,
+    /// Signals from other nodes that reached this node before the join's own answer
+    /// (the other node saw the join first); delivered right after `auth-ok`.
+    held: Vec<Arc<str>>,
+    /// A `join-room` arrived while this join was in flight: it is answered too.
+    also_room_joined: bool,
 }
+
+/// Most bytes of signals held for one join in flight; more are dropped.
+const MAX_HELD_BYTES: usize = 256 * 1024;
 
 impl Core {
     /// Creates an empty core; timers start counting from `now`.
@@ -633,8 +641,15 @@ impl Core {
         if self.degraded {
             return Err(CoreError::Unavailable);
         }
-        if self.pending.contains_key(&conn) {
-            return Ok(());
+        if let Some(pending) = self.pending.get_mut(&conn) {
+            // The connection is joining already: answer this request with that join.
+            return match kind {
+                JoinKind::Create { .. } => Err(CoreError::RoomExists),
+                JoinKind::Auth | JoinKind::Join => {
+                    pending.also_room_joined = true;
+                    Ok(())
+                }
+            };
         }
         self.pending.insert(
             conn,
@@ -642,6 +657,8 @@ impl Core {
                 kind: kind.clone(),
                 room_id: room_id.clone(),
                 user_id: user_id.clone(),
+                held: Vec::new(),
+                also_room_joined: false,
             },
         );
         self.outputs
@@ -712,6 +729,16 @@ impl Core {
             self.insert_member(now, &room_id, &entry, conn);
         }
         self.reply_joined(conn, &user, &room_id, pending.kind.is_auth());
+        if pending.also_room_joined {
+            self.reply_joined(conn, &user, &room_id, false);
+        }
+        for text in pending.held {
+            self.stats.messages_relayed += 1;
+            self.outputs.push_back(Output::Forward {
+                to: vec![conn],
+                text,
+            });
+        }
     }
 
     /// Adds this node's joiner to a replica that a newer snapshot built without it.
@@ -986,6 +1013,11 @@ impl Core {
         to: Option<&UserId>,
         text: Arc<str>,
     ) {
+        if let Some(user) = to
+            && self.hold_for_joiner(room_id, user, &text)
+        {
+            return;
+        }
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
@@ -1005,6 +1037,32 @@ impl Core {
             self.stats.messages_relayed += to.len() as u64;
             self.outputs.push_back(Output::Forward { to, text });
         }
+    }
+
+    /// Keeps a signal for a local user whose join is committed elsewhere but not answered
+    /// here yet; `false` when the user is a live member here or has no join in flight.
+    fn hold_for_joiner(&mut self, room_id: &RoomId, user: &UserId, text: &Arc<str>) -> bool {
+        let live_here = self
+            .rooms
+            .get(room_id)
+            .and_then(|r| r.member(user))
+            .and_then(Member::local)
+            .is_some();
+        if live_here {
+            return false;
+        }
+        let Some(pending) = self
+            .pending
+            .values_mut()
+            .find(|p| &p.room_id == room_id && &p.user_id == user)
+        else {
+            return false;
+        };
+        let held: usize = pending.held.iter().map(|t| t.len()).sum();
+        if held + text.len() <= MAX_HELD_BYTES {
+            pending.held.push(text.clone());
+        }
+        true
     }
 
     /// Closes a room here and, on a cluster, on every other node too.

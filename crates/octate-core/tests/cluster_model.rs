@@ -172,6 +172,8 @@ impl FakeStore {
 #[derive(Debug, Default, Clone)]
 struct ClientView {
     room: Option<RoomId>,
+    /// `room-joined` answers to a `join-room` while already in the room.
+    room_joined: usize,
     peers: Vec<UserId>,
     host: Option<UserId>,
     closed: bool,
@@ -180,6 +182,11 @@ struct ClientView {
 impl ClientView {
     fn apply(&mut self, msg: &ServerMessage) {
         match msg {
+            ServerMessage::RoomJoined { room, .. } if self.room.as_ref() == Some(&room.room_id) => {
+                self.room_joined += 1;
+                self.peers = room.peers.iter().map(|p| p.user_id.clone()).collect();
+                self.host = Some(room.host_id.clone());
+            }
             ServerMessage::AuthOk { room, .. } | ServerMessage::RoomJoined { room, .. } => {
                 assert!(self.room.is_none(), "joined twice: {msg:?}");
                 self.room = Some(room.room_id.clone());
@@ -287,6 +294,13 @@ impl FakeCluster {
             .handle_authenticated(self.now, conn, identity, None);
         self.pump(node);
         conn
+    }
+
+    fn send(&mut self, node: usize, conn: ConnId, json: &str) {
+        self.now += 1;
+        let msg = ClientMessage::decode(json.as_bytes(), 64 * 1024).expect("valid message");
+        self.nodes[node].core.handle_message(self.now, conn, msg);
+        self.pump(node);
     }
 
     fn disconnect(&mut self, node: usize, conn: ConnId) {
@@ -492,6 +506,22 @@ impl FakeCluster {
         true
     }
 
+    /// Delivers the next message of one node's inbox (`replies` false) or replies.
+    fn deliver_from(&mut self, node: usize, replies: bool) -> bool {
+        let n = &mut self.nodes[node];
+        let Some(Delivery(event)) = (if replies {
+            n.replies.pop_front()
+        } else {
+            n.inbox.pop_front()
+        }) else {
+            return false;
+        };
+        self.now += 1;
+        n.core.handle_cluster(self.now, event);
+        self.pump(node);
+        true
+    }
+
     fn settle(&mut self) {
         let mut guard = 0;
         while self.deliver(0, false, false) {
@@ -684,6 +714,48 @@ fn a_disconnect_during_a_join_in_flight_is_undone() {
         1,
         "alice's join undone"
     );
+    c.check_converged();
+}
+
+#[test]
+fn a_signal_that_overtakes_the_joiners_own_answer_is_delivered_after_auth_ok() {
+    let mut c = FakeCluster::new(2, 50);
+    let b = c.connect(1, "bob", "r");
+    c.settle();
+    let a = c.connect(0, "alice", "r");
+    // Node 1 hears of alice's join before node 0 gets the join's answer.
+    assert!(c.deliver_from(1, false), "alice's join reaches node 1");
+    assert_eq!(c.views[&(1, b)].peers, vec![uid("bob"), uid("alice")]);
+    c.signal(1, b, "alice", 7);
+    assert!(
+        c.deliver_from(0, false),
+        "bob's signal reaches node 0 first"
+    );
+    assert!(c.views[&(0, a)].room.is_none(), "alice has no auth-ok yet");
+    assert!(!c.received.contains_key(&(0, a)), "so the signal waits");
+    c.settle();
+    assert!(c.views[&(0, a)].room.is_some());
+    assert_eq!(
+        c.received[&(0, a)],
+        vec![(uid("bob"), 7)],
+        "delivered once, after auth-ok"
+    );
+    c.check_converged();
+}
+
+#[test]
+fn a_join_room_sent_while_the_auth_join_is_in_flight_is_answered() {
+    let mut c = FakeCluster::new(1, 50);
+    let a = c.connect(0, "alice", "r");
+    c.send(0, a, r#"{"type":"join-room"}"#);
+    assert!(
+        c.views[&(0, a)].room.is_none(),
+        "nothing until the join commits"
+    );
+    c.settle();
+    let view = &c.views[&(0, a)];
+    assert!(view.room.is_some(), "auth-ok arrived");
+    assert_eq!(view.room_joined, 1, "and the join-room got its room-joined");
     c.check_converged();
 }
 
