@@ -243,7 +243,10 @@ impl Writer {
 
     fn wait_for_link(&mut self, job: Job) {
         if self.waiting.len() >= MAX_WAITING {
+            // Counted and logged: a leave lost here stays in Redis until this node restarts.
             self.waiting.pop_front();
+            Counters::add(&self.sh.counters.dropped, 1);
+            tracing::warn!("a membership change waiting for Redis was dropped: too many waiting");
         }
         self.waiting.push_back(job);
     }
