@@ -9,14 +9,14 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::TestServer;
 use common::peers::{WAIT, assert_http_error, get, post};
+use octate_test::binary::{server_command, wait_bounded};
 use octate_transport::CorsOrigins;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -204,86 +204,11 @@ async fn an_unparsable_origin_is_refused_even_with_an_origin_list() {
 
 // ---- Production without an origin list (the real binary) --------------------------------
 
-/// Builds `octate-server` once (the root package's tests do not build it) and returns its path.
-fn server_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // This test runs from <target>/<profile>/deps/.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = profile_dir
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let log_path = target_dir.join("octate-server-build-http-edge.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args([
-            "build",
-            "-p",
-            "octate-server",
-            "--bin",
-            "octate-server",
-            "--target-dir",
-        ])
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::null())
-        .stderr(log);
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let status = wait_bounded(&mut cmd.spawn().unwrap(), Duration::from_secs(900));
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        assert!(
-            status.success(),
-            "cargo build -p octate-server failed:\n{log}"
-        );
-        let bin = profile_dir.join(format!("octate-server{}", std::env::consts::EXE_SUFFIX));
-        assert!(bin.is_file(), "{} was not built", bin.display());
-        bin
-    })
-}
-
-/// Waits for `child` to exit, killing it and failing after `limit`.
-fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("process {} still running after {limit:?}", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The binary in production mode with a secret and an admin key, none of the caller's
 /// Octate settings, no `.env`, on random loopback ports.
 fn production_command() -> Command {
-    let mut cmd = Command::new(server_binary());
-    for (name, _) in std::env::vars() {
-        if name.starts_with("OCTATE_")
-            || ["HOST", "PORT", "SIGNALING_PORT", "CORS_ORIGINS"].contains(&name.as_str())
-        {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.current_dir(std::env::temp_dir())
-        .env("RUST_LOG", "warn")
-        .env("OCTATE_ENV", "production")
+    let mut cmd = server_command();
+    cmd.env("OCTATE_ENV", "production")
         .env("OCTATE_TOKEN_SECRET", "binary-test-secret-0123456789abcdef")
         .env("OCTATE_ADMIN_KEY", ADMIN_KEY)
         .env("HOST", "127.0.0.2")
