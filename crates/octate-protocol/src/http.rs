@@ -178,8 +178,8 @@ pub struct StatsResponse {
     pub cluster: Option<ClusterReport>,
 }
 
-/// The cluster section of `/stats` and `/info`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The cluster section of `/stats`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterReport {
     /// This node.

@@ -28,30 +28,8 @@ pub enum LinkError {
     Refused(#[from] CoreError),
 }
 
-/// Figures about the cluster for `/stats`, `/info` and `/metrics`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClusterStats {
-    /// This node.
-    pub node_id: String,
-    /// Nodes whose heartbeat is current, this one included.
-    pub nodes_alive: u64,
-    /// Whether the link to the shared store is up.
-    pub connected: bool,
-    /// Whether joins are refused until the link recovers.
-    pub degraded: bool,
-    /// Messages received from other nodes.
-    pub messages_in: u64,
-    /// Messages sent to other nodes.
-    pub messages_out: u64,
-    /// Gaps found in another node's message sequence.
-    pub link_gaps: u64,
-    /// Rooms read again in full after a gap or an outage.
-    pub resyncs: u64,
-    /// Messages from the store that could not be decoded and were dropped.
-    pub bad_messages: u64,
-    /// Messages for other nodes dropped because the store stayed unreachable.
-    pub dropped: u64,
-}
+/// Figures about the cluster for `/stats` and `/metrics` (the `/stats` section itself).
+pub type ClusterStats = ClusterReport;
 
 /// What this node needs from the rest of the cluster.
 pub trait ClusterLink: Send + Sync + 'static {
@@ -81,24 +59,6 @@ pub trait ClusterLink: Send + Sync + 'static {
     ) -> LinkFuture<'_, Result<(), LinkError>>;
     /// Current figures.
     fn stats(&self) -> ClusterStats;
-}
-
-impl ClusterStats {
-    /// The `/stats` and `/info` form.
-    pub fn report(&self) -> ClusterReport {
-        ClusterReport {
-            node_id: self.node_id.clone(),
-            nodes_alive: self.nodes_alive,
-            connected: self.connected,
-            degraded: self.degraded,
-            messages_in: self.messages_in,
-            messages_out: self.messages_out,
-            link_gaps: self.link_gaps,
-            resyncs: self.resyncs,
-            bad_messages: self.bad_messages,
-            dropped: self.dropped,
-        }
-    }
 }
 
 /// A room as the whole cluster holds it, in the HTTP API's shape.

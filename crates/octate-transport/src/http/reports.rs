@@ -63,7 +63,7 @@ pub(super) fn stats(app: &App) -> Response<Body> {
             memory_cleanups: core.memory_cleanups,
             slow_consumers_closed: app.metrics.slow_consumers.get(),
         },
-        cluster: app.cluster().map(|c| c.stats().report()),
+        cluster: app.cluster().map(|c| c.stats()),
     };
     json(StatusCode::OK, &body)
 }
