@@ -144,6 +144,8 @@ async fn resync(sh: &Shared, after_outage: bool) -> Result<(), ClusterError> {
             None if after_outage => sh.emit_core(ClusterEvent::RoomClosed {
                 room_id,
                 reason: RoomCloseReason::Deleted,
+                // Read after the outage: newer than any join this node had in flight.
+                ver: u64::MAX,
             }),
             None => {}
         }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use octate_core::ClusterEvent;
+use octate_core::{ClusterEvent, NodeId};
 use octate_protocol::{RoomId, UserId};
 use redis::Msg;
 use redis::aio::{PubSubSink, PubSubStream};
@@ -134,6 +134,8 @@ async fn serve(
 struct LinkState {
     boot: u64,
     next: u64,
+    /// The sender's id, built once per link rather than once per frame.
+    node: NodeId,
 }
 
 /// Decodes and delivers what arrives on the node's channels.
@@ -157,9 +159,17 @@ impl Receiver {
                     sh.emit_core(ClusterEvent::Membership { snapshot, cause });
                 }
             }
-            Ok(Inbound::Closed { room_id, reason }) => {
+            Ok(Inbound::Closed {
+                room_id,
+                reason,
+                ver,
+            }) => {
                 sh.rooms.lock().remove(&room_id);
-                sh.emit_core(ClusterEvent::RoomClosed { room_id, reason });
+                sh.emit_core(ClusterEvent::RoomClosed {
+                    room_id,
+                    reason,
+                    ver,
+                });
             }
             Ok(Inbound::Revoked {
                 token_id,
@@ -189,10 +199,14 @@ impl Receiver {
         if !self.in_sequence(sh, frame) {
             return;
         }
+        let Some(from_node) = self.links.get(frame.node).map(|l| l.node.clone()) else {
+            return;
+        };
         Counters::add(&sh.counters.messages_in, 1);
         sh.emit(NodeEvent::Core(ClusterEvent::Relay {
             room_id,
             from,
+            from_node,
             to,
             text,
         }));
@@ -215,10 +229,8 @@ impl Receiver {
                 link.next = frame.seq + 1;
             }
             Some(link) => {
-                *link = LinkState {
-                    boot: frame.boot,
-                    next: frame.seq + 1,
-                };
+                link.boot = frame.boot;
+                link.next = frame.seq + 1;
             }
             None => {
                 if self.links.len() >= MAX_LINKS {
@@ -231,11 +243,16 @@ impl Receiver {
                         self.links.remove(&any);
                     }
                 }
+                let Ok(node) = NodeId::new(frame.node) else {
+                    Counters::add(&sh.counters.bad_messages, 1);
+                    return false;
+                };
                 self.links.insert(
                     frame.node.to_owned(),
                     LinkState {
                         boot: frame.boot,
                         next: frame.seq + 1,
+                        node,
                     },
                 );
             }

@@ -243,6 +243,9 @@ struct MembershipJson {
 struct ClosedJson {
     room: String,
     reason: RoomCloseReason,
+    /// Missing from a node that predates it: the close then counts as newer than any join.
+    #[serde(default)]
+    ver: Option<String>,
 }
 
 /// A revocation, as published on the control channel.
@@ -273,6 +276,7 @@ pub(crate) enum Inbound<'a> {
     Closed {
         room_id: RoomId,
         reason: RoomCloseReason,
+        ver: u64,
     },
     Revoked {
         token_id: String,
@@ -298,9 +302,14 @@ impl<'a> Inbound<'a> {
             b'C' => {
                 let c: ClosedJson =
                     serde_json::from_slice(body).map_err(|_| json("room-closed"))?;
+                let ver = match &c.ver {
+                    Some(v) => number("ver", v)?,
+                    None => u64::MAX,
+                };
                 Ok(Self::Closed {
                     room_id: RoomId::new(c.room).map_err(|e| bad(e.to_string()))?,
                     reason: c.reason,
+                    ver,
                 })
             }
             b'V' => {

@@ -232,6 +232,9 @@ pub enum ClusterEvent {
         room_id: RoomId,
         /// The sender.
         from: UserId,
+        /// The node the sender's session is on: a message from a session the sender
+        /// replaced since is dropped.
+        from_node: NodeId,
         /// The one recipient, or every local peer of the room but the sender.
         to: Option<UserId>,
         /// The JSON text to send as is.
@@ -243,6 +246,9 @@ pub enum ClusterEvent {
         room_id: RoomId,
         /// Why.
         reason: RoomCloseReason,
+        /// When, as a room version: a join committed with a smaller version was undone by
+        /// this close, a larger one created the room again.
+        ver: u64,
     },
     /// The shared store cannot be reached: joins are refused until [`ClusterEvent::Recovered`].
     Degraded,

@@ -134,6 +134,9 @@ pub struct Core {
     /// The newest snapshot of each room with a join in flight: it may overtake the
     /// join's own answer, and then decides whether the joiner is still current.
     early: HashMap<RoomId, RoomSnapshot>,
+    /// The newest close of each room with a join in flight, as (version, reason): a join
+    /// committed before it is undone.
+    closed: HashMap<RoomId, (u64, RoomCloseReason)>,
 }
 
 /// A join waiting for the cluster's answer.
@@ -171,6 +174,7 @@ impl Core {
             pending: HashMap::new(),
             degraded: false,
             early: HashMap::new(),
+            closed: HashMap::new(),
         }
     }
 
@@ -456,10 +460,27 @@ impl Core {
             ClusterEvent::Relay {
                 room_id,
                 from,
+                from_node,
                 to,
                 text,
-            } => self.deliver_remote(now, &room_id, &from, to.as_ref(), text),
-            ClusterEvent::RoomClosed { room_id, reason } => self.close_room(&room_id, reason),
+            } => self.deliver_remote(now, &room_id, (&from, &from_node), to.as_ref(), text),
+            ClusterEvent::RoomClosed {
+                room_id,
+                reason,
+                ver,
+            } => {
+                if self.pending.values().any(|p| p.room_id == room_id) {
+                    // A join in flight may have been committed before this close.
+                    let closed = self.closed.entry(room_id.clone()).or_insert((0, reason));
+                    if ver >= closed.0 {
+                        *closed = (ver, reason);
+                    }
+                }
+                // A replica newer than the close belongs to the room created again since.
+                if self.rooms.get(&room_id).is_none_or(|r| r.ver <= ver) {
+                    self.close_room(&room_id, reason);
+                }
+            }
             ClusterEvent::Degraded => self.degraded = true,
             ClusterEvent::Recovered => self.degraded = false,
         }
@@ -683,8 +704,26 @@ impl Core {
             Some(early) if early.ver > snapshot.ver => early.clone(),
             _ => snapshot,
         };
+        let closed = self.closed.get(&room_id).copied();
         if !self.pending.values().any(|p| p.room_id == room_id) {
             self.early.remove(&room_id);
+            self.closed.remove(&room_id);
+        }
+        if let Some((closed_ver, reason)) = closed
+            && closed_ver > newest.ver
+        {
+            // The room was closed after this join was committed: the join is gone with it.
+            if self.conns.remove(&conn).is_some() {
+                self.outputs.push_back(Output::Send {
+                    to: conn,
+                    msg: ServerMessage::RoomClosed { room_id, reason },
+                });
+                self.outputs.push_back(Output::Close {
+                    conn,
+                    code: CloseCode::RoomClosed,
+                });
+            }
+            return;
         }
         let Some(state) = self.conns.get_mut(&conn) else {
             // The connection went away while its join was in flight: undo the join.
@@ -789,6 +828,7 @@ impl Core {
         };
         if !self.pending.values().any(|p| p.room_id == pending.room_id) {
             self.early.remove(&pending.room_id);
+            self.closed.remove(&pending.room_id);
         }
         if !self.conns.contains_key(&conn) {
             return;
@@ -1009,7 +1049,7 @@ impl Core {
         &mut self,
         now: UnixMillis,
         room_id: &RoomId,
-        from: &UserId,
+        (from, from_node): (&UserId, &NodeId),
         to: Option<&UserId>,
         text: Arc<str>,
     ) {
@@ -1021,7 +1061,11 @@ impl Core {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
-        if room.member(from).is_none() {
+        let current = room.member(from).is_some_and(
+            |m| matches!(&m.location, PeerLocation::Remote { node, .. } if node == from_node),
+        );
+        if !current {
+            // The sender left, or its session moved elsewhere since (the message is stale).
             return;
         }
         room.touch(now);

@@ -21,7 +21,7 @@ use octate_core::{
     ClusterCommand, ClusterEvent, ClusterMember, ConnId, Core, CoreConfig, CoreError, Identity,
     JoinKind, MembershipCause, NodeId, Output, RoomSnapshot,
 };
-use octate_protocol::{ClientMessage, RoomId, ServerMessage, UserId};
+use octate_protocol::{ClientMessage, RoomCloseReason, RoomId, ServerMessage, UserId};
 use proptest::prelude::*;
 
 const T0: u64 = 1_700_000_000_000;
@@ -137,6 +137,14 @@ impl FakeStore {
         Ok((snapshot, cause, tell))
     }
 
+    /// The close script: deletes the room; returns the close's version and the nodes to tell.
+    fn close(&mut self, room_id: &RoomId) -> Option<(u64, Vec<NodeId>)> {
+        let tell = self.nodes_of(room_id);
+        self.rooms.remove(room_id)?;
+        self.clock += 1;
+        Some((self.clock, tell))
+    }
+
     /// The leave script: a no-op unless the session still owns the user.
     fn leave(
         &mut self,
@@ -213,6 +221,7 @@ impl ClientView {
                 );
             }
             ServerMessage::HostChanged { host_id, .. } => self.host = Some(host_id.clone()),
+            ServerMessage::RoomClosed { .. } => self.closed = true,
             _ => {}
         }
     }
@@ -301,6 +310,23 @@ impl FakeCluster {
         let msg = ClientMessage::decode(json.as_bytes(), 64 * 1024).expect("valid message");
         self.nodes[node].core.handle_message(self.now, conn, msg);
         self.pump(node);
+    }
+
+    /// Deletes a room over HTTP (any node): every node with members is told.
+    fn delete_room(&mut self, room: &str) {
+        let room_id = rid(room);
+        if let Some((ver, tell)) = self.store.close(&room_id) {
+            for node in tell {
+                let i = self.node_index(&node);
+                self.nodes[i]
+                    .inbox
+                    .push_back(Delivery(ClusterEvent::RoomClosed {
+                        room_id: room_id.clone(),
+                        reason: RoomCloseReason::Deleted,
+                        ver,
+                    }));
+            }
+        }
     }
 
     fn disconnect(&mut self, node: usize, conn: ConnId) {
@@ -442,6 +468,7 @@ impl FakeCluster {
                 self.nodes[i].inbox.push_back(Delivery(ClusterEvent::Relay {
                     room_id,
                     from,
+                    from_node: this.clone(),
                     to,
                     text,
                 }));
@@ -759,6 +786,73 @@ fn a_join_room_sent_while_the_auth_join_is_in_flight_is_answered() {
     c.check_converged();
 }
 
+#[test]
+fn a_room_closed_after_a_join_committed_undoes_the_join_even_when_the_close_arrives_first() {
+    let mut c = FakeCluster::new(2, 50);
+    let _bob = c.connect(1, "bob", "r");
+    c.settle();
+    let a = c.connect(0, "alice", "r");
+    // The join is committed; then the room is deleted over HTTP before node 0 has the answer.
+    c.delete_room("r");
+    while c.deliver_from(0, false) {}
+    assert!(c.views[&(0, a)].room.is_none(), "no auth-ok yet");
+    c.settle();
+    let alice = &c.views[&(0, a)];
+    assert!(
+        alice.room.is_none(),
+        "alice never got auth-ok for the deleted room"
+    );
+    assert!(alice.closed, "alice was told the room closed");
+    assert!(
+        c.nodes[0].core.room(&rid("r")).is_none(),
+        "no replica left behind"
+    );
+    c.check_converged();
+}
+
+#[test]
+fn a_join_after_a_room_closed_creates_it_again() {
+    let mut c = FakeCluster::new(2, 50);
+    let b = c.connect(1, "bob", "r");
+    let a0 = c.connect(0, "carol", "r");
+    c.settle();
+    c.delete_room("r");
+    let a = c.connect(0, "alice", "r");
+    c.settle();
+    assert!(
+        c.views[&(1, b)].closed && c.views[&(0, a0)].closed,
+        "the old members are closed"
+    );
+    let alice = &c.views[&(0, a)];
+    assert!(!alice.closed, "the new join is valid");
+    assert_eq!(alice.peers, vec![uid("alice")]);
+    c.check_converged();
+}
+
+#[test]
+fn a_late_signal_from_a_replaced_session_is_dropped() {
+    let mut c = FakeCluster::new(2, 50);
+    let a = c.connect(0, "alice", "r");
+    c.settle();
+    let old = c.connect(1, "bob", "r");
+    assert!(
+        c.deliver_from(1, true),
+        "bob's first session joins on node 1"
+    );
+    c.signal(1, old, "alice", 1);
+    // bob connects again on node 0, which hears of it before the old session's signal.
+    let new = c.connect(0, "bob", "r");
+    assert!(c.deliver_from(0, true), "the new session's answer");
+    c.signal(0, new, "alice", 2);
+    c.settle();
+    assert_eq!(
+        c.received[&(0, a)],
+        vec![(uid("bob"), 2)],
+        "the replaced session's late signal is not delivered after the new one's"
+    );
+    c.check_converged();
+}
+
 // ---- properties ----------------------------------------------------------------------
 
 #[derive(Clone, Debug)]
@@ -780,6 +874,9 @@ enum Step {
         lose: bool,
         repeat: bool,
     },
+    Delete {
+        room: u8,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -789,6 +886,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (any::<usize>(), 0..5u8).prop_map(|(pick, target)| Step::Signal { pick, target }),
         6 => (any::<usize>(), prop::bool::weighted(0.1), prop::bool::weighted(0.1))
             .prop_map(|(pick, lose, repeat)| Step::Deliver { pick, lose, repeat }),
+        1 => (0..2u8).prop_map(|room| Step::Delete { room }),
     ]
 }
 
@@ -830,6 +928,7 @@ fn run(steps: &[Step]) {
             Step::Deliver { pick, lose, repeat } => {
                 c.deliver(pick, lose, repeat);
             }
+            Step::Delete { room } => c.delete_room(&format!("r{room}")),
         }
         c.check_replicas();
     }

@@ -8,7 +8,10 @@ for _, m in ipairs(list) do
   redis.call('SREM', k_node_set(m.n), r .. ' ' .. m.user)
 end
 drop_room(r, meta)
-local msg = 'C{"room":' .. cjson.encode(r) .. ',"reason":' .. cjson.encode(reason) .. '}'
+-- The close's version: later than every join of the room it deletes (their versions are at
+-- most Redis' clock then), earlier than any join that creates the room again.
+local msg = 'C{"room":' .. cjson.encode(r) .. ',"reason":' .. cjson.encode(reason)
+  .. ',"ver":"' .. num(now_us()) .. '"}'
 for n, _ in pairs(nodes_of(list)) do
   redis.call('PUBLISH', inbox(n), msg)
 end
