@@ -232,6 +232,22 @@ fn unavailable(e: &ClusterError) -> LinkError {
     LinkError::Unavailable
 }
 
+impl Cluster {
+    /// Counts a relay frame against the writer's budget; `None` (dropped and counted)
+    /// when Redis does not keep up.
+    fn admit(&self, frame: RelayFrame) -> Option<RelayFrame> {
+        let sh = self.sh();
+        let len = frame.bytes.len();
+        let queued = sh.queued_relay_bytes.fetch_add(len, Ordering::Relaxed);
+        if queued + len > MAX_QUEUED_RELAY_BYTES {
+            sh.queued_relay_bytes.fetch_sub(len, Ordering::Relaxed);
+            Counters::add(&sh.counters.dropped, 1);
+            return None;
+        }
+        Some(frame)
+    }
+}
+
 impl ClusterLink for Cluster {
     fn node_id(&self) -> &NodeId {
         &self.sh().config.node_id
@@ -283,15 +299,34 @@ impl ClusterLink for Cluster {
                     to.as_ref(),
                     &msg.encode(),
                 );
-                let len = frame.bytes.len();
-                let queued = sh.queued_relay_bytes.fetch_add(len, Ordering::Relaxed);
-                if queued + len > MAX_QUEUED_RELAY_BYTES {
-                    // Redis does not keep up: drop the message, as an outage would.
-                    sh.queued_relay_bytes.fetch_sub(len, Ordering::Relaxed);
-                    Counters::add(&sh.counters.dropped, 1);
-                    return;
+                match self.admit(frame) {
+                    Some(frame) => Job::Relay { node, frame },
+                    None => return,
                 }
-                Job::Relay { node, frame }
+            }
+            ClusterCommand::Broadcast {
+                nodes,
+                room_id,
+                from,
+                msg,
+            } => {
+                // Encoded once; each node's frame gets its own sequence number.
+                let payload = msg.encode();
+                for node in nodes {
+                    let frame = RelayFrame::new(
+                        &sh.config.node_id,
+                        sh.boot,
+                        &room_id,
+                        &from,
+                        None,
+                        &payload,
+                    );
+                    if let Some(frame) = self.admit(frame) {
+                        // The writer only stops at shutdown.
+                        let _ = sh.jobs.send(Job::Relay { node, frame });
+                    }
+                }
+                return;
             }
             ClusterCommand::CloseRoom { room_id, reason } => Job::Close { room_id, reason },
         };

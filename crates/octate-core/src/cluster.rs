@@ -193,6 +193,18 @@ pub enum ClusterCommand {
         /// The message, ready to encode once.
         msg: ServerMessage,
     },
+    /// Deliver one message to a room's peers on several other nodes (presence, cursors):
+    /// encoded once for all of them.
+    Broadcast {
+        /// The nodes to deliver to.
+        nodes: Vec<NodeId>,
+        /// The room.
+        room_id: RoomId,
+        /// The sender; every peer of the room on those nodes but the sender receives it.
+        from: UserId,
+        /// The message, ready to encode once.
+        msg: ServerMessage,
+    },
     /// Close a room everywhere (inactivity, memory pressure).
     CloseRoom {
         /// The room.

@@ -1362,20 +1362,27 @@ impl Core {
         room.touch(now);
         let to = room.conns_except(Some(user));
         let msg = build(user.clone(), room_id.clone());
-        for node in &room.remote_nodes {
-            self.outputs
-                .push_back(Output::Cluster(ClusterCommand::Relay {
-                    node: node.clone(),
-                    room_id: room_id.clone(),
-                    to: None,
-                    from: user.clone(),
-                    msg: msg.clone(),
-                }));
+        // Empty on a single node: cloning it allocates nothing.
+        let nodes = room.remote_nodes.clone();
+        let remote = |msg| {
+            Output::Cluster(ClusterCommand::Broadcast {
+                nodes,
+                room_id: room_id.clone(),
+                from: user.clone(),
+                msg,
+            })
+        };
+        if to.is_empty() {
+            if !room.remote_nodes.is_empty() {
+                self.outputs.push_back(remote(msg));
+            }
+            return Ok(());
         }
-        if !to.is_empty() {
-            self.stats.messages_relayed += to.len() as u64;
-            self.outputs.push_back(Output::Broadcast { to, msg });
+        if !room.remote_nodes.is_empty() {
+            self.outputs.push_back(remote(msg.clone()));
         }
+        self.stats.messages_relayed += to.len() as u64;
+        self.outputs.push_back(Output::Broadcast { to, msg });
         Ok(())
     }
 

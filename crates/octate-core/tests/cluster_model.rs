@@ -473,6 +473,24 @@ impl FakeCluster {
                     text,
                 }));
             }
+            ClusterCommand::Broadcast {
+                nodes,
+                room_id,
+                from,
+                msg,
+            } => {
+                let text: Arc<str> = String::from_utf8(msg.encode()).expect("utf-8").into();
+                for node in nodes {
+                    let i = self.node_index(&node);
+                    self.nodes[i].inbox.push_back(Delivery(ClusterEvent::Relay {
+                        room_id: room_id.clone(),
+                        from: from.clone(),
+                        from_node: this.clone(),
+                        to: None,
+                        text: text.clone(),
+                    }));
+                }
+            }
             ClusterCommand::CloseRoom { .. } => {}
         }
     }
