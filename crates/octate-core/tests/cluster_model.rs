@@ -281,6 +281,12 @@ impl FakeCluster {
         }
     }
 
+    /// Puts an event in a node's inbox, as a PUBLISH to its channel would.
+    fn publish(&mut self, node: &NodeId, event: ClusterEvent) {
+        let i = self.node_index(node);
+        self.nodes[i].inbox.push_back(Delivery(event));
+    }
+
     fn node_index(&self, id: &NodeId) -> usize {
         self.nodes
             .iter()
@@ -317,14 +323,14 @@ impl FakeCluster {
         let room_id = rid(room);
         if let Some((ver, tell)) = self.store.close(&room_id) {
             for node in tell {
-                let i = self.node_index(&node);
-                self.nodes[i]
-                    .inbox
-                    .push_back(Delivery(ClusterEvent::RoomClosed {
+                self.publish(
+                    &node,
+                    ClusterEvent::RoomClosed {
                         room_id: room_id.clone(),
                         reason: RoomCloseReason::Deleted,
                         ver,
-                    }));
+                    },
+                );
             }
         }
     }
@@ -421,13 +427,13 @@ impl FakeCluster {
                 match self.store.join(&room_id, member, &kind) {
                     Ok((snapshot, cause, tell)) => {
                         for other in tell {
-                            let i = self.node_index(&other);
-                            self.nodes[i]
-                                .inbox
-                                .push_back(Delivery(ClusterEvent::Membership {
+                            self.publish(
+                                &other,
+                                ClusterEvent::Membership {
                                     snapshot: snapshot.clone(),
                                     cause: cause.clone(),
-                                }));
+                                },
+                            );
                         }
                         self.nodes[node]
                             .replies
@@ -446,13 +452,13 @@ impl FakeCluster {
             } => {
                 if let Some((snapshot, tell)) = self.store.leave(&room_id, &user_id, &this, conn) {
                     for other in tell {
-                        let i = self.node_index(&other);
-                        self.nodes[i]
-                            .inbox
-                            .push_back(Delivery(ClusterEvent::Membership {
+                        self.publish(
+                            &other,
+                            ClusterEvent::Membership {
                                 snapshot: snapshot.clone(),
                                 cause: MembershipCause::Left(user_id.clone(), reason),
-                            }));
+                            },
+                        );
                     }
                 }
             }
@@ -464,14 +470,16 @@ impl FakeCluster {
                 msg,
             } => {
                 let text: Arc<str> = String::from_utf8(msg.encode()).expect("utf-8").into();
-                let i = self.node_index(&to_node);
-                self.nodes[i].inbox.push_back(Delivery(ClusterEvent::Relay {
-                    room_id,
-                    from,
-                    from_node: this.clone(),
-                    to,
-                    text,
-                }));
+                self.publish(
+                    &to_node,
+                    ClusterEvent::Relay {
+                        room_id,
+                        from,
+                        from_node: this.clone(),
+                        to,
+                        text,
+                    },
+                );
             }
             ClusterCommand::Broadcast {
                 nodes,
@@ -481,14 +489,16 @@ impl FakeCluster {
             } => {
                 let text: Arc<str> = String::from_utf8(msg.encode()).expect("utf-8").into();
                 for node in nodes {
-                    let i = self.node_index(&node);
-                    self.nodes[i].inbox.push_back(Delivery(ClusterEvent::Relay {
-                        room_id: room_id.clone(),
-                        from: from.clone(),
-                        from_node: this.clone(),
-                        to: None,
-                        text: text.clone(),
-                    }));
+                    self.publish(
+                        &node,
+                        ClusterEvent::Relay {
+                            room_id: room_id.clone(),
+                            from: from.clone(),
+                            from_node: this.clone(),
+                            to: None,
+                            text: text.clone(),
+                        },
+                    );
                 }
             }
             ClusterCommand::CloseRoom { .. } => {}
