@@ -117,8 +117,19 @@ async fn three_nodes_show_one_room_and_relay_across_nodes() {
         .map(|p| p["userId"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(ids, ["alice", "bob", "carol"]);
-    let stats = peers::stats(nodes[0].http).await;
-    assert_eq!(stats["cluster"]["nodesAlive"], 3, "{stats}");
+    // Each node counts the live nodes at its own heartbeat: wait for one that saw all three.
+    let deadline = Instant::now() + 5 * TTL;
+    let stats = loop {
+        let stats = peers::stats(nodes[0].http).await;
+        if stats["cluster"]["nodesAlive"] == 3 {
+            break stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw 3 nodes alive: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
         stats["cluster"]["messagesOut"].as_u64().unwrap() >= 301,
         "{stats}"
