@@ -325,7 +325,9 @@ impl Core {
             member.info.last_heartbeat = now;
         }
         let result = match msg {
-            ClientMessage::Auth { .. } => Err(CoreError::AlreadyAuthenticated),
+            ClientMessage::Auth { .. } | ClientMessage::Resume { .. } => {
+                Err(CoreError::AlreadyAuthenticated)
+            }
             ClientMessage::CreateRoom {
                 room_id: asked,
                 room_name,
@@ -1131,12 +1133,14 @@ impl Core {
                 user_id,
                 room,
                 ice_servers: None,
+                resume: None,
             }
         } else {
             ServerMessage::RoomJoined {
                 user_id,
                 room,
                 ice_servers: None,
+                resume: None,
             }
         };
         self.outputs.push_back(Output::Send { to: conn, msg });
