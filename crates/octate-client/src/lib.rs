@@ -8,7 +8,7 @@
 //!   resumes, and falls back to a fresh `auth` when the server no longer knows it.
 //!
 //! It shares only the wire types with the server (`octate-protocol`); the WebSocket side
-//! is `tokio-tungstenite`.
+//! is `tokio-tungstenite`. The crate's README has a complete example.
 
 #![forbid(unsafe_code)]
 
@@ -25,3 +25,8 @@ pub use error::ClientError;
 pub use http::{HttpResponse, fetch_token, http_request, post_json, turn_credentials};
 pub use session::{Session, SessionConfig, SessionEvent, TokenSource};
 pub use welcome::Membership;
+
+/// The README's example, compiled with the doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;

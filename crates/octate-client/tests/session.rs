@@ -158,13 +158,23 @@ async fn expect_signal(session: &mut Session<AliceTokens>, kind: SignalKind, fro
     }
 }
 
-/// The membership of the next event, which must be of the kind `pick` accepts.
-async fn expect_back(
-    session: &mut Session<AliceTokens>,
-    pick: fn(SessionEvent) -> Result<Membership, SessionEvent>,
-) -> Membership {
-    pick(next_event(session).await)
-        .unwrap_or_else(|other| panic!("alice: unexpected {}", peers::brief(&other)))
+/// The next event, which must be `resumed`.
+async fn expect_resumed(session: &mut Session<AliceTokens>) -> Membership {
+    match next_event(session).await {
+        SessionEvent::Resumed(m) => m,
+        other => panic!("alice: expected resumed, got {}", peers::brief(&other)),
+    }
+}
+
+/// The next event, which must be `reauthenticated`.
+async fn expect_reauthenticated(session: &mut Session<AliceTokens>) -> Membership {
+    match next_event(session).await {
+        SessionEvent::Reauthenticated(m) => m,
+        other => panic!(
+            "alice: expected reauthenticated, got {}",
+            peers::brief(&other)
+        ),
+    }
 }
 
 /// Asserts bob sees alice leave for `reason` and join again (the host may move to him in
@@ -180,20 +190,6 @@ async fn expect_alice_left_and_joined(bob: &mut Client, reason: LeaveReason) {
             "bob: expected alice to join again, got {}",
             peers::brief(&other)
         ),
-    }
-}
-
-fn resumed(event: SessionEvent) -> Result<Membership, SessionEvent> {
-    match event {
-        SessionEvent::Resumed(m) => Ok(m),
-        other => Err(other),
-    }
-}
-
-fn reauthenticated(event: SessionEvent) -> Result<Membership, SessionEvent> {
-    match event {
-        SessionEvent::Reauthenticated(m) => Ok(m),
-        other => Err(other),
     }
 }
 
@@ -251,7 +247,7 @@ async fn a_cut_socket_without_resume_comes_back_with_a_fresh_auth() {
     ));
 
     relay.cut();
-    let back = expect_back(&mut alice, reauthenticated).await;
+    let back = expect_reauthenticated(&mut alice).await;
     assert_eq!(back.user_id.as_str(), "alice");
     assert_eq!(
         fetched.load(Ordering::SeqCst),
@@ -285,7 +281,7 @@ async fn a_cut_socket_resumes_and_the_other_peer_sees_nothing() {
         .expect("auth-ok carries a resume ticket");
 
     relay.cut();
-    let back = expect_back(&mut alice, resumed).await;
+    let back = expect_resumed(&mut alice).await;
     assert_eq!(back.user_id.as_str(), "alice");
     assert_eq!(back.room.peers.len(), 2, "bob is still in the room");
     assert_eq!(
