@@ -1,6 +1,6 @@
 //! Octate's Rust signaling client.
 //!
-//! - [`http`]: a token over HTTP ([`fetch_token`]), fresh TURN credentials
+//! - HTTP: a token over HTTP ([`fetch_token`]), fresh TURN credentials
 //!   ([`turn_credentials`]), and a minimal HTTP/1.1 exchange for the rest of the API;
 //! - [`Client`]: one WebSocket connection: `auth` or `resume`, signals, server messages,
 //!   heartbeats answered on the way, the newest resume ticket and ICE servers kept;
@@ -15,7 +15,7 @@
 mod backoff;
 mod connection;
 mod error;
-pub mod http;
+mod http;
 mod session;
 mod welcome;
 

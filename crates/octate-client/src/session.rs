@@ -129,7 +129,8 @@ impl<T: TokenSource> Session<T> {
     /// The next event; reconnects first when the connection is gone.
     ///
     /// Returns [`ClientError::GaveUp`] when reconnecting failed `max_attempts` times in a
-    /// row, and [`ClientError::NotConnected`] once the session has ended.
+    /// row, and [`ClientError::NotConnected`] once the session has ended. Dropping the call
+    /// (in a `select!`) loses no message; a reconnect it was making starts over.
     pub async fn next_event(&mut self) -> Result<SessionEvent, ClientError> {
         loop {
             if let Some(event) = self.pending.take() {
