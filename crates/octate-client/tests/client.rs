@@ -7,7 +7,7 @@ use std::time::Duration;
 use octate_client::{Client, ClientError, Membership, turn_credentials};
 use octate_protocol::{ErrorCode, ServerMessage, SignalKind};
 use octate_test::peers::{self, WAIT};
-use octate_test::server::TestServer;
+use octate_test::server::{TestServer, resume_config};
 use octate_transport::{IceConfig, TurnSecret};
 use serde_json::{Value, json};
 
@@ -139,9 +139,8 @@ async fn ice_servers_come_with_auth_ok_and_from_the_turn_endpoint() {
 }
 
 #[tokio::test]
-#[ignore = "needs server-side resume"]
 async fn a_ticket_resumes_once_and_a_spent_one_fails() {
-    let server = TestServer::start(octate_test::server::fast_config()).await;
+    let server = TestServer::start(resume_config(Duration::from_secs(10))).await;
     let (mut first, _) = authenticate(&server, "alice").await;
     let (mut bob, _) = authenticate(&server, "bob").await;
     peers::expect_peer_joined(&mut first, "alice", "bob").await;

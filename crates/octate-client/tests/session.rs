@@ -14,12 +14,15 @@ use octate_client::{
 };
 use octate_protocol::{LeaveReason, ServerMessage, SignalKind};
 use octate_test::peers::{self, WAIT};
-use octate_test::server::{TestServer, fast_config};
+use octate_test::server::{TestServer, fast_config, resume_config};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 const ROOM: &str = "room-1";
+
+/// How long the server holds a dropped session: longer than any step of these tests.
+const GRACE: Duration = Duration::from_secs(10);
 
 /// A TCP relay between the session and the server that the test can cut.
 struct Relay {
@@ -177,10 +180,14 @@ async fn expect_reauthenticated(session: &mut Session<AliceTokens>) -> Membershi
     }
 }
 
-/// Asserts bob sees alice leave for `reason` and join again (the host may move to him in
-/// between).
+/// Asserts bob sees alice leave for `reason` and join again.
 async fn expect_alice_left_and_joined(bob: &mut Client, reason: LeaveReason) {
     peers::expect_peer_left(bob, "bob", "alice", reason).await;
+    expect_alice_back(bob).await;
+}
+
+/// Asserts bob sees alice join again (the host may move to him first).
+async fn expect_alice_back(bob: &mut Client) {
     match peers::next(bob, "bob").await {
         ServerMessage::HostChanged { host_id, .. } if host_id.as_str() == "bob" => {
             peers::expect_peer_joined(bob, "bob", "alice").await;
@@ -265,9 +272,8 @@ async fn a_cut_socket_without_resume_comes_back_with_a_fresh_auth() {
 }
 
 #[tokio::test]
-#[ignore = "needs server-side resume"]
 async fn a_cut_socket_resumes_and_the_other_peer_sees_nothing() {
-    let server = TestServer::start(fast_config()).await;
+    let server = TestServer::start(resume_config(GRACE)).await;
     let relay = Relay::start(server.signaling).await;
     let (mut alice, fetched) = alice_session(&server, &relay, quick_backoff(5)).await;
     let mut bob = server.join("bob", ROOM).await.client;
@@ -315,9 +321,8 @@ async fn a_cut_socket_resumes_and_the_other_peer_sees_nothing() {
 }
 
 #[tokio::test]
-#[ignore = "needs server-side resume"]
 async fn a_spent_ticket_fails_to_resume_and_the_session_authenticates_afresh() {
-    let server = TestServer::start(fast_config()).await;
+    let server = TestServer::start(resume_config(GRACE)).await;
     let relay = Relay::start(server.signaling).await;
     let (mut alice, fetched) = alice_session(&server, &relay, quick_backoff(50)).await;
     let mut bob = server.join("bob", ROOM).await.client;
@@ -361,6 +366,54 @@ async fn a_spent_ticket_fails_to_resume_and_the_session_authenticates_afresh() {
     peers::expect_close(&mut thief, "the resumed connection", 4004).await;
     expect_alice_left_and_joined(&mut bob, LeaveReason::Replaced).await;
 
+    bob.signal(SignalKind::Offer, "alice", json!({"sdp": "o"}))
+        .await
+        .expect("sent");
+    expect_signal(&mut alice, SignalKind::Offer, "bob").await;
+    server.stop().await;
+}
+
+/// Kept off past the grace, the session finds the server forgot it: the resume fails and a
+/// fresh `auth` brings it back after the others saw it time out.
+#[tokio::test]
+async fn a_session_kept_off_past_the_grace_authenticates_afresh() {
+    let server = TestServer::start(resume_config(Duration::from_millis(300))).await;
+    let relay = Relay::start(server.signaling).await;
+    let (mut alice, fetched) = alice_session(&server, &relay, quick_backoff(100)).await;
+    let mut bob = server.join("bob", ROOM).await.client;
+    assert!(matches!(
+        next_event(&mut alice).await,
+        SessionEvent::Message(_)
+    ));
+    assert!(alice.ticket().is_some(), "auth-ok carries a resume ticket");
+
+    relay.refuse(true);
+    relay.cut();
+    let reconnecting = tokio::spawn(async move {
+        let event = tokio::time::timeout(WAIT * 2, alice.next_event()).await;
+        (alice, event)
+    });
+    peers::expect_peer_left(&mut bob, "bob", "alice", LeaveReason::Timeout).await;
+    relay.refuse(false);
+
+    let (mut alice, event) = reconnecting.await.expect("the session task");
+    match event.expect("an event in time") {
+        Ok(SessionEvent::Reauthenticated(m)) => assert_eq!(m.user_id.as_str(), "alice"),
+        other => panic!(
+            "alice: expected reauthenticated, got {}",
+            peers::brief(&other)
+        ),
+    }
+    assert_eq!(
+        fetched.load(Ordering::SeqCst),
+        2,
+        "a second token for the fresh auth"
+    );
+    assert!(
+        alice.ticket().is_some(),
+        "the fresh auth-ok carries a new ticket"
+    );
+    expect_alice_back(&mut bob).await;
     bob.signal(SignalKind::Offer, "alice", json!({"sdp": "o"}))
         .await
         .expect("sent");
