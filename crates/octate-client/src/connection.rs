@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::ClientError;
@@ -184,9 +185,13 @@ impl Client {
         }
     }
 
-    /// Closes the connection politely (close code 1000: the session ends).
+    /// Closes the connection with code 1000: the session ends, it cannot be resumed.
     pub async fn close(mut self) -> Result<(), ClientError> {
-        self.ws.close(None).await?;
+        let normal = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        self.ws.close(Some(normal)).await?;
         Ok(())
     }
 

@@ -201,8 +201,8 @@ async fn expect_alice_back(bob: &mut Client) {
 }
 
 #[tokio::test]
-async fn a_session_joins_and_receives_signals() {
-    let server = TestServer::start(fast_config()).await;
+async fn a_session_joins_relays_signals_and_closes_for_good() {
+    let server = TestServer::start(resume_config(GRACE)).await;
     let relay = Relay::start(server.signaling).await;
     let (mut alice, fetched) = alice_session(&server, &relay, quick_backoff(3)).await;
     assert_eq!(fetched.load(Ordering::SeqCst), 1);
@@ -232,6 +232,7 @@ async fn a_session_joins_and_receives_signals() {
         other => panic!("bob: expected the answer, got {}", peers::brief(&other)),
     }
 
+    // A close with 1000 ends the session at once, resume or not.
     alice.close().await.expect("closed");
     match peers::next(&mut bob, "bob").await {
         ServerMessage::PeerLeft { peer, .. } => assert_eq!(peer.user_id.as_str(), "alice"),
