@@ -199,7 +199,9 @@ impl<T: TokenSource> Session<T> {
         self.client.is_some()
     }
 
-    /// Ends the session: close code 1000, the other peers see this peer leave.
+    /// Ends the session: close code 1000, the other peers see this peer leave. Between
+    /// connections there is nothing to close: the server drops the session when its grace
+    /// runs out.
     pub async fn close(mut self) -> Result<(), ClientError> {
         match self.client.take() {
             Some(client) => client.close().await,
