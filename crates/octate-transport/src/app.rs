@@ -119,6 +119,9 @@ pub struct App {
     started: Instant,
     /// The rest of the cluster, when this server is one node of several.
     pub(crate) cluster: OnceLock<Arc<dyn ClusterLink>>,
+    /// Wakes the timer task when the core's next deadline moved earlier (a suspended
+    /// peer's grace).
+    pub(crate) timer_wake: tokio::sync::Notify,
     /// Sessions taken over by `resume` and not yet adopted by their connection task.
     resumed: Mutex<HashMap<ConnId, (Identity, TokenRef)>>,
     /// How many times the core has been driven, for tests that count lock acquisitions.
@@ -205,6 +208,7 @@ impl App {
             started: Instant::now(),
             cluster: OnceLock::new(),
             resumed: Mutex::new(HashMap::new()),
+            timer_wake: tokio::sync::Notify::new(),
             #[cfg(test)]
             drives: std::sync::atomic::AtomicUsize::new(0),
         })
@@ -244,7 +248,11 @@ impl App {
         self.drives.fetch_add(1, Ordering::Relaxed);
         // Read the clock under the lock, so the core sees time move forward only.
         let now = self.clock.now_ms();
+        let due = core.poll_timeout();
         let result = f(&mut core, now);
+        if core.poll_timeout() < due {
+            self.timer_wake.notify_one();
+        }
         // Queue the outputs before unlocking: every connection then receives events in
         // the order the core produced them (never `peer-joined` before its own
         // `auth-ok`). Queueing is a non-blocking push, so the lock stays short.

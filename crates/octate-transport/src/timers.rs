@@ -20,6 +20,8 @@ pub(crate) async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             () = sleep_until(wake) => {}
+            // A deadline earlier than `wake` appeared: compute the wake again.
+            () = app.timer_wake.notified() => continue,
         }
         let now = Instant::now();
         if now >= next_core {
