@@ -627,7 +627,7 @@ async function rustPeerGlare() {
         const m = e.detail.data;
         if (m && typeof m.update === 'string') Y.applyUpdate(doc, Uint8Array.from(atob(m.update), (ch) => ch.charCodeAt(0)));
       });
-      c.addEventListener('open', (e) => {
+      c.addEventListener('channel-open', (e) => {
         // The demo's messages: the whole state, then an edit (once) as a RemoteOperation.
         c.send(e.detail.peerId, { type: 'sync', peerId: id, timestamp: Date.now(), update: btoa(String.fromCharCode(...Y.encodeStateAsUpdate(doc))) });
         if (text.toString().includes('web-edit')) return;

@@ -108,6 +108,10 @@ show_logs() {
   done
 }
 
+# The demo's static site: the page and the client package's file (clients/js), copied side by
+# side (the server serves no symlink that leaves its static directory).
+node "$ROOT/examples/browser/site.mjs" "$WORK/site" >/dev/null || die "could not assemble the demo site"
+
 # A Redis of the test's own, without persistence, for the two server nodes.
 REDIS_PORT="$(free_port)"
 (
@@ -148,7 +152,7 @@ start_node() {
     cd "$WORK/node-$id"
     exec env -u OCTATE_ADMIN_KEY -u OCTATE_NO_SIGNALING_PORT -u OCTATE_TURN_URIS -u OCTATE_TURN_SECRET \
       OCTATE_ENV=development CORS_ORIGINS='*' \
-      PORT=0 SIGNALING_PORT=0 HOST=127.0.0.1 OCTATE_STATIC_DIR="$ROOT/examples/browser" \
+      PORT=0 SIGNALING_PORT=0 HOST=127.0.0.1 OCTATE_STATIC_DIR="$WORK/site" \
       OCTATE_TOKEN_SECRET="$TOKEN_SECRET" OCTATE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" OCTATE_NODE_ID="$id" \
       OCTATE_CLUSTER_HEARTBEAT_MS=100 OCTATE_CLUSTER_NODE_TTL_MS=1000 OCTATE_CLUSTER_REAP_INTERVAL_MS=100 \
       "$@" "$SERVER_BIN" >"$WORK/node-$id.out" 2>"$WORK/node-$id.err"
