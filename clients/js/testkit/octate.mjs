@@ -94,10 +94,11 @@ export async function startServer(env = {}) {
 /**
  * A TCP proxy on a free loopback port to `port`: `cut()` destroys every connection through
  * it at once (no close frame, as a network failure), `block()` refuses new ones until
- * `unblock()`.
+ * `unblock()`, `retarget()` points it at another port.
  * @param {number} port
  */
 export async function startProxy(port) {
+  let target = port;
   /** @type {Set<{a: net.Socket, b: net.Socket}>} */
   const pairs = new Set();
   let blocked = false;
@@ -108,7 +109,7 @@ export async function startProxy(port) {
       return;
     }
     accepted++;
-    const b = net.connect(port, '127.0.0.1');
+    const b = net.connect(target, '127.0.0.1');
     const pair = { a, b };
     pairs.add(pair);
     const end = () => {
@@ -135,6 +136,10 @@ export async function startProxy(port) {
         b.resetAndDestroy?.() ?? b.destroy();
       }
       pairs.clear();
+    },
+    /** Sends later connections to `newPort` (a restarted server). */
+    retarget(newPort) {
+      target = newPort;
     },
     block() {
       blocked = true;
@@ -192,4 +197,25 @@ export function sleep(ms) {
 /** A fresh room id. */
 export function roomName(prefix) {
   return `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 7)}`;
+}
+
+/**
+ * Whether `server` hands out resume tickets: a raw WebSocket joins and reads its `auth-ok`.
+ * @param {{ws: string, token: (u: string, r: string) => Promise<string>}} server
+ */
+export async function offersResume(server) {
+  const token = await server.token('probe', roomName('probe'));
+  const WS = webSocketClass();
+  return new Promise((resolve, reject) => {
+    const ws = new WS(server.ws);
+    const timer = setTimeout(() => reject(new Error('no auth-ok in 5 s')), 5_000);
+    ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', data: { token } }));
+    ws.onmessage = (ev) => {
+      const msg = JSON.parse(String(ev.data));
+      if (msg.type !== 'auth-ok') return;
+      clearTimeout(timer);
+      ws.close(1000);
+      resolve(Boolean(msg.data?.resume));
+    };
+  });
 }
