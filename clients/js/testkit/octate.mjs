@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getToken } from '../src/octate-client.js';
+import { MiniWebSocket } from './websocket.mjs';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const TARGET = process.env.CARGO_TARGET_DIR ? path.resolve(ROOT, process.env.CARGO_TARGET_DIR) : path.join(ROOT, 'target');
@@ -17,12 +18,14 @@ export const SERVER_BIN = process.env.OCTATE_SERVER_BIN ?? path.join(TARGET, 'de
 export const ADMIN_KEY = 'sdk-test-admin-key-0123456789abcdef';
 const TOKEN_SECRET = 'sdk-test-token-secret-0123456789abcdef0123456789';
 
-/** The WebSocket constructor of this Node (global from Node 22; Node 20 and 21 need `--experimental-websocket`). */
+/**
+ * The WebSocket constructor for the tests: the global one (Node 22; Node 20 and 21 with
+ * `--experimental-websocket`), else the test kit's own small client; OCTATE_TEST_WEBSOCKET=mini
+ * forces the latter.
+ */
 export function webSocketClass() {
-  if (typeof globalThis.WebSocket !== 'function') {
-    throw new Error('no global WebSocket: use Node >= 22, or NODE_OPTIONS=--experimental-websocket on Node 20/21');
-  }
-  return globalThis.WebSocket;
+  if (process.env.OCTATE_TEST_WEBSOCKET !== 'mini' && typeof globalThis.WebSocket === 'function') return globalThis.WebSocket;
+  return MiniWebSocket;
 }
 
 /**
