@@ -44,13 +44,13 @@ export type ConnectionState = 'idle' | 'connecting' | 'resuming' | 'open' | 'rec
 /** A WebSocket constructor, e.g. the global one, or the `ws` package's in Node < 22. */
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
-/** What the client uses of a WebSocket. */
+/** What the client uses of a WebSocket (handlers get `{data}` for a message, `{code, reason}` for a close). */
 export interface WebSocketLike {
   readonly readyState: number;
-  onopen: ((ev: any) => void) | null;
-  onmessage: ((ev: { data: any }) => void) | null;
-  onclose: ((ev: { code: number; reason: string }) => void) | null;
-  onerror: ((ev: any) => void) | null;
+  onopen: ((ev: any) => any) | null;
+  onmessage: ((ev: any) => any) | null;
+  onclose: ((ev: any) => any) | null;
+  onerror: ((ev: any) => any) | null;
   send(data: string): void;
   close(code?: number, reason?: string): void;
 }

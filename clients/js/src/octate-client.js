@@ -257,7 +257,7 @@ function unavailablePeerOf(data, known) {
  * @extends EventTarget
  */
 export class OctateClient extends EventTarget {
-  /** @param {import('./octate-client').OctateClientOptions} options */
+  /** @param {import('./octate-client.js').OctateClientOptions} options */
   constructor(options) {
     super();
     if (!options || typeof options.url !== 'string') throw new TypeError('OctateClient: options.url is required');
@@ -282,11 +282,11 @@ export class OctateClient extends EventTarget {
       random: Math.random,
       ...options,
     };
-    /** @private */ this._WebSocket = this._opts.WebSocket ?? globalThis.WebSocket;
+    /** @private @type {import('./octate-client.js').WebSocketConstructor} */ this._WebSocket = this._opts.WebSocket ?? globalThis.WebSocket;
     /** @private */ this._fetch = this._opts.fetch ?? globalThis.fetch?.bind(globalThis);
     /** @private */ this._RTC = this._opts.RTCPeerConnection ?? globalThis.RTCPeerConnection;
     /** @private */ this._httpBase = (this._opts.httpUrl ?? httpBaseOf(this._opts.url)).replace(/\/+$/, '');
-    /** @private @type {WebSocket|null} */ this._ws = null;
+    /** @private @type {import('./octate-client.js').WebSocketLike|null} */ this._ws = null;
     /** @private @type {'auth'|'resume'} */ this._mode = 'auth';
     /** @private @type {ResumeBlock|null} */ this._resume = null;
     /** @private @type {Map<string, PeerLink>} */ this._links = new Map();
@@ -304,7 +304,7 @@ export class OctateClient extends EventTarget {
     /** @private @type {{resolve: (v: any) => void, reject: (e: any) => void}|null} */ this._pending = null;
     /** @private @type {OctateError|null} */ this._lastError = null;
 
-    /** The connection's state. @type {import('./octate-client').ConnectionState} */
+    /** The connection's state. @type {import('./octate-client.js').ConnectionState} */
     this.state = 'idle';
     /** This user's id (from the token), once connected. @type {string|null} */
     this.userId = null;
@@ -445,7 +445,7 @@ export class OctateClient extends EventTarget {
 
   /**
    * @private
-   * @param {import('./octate-client').ConnectionState} state
+   * @param {import('./octate-client.js').ConnectionState} state
    */
   _setState(state) {
     if (this.state === state) return;
