@@ -286,6 +286,12 @@ client.on('closed', (detail) => {
   renderCursors();
 });
 
+// A closed tab leaves at once (close 1000); a dropped connection is resumed instead, so
+// without this the others would see the tab linger until the server's resume grace ends.
+addEventListener('pagehide', (event) => {
+  if (!event.persisted) client.close();
+});
+
 const ready = client.connect();
 ready.catch((err) => log(`could not join: ${err.code ?? err.message}`));
 
