@@ -42,6 +42,8 @@ impl Mailboxes {
                 }
                 // Only a clustered core (`Core::clustered`) produces these.
                 Output::Forward { .. } | Output::Cluster(_) => {}
+                // Only a core with a resume issuer (`Core::set_resume_issuer`) produces this.
+                Output::Resumed { .. } => {}
             }
         }
     }

@@ -109,6 +109,10 @@ pub(crate) struct Config {
     /// Silence after which a peer is removed, in milliseconds.
     #[arg(long, env = "OCTATE_PEER_TIMEOUT_MS", default_value_t = 300_000)]
     pub(crate) peer_timeout_ms: u64,
+    /// How long a peer whose connection dropped stays suspended, waiting for `resume`,
+    /// in milliseconds (at most 60000; 0 turns resume off).
+    #[arg(long, env = "OCTATE_RESUME_GRACE_MS", default_value_t = 15_000)]
+    pub(crate) resume_grace_ms: u64,
     /// Cleanup interval in milliseconds.
     #[arg(long, env = "OCTATE_CLEANUP_INTERVAL_MS", default_value_t = 60_000)]
     pub(crate) cleanup_interval_ms: u64,
@@ -222,6 +226,9 @@ fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
 
+/// Longest resume grace: a suspended peer holds its place in a room this long at most.
+const MAX_RESUME_GRACE_MS: u64 = 60_000;
+
 impl Config {
     /// Checks the settings together and builds the server's parts; errors are for the operator.
     pub(crate) fn build(&self) -> Result<Built, String> {
@@ -266,6 +273,11 @@ impl Config {
             if v == 0 {
                 return Err(format!("{name} must be greater than 0"));
             }
+        }
+        if self.resume_grace_ms > MAX_RESUME_GRACE_MS {
+            return Err(format!(
+                "OCTATE_RESUME_GRACE_MS must be at most {MAX_RESUME_GRACE_MS} (0 turns resume off)"
+            ));
         }
         if self.max_message_bytes < 1024 || self.max_body_bytes < 1024 {
             return Err(
@@ -350,6 +362,7 @@ impl Config {
             max_rooms_per_user: self.max_rooms_per_user,
             memory_warning_bytes: self.memory_warning_mb * 1024 * 1024,
             memory_critical_bytes: self.memory_critical_mb * 1024 * 1024,
+            resume_grace: ms(self.resume_grace_ms),
         };
         let transport = TransportConfig {
             core,

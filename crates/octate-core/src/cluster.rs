@@ -71,6 +71,8 @@ pub enum PeerLocation {
         /// The connection on that node.
         conn: ConnId,
     },
+    /// No connection: the member's connection dropped and its session waits to be resumed.
+    Suspended,
 }
 
 impl PeerLocation {
@@ -78,7 +80,7 @@ impl PeerLocation {
     pub fn local(&self) -> Option<ConnId> {
         match self {
             Self::Local(conn) => Some(*conn),
-            Self::Remote { .. } => None,
+            Self::Remote { .. } | Self::Suspended => None,
         }
     }
 }

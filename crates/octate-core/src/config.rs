@@ -25,6 +25,9 @@ pub struct CoreConfig {
     pub max_rooms: usize,
     /// Most rooms one user may have created and that still exist.
     pub max_rooms_per_user: usize,
+    /// How long a peer whose connection dropped stays in its room, suspended, waiting to
+    /// be resumed (zero turns resume off; it also needs a [`ResumeIssuer`](crate::ResumeIssuer)).
+    pub resume_grace: Duration,
     /// Heap size at which the normal cleanup runs at once (seed: 200 MB).
     pub memory_warning_bytes: u64,
     /// Heap size at which idle rooms and idle peers are dropped (seed: 300 MB).
@@ -44,6 +47,7 @@ impl Default for CoreConfig {
             max_peers_per_room: 50,
             max_rooms: 10_000,
             max_rooms_per_user: 10,
+            resume_grace: Duration::from_secs(15),
             memory_warning_bytes: 200 * 1024 * 1024,
             memory_critical_bytes: 300 * 1024 * 1024,
         }

@@ -1,6 +1,6 @@
 //! The signaling state machine: connections, rooms, routing, timers and memory policy.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use octate_protocol::{
@@ -10,6 +10,7 @@ use octate_protocol::{
 
 use crate::config::millis;
 use crate::room::{Member, Room};
+use crate::session::{Login, ResumeIssuer, ResumeRefusal, Session, SessionState, TokenRef, ticket};
 use crate::{
     ClusterCommand, ClusterEvent, ClusterMember, ConnId, CoreConfig, CoreError, JoinKind,
     MembershipCause, MemoryLevel, NodeId, Output, PeerLocation, RoomSnapshot,
@@ -60,6 +61,12 @@ pub struct CoreStats {
     pub memory_cleanups: u64,
     /// Signals and updates delivered to a peer since start.
     pub messages_relayed: u64,
+    /// Peers whose connection dropped, waiting to be resumed.
+    pub suspended: usize,
+    /// Sessions taken over by a `resume` since start.
+    pub sessions_resumed: u64,
+    /// Suspended sessions whose grace ran out since start.
+    pub sessions_expired: u64,
 }
 
 /// An authenticated connection of this process.
@@ -70,6 +77,10 @@ struct Conn {
     /// The room the connection is in, if any (always its token's room).
     joined: bool,
     last_seen: UnixMillis,
+    /// The token that opened the connection's session.
+    token: TokenRef,
+    /// The connection's resumable session, once it has been handed a ticket.
+    session: Option<String>,
 }
 
 /// The whole signaling state of one server process, driven by its caller.
@@ -137,6 +148,12 @@ pub struct Core {
     /// The newest close of each room with a join in flight, as (version, reason): a join
     /// committed before it is undone.
     closed: HashMap<RoomId, (u64, RoomCloseReason)>,
+    /// Mints resume tickets; resume is off without one.
+    issuer: Option<Box<dyn ResumeIssuer>>,
+    /// Resumable sessions by id.
+    sessions: HashMap<String, Session>,
+    /// Grace deadlines of suspended sessions, earliest first.
+    deadlines: BTreeSet<(UnixMillis, String)>,
 }
 
 /// A join waiting for the cluster's answer.
@@ -175,7 +192,20 @@ impl Core {
             degraded: false,
             early: HashMap::new(),
             closed: HashMap::new(),
+            issuer: None,
+            sessions: HashMap::new(),
+            deadlines: BTreeSet::new(),
         }
+    }
+
+    /// Turns session resume on: `issuer` mints the tickets (see [`CoreConfig::resume_grace`]).
+    pub fn set_resume_issuer(&mut self, issuer: Box<dyn ResumeIssuer>) {
+        self.issuer = Some(issuer);
+    }
+
+    /// Whether a dropped connection's peer is kept, suspended, for a `resume`.
+    pub fn resume_enabled(&self) -> bool {
+        self.issuer.is_some() && !self.config.resume_grace.is_zero() && self.node.is_none()
     }
 
     /// Creates an empty core that is node `node` of a cluster: joins and leaves are
@@ -255,13 +285,18 @@ impl Core {
                 .map(|r| r.members.iter().filter(|m| m.local().is_some()).count())
                 .sum(),
             connections: self.conns.len(),
+            suspended: self.deadlines.len(),
             ..self.stats
         }
     }
 
     /// When [`Core::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> UnixMillis {
-        self.next_heartbeat.min(self.next_cleanup)
+        let next = self.next_heartbeat.min(self.next_cleanup);
+        match self.deadlines.first() {
+            Some((until, _)) => next.min(*until),
+            None => next,
+        }
     }
 
     // ---- B. Handlers for what happened -----------------------------------------------
@@ -274,6 +309,25 @@ impl Core {
         identity: Identity,
         user_name: Option<String>,
     ) {
+        self.handle_login(
+            now,
+            conn,
+            Login {
+                identity,
+                user_name,
+                token: TokenRef::default(),
+            },
+        );
+    }
+
+    /// A connection proved who it is with a verified token: it joins its room, and its
+    /// session remembers the token for a later `resume`.
+    pub fn handle_login(&mut self, now: UnixMillis, conn: ConnId, login: Login) {
+        let Login {
+            identity,
+            user_name,
+            token,
+        } = login;
         if self.stopping {
             self.outputs.push_back(Output::Close {
                 conn,
@@ -297,11 +351,130 @@ impl Core {
                 user_name,
                 joined: false,
                 last_seen: now,
+                token,
+                session: None,
             },
         );
         if let Err(err) = self.join(now, conn, JoinKind::Auth) {
             self.refuse_auth(now, conn, err);
         }
+    }
+
+    /// A new connection asks to take over a session with its resume token (instead of
+    /// authenticating). On success it gets `resumed` and the others are told nothing;
+    /// otherwise `resume-failed` and a 4001 close.
+    pub fn handle_resume(
+        &mut self,
+        now: UnixMillis,
+        conn: ConnId,
+        session_id: &str,
+        resume_token: &str,
+    ) -> Result<(), ResumeRefusal> {
+        if self.stopping {
+            self.outputs.push_back(Output::Close {
+                conn,
+                code: CloseCode::GoingAway,
+            });
+            return Ok(());
+        }
+        if self.conns.contains_key(&conn) {
+            self.send_error(
+                conn,
+                ErrorCode::AlreadyAuthenticated,
+                "connection is authenticated",
+            );
+            return Ok(());
+        }
+        let checked = self.check_resume(now, session_id, resume_token);
+        let session = match checked {
+            Ok(session) => session,
+            Err(refusal) => {
+                self.send_error(
+                    conn,
+                    ErrorCode::ResumeFailed,
+                    "the session cannot be resumed; authenticate again",
+                );
+                self.outputs.push_back(Output::Close {
+                    conn,
+                    code: CloseCode::AuthFailed,
+                });
+                return Err(refusal);
+            }
+        };
+        match session.state {
+            SessionState::Live(old) => {
+                // The server had not seen the old connection drop yet: it is replaced,
+                // quietly.
+                self.conns.remove(&old);
+                self.outputs.push_back(Output::Close {
+                    conn: old,
+                    code: CloseCode::Replaced,
+                });
+            }
+            SessionState::Suspended { until } => {
+                self.deadlines.remove(&(until, session_id.to_owned()));
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(session_id) {
+            s.state = SessionState::Live(conn);
+        }
+        if let Some(member) = self
+            .rooms
+            .get_mut(&session.room_id)
+            .and_then(|r| r.member_mut(&session.user_id))
+        {
+            member.location = PeerLocation::Local(conn);
+            member.info.last_heartbeat = now;
+        }
+        let identity = Identity {
+            user_id: session.user_id.clone(),
+            room_id: session.room_id.clone(),
+        };
+        self.conns.insert(
+            conn,
+            Conn {
+                identity: identity.clone(),
+                user_name: session.user_name,
+                joined: true,
+                last_seen: now,
+                token: session.token.clone(),
+                session: Some(session_id.to_owned()),
+            },
+        );
+        self.stats.sessions_resumed += 1;
+        self.outputs.push_back(Output::Resumed {
+            conn,
+            identity,
+            token: session.token,
+        });
+        self.reply_joined(conn, &session.user_id, &session.room_id, Reply::Resumed);
+        Ok(())
+    }
+
+    /// The session a `resume` names, when its token is the current one and its grace
+    /// has not run out.
+    fn check_resume(
+        &mut self,
+        now: UnixMillis,
+        session_id: &str,
+        resume_token: &str,
+    ) -> Result<Session, ResumeRefusal> {
+        if !self.resume_enabled() {
+            return Err(ResumeRefusal::Disabled);
+        }
+        self.expire_sessions(now);
+        let presented = match &self.issuer {
+            Some(issuer) => issuer.digest(resume_token),
+            None => return Err(ResumeRefusal::Disabled),
+        };
+        let session = self
+            .sessions
+            .get(session_id)
+            .ok_or(ResumeRefusal::UnknownSession)?;
+        if !session.accepts(&presented) {
+            return Err(ResumeRefusal::WrongToken);
+        }
+        Ok(session.clone())
     }
 
     /// A message arrived from a connection.
@@ -325,7 +498,9 @@ impl Core {
             member.info.last_heartbeat = now;
         }
         let result = match msg {
-            ClientMessage::Auth { .. } => Err(CoreError::AlreadyAuthenticated),
+            ClientMessage::Auth { .. } | ClientMessage::Resume { .. } => {
+                Err(CoreError::AlreadyAuthenticated)
+            }
             ClientMessage::CreateRoom {
                 room_id: asked,
                 room_name,
@@ -377,6 +552,22 @@ impl Core {
         }
     }
 
+    /// A connection's session now runs on a new token (`refresh`): a later `resume` is
+    /// held to that one.
+    pub fn handle_token_refreshed(&mut self, conn: ConnId, token: TokenRef) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        state.token = token.clone();
+        if let Some(session) = state
+            .session
+            .as_ref()
+            .and_then(|id| self.sessions.get_mut(id))
+        {
+            session.token = token;
+        }
+    }
+
     /// A connection answered a ping (or sent anything that proves it is alive).
     pub fn handle_pong(&mut self, now: UnixMillis, conn: ConnId) {
         let Some(state) = self.conns.get_mut(&conn) else {
@@ -391,9 +582,45 @@ impl Core {
         }
     }
 
-    /// A connection closed or dropped; the others are told.
+    /// A connection closed on purpose; the others are told at once.
     pub fn handle_disconnect(&mut self, now: UnixMillis, conn: ConnId) {
         self.forget(now, conn, LeaveReason::Disconnected);
+    }
+
+    /// A connection dropped without leaving (network error, no close frame, 1001, 1006):
+    /// its peer is suspended for the resume grace, when it has a session; otherwise it is
+    /// a disconnect.
+    pub fn handle_connection_lost(&mut self, now: UnixMillis, conn: ConnId) {
+        let suspendable = self.resume_enabled()
+            && !self.stopping
+            && self
+                .conns
+                .get(&conn)
+                .is_some_and(|c| c.joined && c.session.is_some());
+        if !suspendable {
+            self.forget(now, conn, LeaveReason::Disconnected);
+            return;
+        }
+        let Some(state) = self.conns.remove(&conn) else {
+            return;
+        };
+        let Some(session_id) = state.session else {
+            return;
+        };
+        let until = now.saturating_add(millis(self.config.resume_grace));
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        session.state = SessionState::Suspended { until };
+        self.deadlines.insert((until, session_id));
+        if let Some(member) = self
+            .rooms
+            .get_mut(&state.identity.room_id)
+            .and_then(|r| r.member_mut(&state.identity.user_id))
+            && member.local() == Some(conn)
+        {
+            member.location = PeerLocation::Suspended;
+        }
     }
 
     /// The server is going away: every connection is closed with 1001 and nobody is
@@ -412,10 +639,13 @@ impl Core {
         }
         self.rooms.clear();
         self.created_by.clear();
+        self.sessions.clear();
+        self.deadlines.clear();
     }
 
     /// Runs the heartbeat and cleanup timers that are due; early calls do nothing.
     pub fn handle_timeout(&mut self, now: UnixMillis) {
+        self.expire_sessions(now);
         if now >= self.next_heartbeat {
             self.next_heartbeat = now.saturating_add(millis(self.config.heartbeat_interval));
             self.heartbeat(now);
@@ -583,7 +813,7 @@ impl Core {
             return match mode {
                 JoinKind::Create { .. } => Err(CoreError::RoomExists),
                 _ => {
-                    self.reply_joined(conn, &user, &room_id, mode.is_auth());
+                    self.reply_joined(conn, &user, &room_id, Reply::of(&mode));
                     Ok(())
                 }
             };
@@ -596,17 +826,24 @@ impl Core {
                 return Err(CoreError::RoomExists);
             }
             Some(room) => {
-                let replaced = room.member(&user).and_then(Member::local);
-                let count = room.members.len() - usize::from(replaced.is_some());
+                let existing = room.member(&user).map(|m| m.location.clone());
+                let count = room.members.len() - usize::from(existing.is_some());
                 if count >= self.config.max_peers_per_room {
                     return Err(CoreError::RoomFull);
                 }
-                if let Some(old) = replaced {
-                    self.outputs.push_back(Output::Close {
-                        conn: old,
-                        code: CloseCode::Replaced,
-                    });
-                    self.forget(now, old, LeaveReason::Replaced);
+                match existing {
+                    Some(PeerLocation::Local(old)) => {
+                        self.outputs.push_back(Output::Close {
+                            conn: old,
+                            code: CloseCode::Replaced,
+                        });
+                        self.forget(now, old, LeaveReason::Replaced);
+                    }
+                    Some(PeerLocation::Suspended) => {
+                        // A fresh login takes over a suspended session at once.
+                        self.remove_member(now, &room_id, &user, LeaveReason::Replaced);
+                    }
+                    Some(PeerLocation::Remote { .. }) | None => {}
                 }
             }
             None => {
@@ -639,7 +876,7 @@ impl Core {
         if let Some(state) = self.conns.get_mut(&conn) {
             state.joined = true;
         }
-        self.reply_joined(conn, &user, &room_id, mode.is_auth());
+        self.reply_joined(conn, &user, &room_id, Reply::of(&mode));
         if let (Some(peer), false) = (joined, others.is_empty()) {
             self.outputs.push_back(Output::Broadcast {
                 to: others,
@@ -767,9 +1004,9 @@ impl Core {
         if !present {
             self.insert_member(now, &room_id, &entry, conn);
         }
-        self.reply_joined(conn, &user, &room_id, pending.kind.is_auth());
+        self.reply_joined(conn, &user, &room_id, Reply::of(&pending.kind));
         if pending.also_room_joined {
-            self.reply_joined(conn, &user, &room_id, false);
+            self.reply_joined(conn, &user, &room_id, Reply::RoomJoined);
         }
         for text in pending.held {
             self.stats.messages_relayed += 1;
@@ -808,6 +1045,7 @@ impl Core {
             Member {
                 info: info.clone(),
                 location: PeerLocation::Local(conn),
+                session: None,
             },
         );
         let others = room.conns_except(Some(&entry.user_id));
@@ -833,7 +1071,7 @@ impl Core {
         if !self.conns.contains_key(&conn) {
             return;
         }
-        if pending.kind.is_auth() {
+        if pending.kind == JoinKind::Auth {
             self.refuse_auth(now, conn, error);
         } else {
             self.send_error(conn, error.code(), error.to_string());
@@ -899,6 +1137,7 @@ impl Core {
                     last_heartbeat,
                 },
                 location,
+                session: None,
             });
         }
         if existing.is_none() && !members.iter().any(|m| m.local().is_some()) {
@@ -1121,25 +1360,107 @@ impl Core {
         self.close_room(room_id, reason);
     }
 
-    fn reply_joined(&mut self, conn: ConnId, user: &UserId, room_id: &RoomId, auth: bool) {
+    fn reply_joined(&mut self, conn: ConnId, user: &UserId, room_id: &RoomId, reply: Reply) {
         let Some(room) = self.rooms.get(room_id).map(Room::metadata) else {
             return;
         };
+        let resume = self.issue_ticket(conn);
         let user_id = user.clone();
-        let msg = if auth {
-            ServerMessage::AuthOk {
+        let msg = match reply {
+            Reply::AuthOk => ServerMessage::AuthOk {
                 user_id,
                 room,
                 ice_servers: None,
-            }
-        } else {
-            ServerMessage::RoomJoined {
+                resume,
+            },
+            Reply::RoomJoined => ServerMessage::RoomJoined {
                 user_id,
                 room,
                 ice_servers: None,
-            }
+                resume,
+            },
+            Reply::Resumed => ServerMessage::Resumed {
+                user_id,
+                room,
+                ice_servers: None,
+                resume,
+            },
         };
         self.outputs.push_back(Output::Send { to: conn, msg });
+    }
+
+    /// A fresh ticket for a joined connection's session (opened on first use): every
+    /// ticket handed out spends the one before.
+    fn issue_ticket(&mut self, conn: ConnId) -> Option<octate_protocol::ResumeTicket> {
+        if !self.resume_enabled() {
+            return None;
+        }
+        let issuer = self.issuer.as_deref_mut()?;
+        let state = self.conns.get_mut(&conn)?;
+        if !state.joined {
+            return None;
+        }
+        let session_id = match &state.session {
+            Some(id) => id.clone(),
+            None => issuer.session_id(),
+        };
+        let (ticket, digest) = ticket(issuer, &session_id);
+        state.session = Some(session_id.clone());
+        let (user_id, room_id) = (
+            state.identity.user_id.clone(),
+            state.identity.room_id.clone(),
+        );
+        let session = self
+            .sessions
+            .entry(session_id.clone())
+            .or_insert_with(|| Session {
+                user_id: user_id.clone(),
+                room_id: room_id.clone(),
+                user_name: state.user_name.clone(),
+                digest: None,
+                token: state.token.clone(),
+                state: SessionState::Live(conn),
+            });
+        session.digest = Some(digest);
+        if let Some(member) = self
+            .rooms
+            .get_mut(&room_id)
+            .and_then(|r| r.member_mut(&user_id))
+        {
+            member.session = Some(session_id);
+        }
+        Some(ticket)
+    }
+
+    /// Ends every suspended session whose grace has run out: its room is told the peer
+    /// left with reason `timeout`.
+    fn expire_sessions(&mut self, now: UnixMillis) {
+        while let Some((until, _)) = self.deadlines.first()
+            && *until <= now
+        {
+            let Some((_, session_id)) = self.deadlines.pop_first() else {
+                break;
+            };
+            let Some(session) = self.sessions.remove(&session_id) else {
+                continue;
+            };
+            self.stats.sessions_expired += 1;
+            self.remove_member(
+                now,
+                &session.room_id,
+                &session.user_id,
+                LeaveReason::Timeout,
+            );
+        }
+    }
+
+    /// Forgets a session (its member left, was replaced, or its room closed).
+    fn end_session(&mut self, session_id: &str) {
+        if let Some(session) = self.sessions.remove(session_id)
+            && let SessionState::Suspended { until } = session.state
+        {
+            self.deadlines.remove(&(until, session_id.to_owned()));
+        }
     }
 
     fn leave_by_request(&mut self, now: UnixMillis, conn: ConnId) -> Result<(), CoreError> {
@@ -1170,6 +1491,14 @@ impl Core {
         let Some(state) = self.conns.remove(&conn) else {
             return;
         };
+        if let Some(session_id) = &state.session
+            && self
+                .sessions
+                .get(session_id)
+                .is_some_and(|s| s.state == SessionState::Live(conn))
+        {
+            self.end_session(session_id);
+        }
         if state.joined {
             let Identity { user_id, room_id } = state.identity;
             // Only remove the member if it is still reached through this connection.
@@ -1206,6 +1535,12 @@ impl Core {
             return;
         };
         let Some((member, new_host)) = room.remove(user, now) else {
+            return;
+        };
+        if let Some(session_id) = &member.session {
+            self.end_session(session_id);
+        }
+        let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
         if self.node.is_some() {
@@ -1265,6 +1600,11 @@ impl Core {
         let Some(room) = self.rooms.remove(room_id) else {
             return;
         };
+        for member in &room.members {
+            if let Some(session_id) = &member.session {
+                self.end_session(session_id);
+            }
+        }
         if let Some(count) = self.created_by.get_mut(&room.created_by) {
             *count -= 1;
             if *count == 0 {
@@ -1333,6 +1673,7 @@ impl Core {
                     msg: build(user.clone(), room_id.clone()),
                 }
             }
+            PeerLocation::Suspended => return Err(CoreError::PeerUnavailable),
             PeerLocation::Remote { node, .. } => Output::Cluster(ClusterCommand::Relay {
                 node: node.clone(),
                 room_id: room_id.clone(),
@@ -1467,11 +1808,36 @@ impl Core {
         self.close_where(now, CloseCode::MemoryPressure, |c| {
             now.saturating_sub(c.last_seen) > idle_peer
         });
+        // Suspended peers hold memory for a connection that may never come back.
+        while let Some((_, session_id)) = self.deadlines.pop_first() {
+            if let Some(session) = self.sessions.remove(&session_id) {
+                self.remove_member(
+                    now,
+                    &session.room_id,
+                    &session.user_id,
+                    LeaveReason::MemoryPressure,
+                );
+            }
+        }
     }
 }
 
-impl JoinKind {
-    fn is_auth(&self) -> bool {
-        matches!(self, Self::Auth)
+/// Which answer a joined connection gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reply {
+    /// `auth-ok`, to `auth`.
+    AuthOk,
+    /// `room-joined`, to `create-room` and `join-room`.
+    RoomJoined,
+    /// `resumed`, to `resume`.
+    Resumed,
+}
+
+impl Reply {
+    fn of(kind: &JoinKind) -> Self {
+        match kind {
+            JoinKind::Auth => Self::AuthOk,
+            JoinKind::Create { .. } | JoinKind::Join => Self::RoomJoined,
+        }
     }
 }

@@ -33,6 +33,9 @@ pub enum CoreError {
     /// The target is not a peer of the sender's room.
     #[error("no such peer in this room")]
     PeerNotFound,
+    /// The target's connection dropped and it may come back soon.
+    #[error("the peer is briefly unreachable; try again after it is back")]
+    PeerUnavailable,
     /// The connection is not in a room.
     #[error("not in a room")]
     NotInRoom,
@@ -54,6 +57,7 @@ impl CoreError {
             Self::TooManyRooms => ErrorCode::TooManyRooms,
             Self::TooManyRoomsForUser => ErrorCode::TooManyRoomsForUser,
             Self::PeerNotFound => ErrorCode::PeerNotFound,
+            Self::PeerUnavailable => ErrorCode::PeerUnavailable,
             Self::NotInRoom => ErrorCode::NotInRoom,
             Self::Unavailable => ErrorCode::Unavailable,
         }

@@ -20,6 +20,7 @@ mod error;
 mod memory;
 mod output;
 mod room;
+mod session;
 
 pub use crate::cluster::{
     ClusterCommand, ClusterEvent, ClusterMember, InvalidNodeId, JoinKind, MAX_NODE_ID_LEN,
@@ -30,3 +31,4 @@ pub use crate::core::{Core, CoreStats, Identity, NewRoom};
 pub use crate::error::CoreError;
 pub use crate::memory::MemoryLevel;
 pub use crate::output::{ConnId, Output};
+pub use crate::session::{Login, ResumeIssuer, ResumeRefusal, TokenDigest, TokenRef};

@@ -61,4 +61,14 @@ pub enum Output {
     },
     /// Ask the cluster for something (clustered cores only).
     Cluster(ClusterCommand),
+    /// A connection took over a session with `resume`: it now speaks for `identity`,
+    /// under the token that opened the session (check it is still valid).
+    Resumed {
+        /// The new connection.
+        conn: ConnId,
+        /// Whose session it is.
+        identity: crate::Identity,
+        /// The token that opened the session.
+        token: crate::TokenRef,
+    },
 }

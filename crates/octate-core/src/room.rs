@@ -13,6 +13,8 @@ use crate::{ConnId, NodeId, PeerLocation};
 pub(crate) struct Member {
     pub(crate) info: PeerInfo,
     pub(crate) location: PeerLocation,
+    /// The member's resumable session on this process, if it has one.
+    pub(crate) session: Option<String>,
 }
 
 impl Member {
@@ -99,6 +101,7 @@ impl Room {
         self.members.push(Member {
             info,
             location: PeerLocation::Local(conn),
+            session: None,
         });
         self.touch(now);
     }

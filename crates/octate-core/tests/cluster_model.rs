@@ -372,7 +372,7 @@ impl FakeCluster {
                         view.closed = true;
                     }
                 }
-                Output::Heartbeat { .. } | Output::RoomRemoved { .. } => {}
+                Output::Heartbeat { .. } | Output::RoomRemoved { .. } | Output::Resumed { .. } => {}
                 Output::Cluster(cmd) => self.command(node, cmd),
             }
         }

@@ -136,6 +136,7 @@ fn config() -> impl Strategy<Value = CoreConfig> {
                 max_rooms_per_user: per_user,
                 memory_warning_bytes: 1_000,
                 memory_critical_bytes: 2_000,
+                resume_grace: Duration::from_secs(15),
             },
         )
 }

@@ -77,6 +77,7 @@ fn auth_creates_the_room_with_the_first_user_as_host() {
             user_id: uid("alice"),
             room: room.clone(),
             ice_servers: None,
+            resume: None,
         }]
     );
     assert!(h.core.is_authenticated(ConnId(1)));

@@ -105,6 +105,7 @@ fn bench_codec(c: &mut Criterion) {
             peer_count: 2,
         },
         ice_servers: None,
+        resume: None,
     };
     let mut encode = c.benchmark_group("encode");
     for (name, msg) in [

@@ -67,6 +67,13 @@ pub enum ClientMessage {
         /// The envelope's `userId`: the user the client expects; must be the token's.
         user_id: Option<UserId>,
     },
+    /// `resume`: the first message of a new connection that takes over a dropped session.
+    Resume {
+        /// The session to resume (`data.sessionId`).
+        session_id: String,
+        /// The secret the server handed out with the session (`data.resumeToken`).
+        resume_token: String,
+    },
     /// `refresh`: a new token for the same user and room, to outlive the first one.
     Refresh {
         /// The new token string (`data.token`).
@@ -120,6 +127,16 @@ struct AuthData {
     token: Option<String>,
     user_name: Option<String>,
 }
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResumeData<S> {
+    session_id: S,
+    resume_token: S,
+}
+
+/// Longest session id or resume token accepted, in bytes.
+pub const MAX_RESUME_FIELD_BYTES: usize = 128;
 
 #[derive(Deserialize, Default)]
 struct RefreshData {
@@ -312,6 +329,26 @@ impl ClientMessage {
                     user_id: env.user_id()?,
                 }
             }
+            "resume" => {
+                let raw = env.data.ok_or(ProtocolError::MissingField("data"))?;
+                let data: ResumeData<String> =
+                    serde_json::from_str(raw.get()).map_err(|e| ProtocolError::from_serde(&e))?;
+                for (field, value) in [
+                    ("sessionId", &data.session_id),
+                    ("resumeToken", &data.resume_token),
+                ] {
+                    if value.is_empty() || value.len() > MAX_RESUME_FIELD_BYTES {
+                        return Err(ProtocolError::InvalidField {
+                            field,
+                            reason: "must be a non-empty string of at most 128 bytes",
+                        });
+                    }
+                }
+                Self::Resume {
+                    session_id: data.session_id,
+                    resume_token: data.resume_token,
+                }
+            }
             "refresh" => {
                 let data: RefreshData = parse_optional_data(env.data)?;
                 Self::Refresh {
@@ -389,6 +426,7 @@ impl ClientMessage {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Auth { .. } => "auth",
+            Self::Resume { .. } => "resume",
             Self::Refresh { .. } => "refresh",
             Self::CreateRoom { .. } => "create-room",
             Self::JoinRoom { .. } => "join-room",
@@ -432,6 +470,15 @@ impl ClientMessage {
                 .data(&AuthOut {
                     token,
                     user_name: user_name.as_deref(),
+                })
+                .to_string(),
+            Self::Resume {
+                session_id,
+                resume_token,
+            } => OutEnvelope::new(kind)
+                .data(&ResumeData {
+                    session_id: session_id.as_str(),
+                    resume_token: resume_token.as_str(),
                 })
                 .to_string(),
             Self::Refresh { token } => OutEnvelope::new(kind)

@@ -82,8 +82,24 @@ pub(crate) fn truncate(text: &str) -> String {
 /// Maps serde's "missing field `x`" text onto the static field names we know.
 fn missing_field_name(text: &str) -> Option<&'static str> {
     const KNOWN: &[&str] = &[
-        "type", "token", "peer", "status", "line", "column", "userId", "roomId", "roomName",
-        "hostId", "hostName", "code", "message", "room", "peers", "data",
+        "type",
+        "token",
+        "peer",
+        "status",
+        "line",
+        "column",
+        "userId",
+        "roomId",
+        "roomName",
+        "hostId",
+        "hostName",
+        "code",
+        "message",
+        "room",
+        "peers",
+        "data",
+        "sessionId",
+        "resumeToken",
     ];
     let rest = text.strip_prefix("missing field `")?;
     let name = &rest[..rest.find('`')?];
@@ -147,6 +163,10 @@ pub enum ErrorCode {
     TooManyConnections,
     /// The target peer is not in the sender's room.
     PeerNotFound,
+    /// The target peer's connection dropped and may come back soon: retry later.
+    PeerUnavailable,
+    /// The session cannot be resumed: authenticate afresh.
+    ResumeFailed,
     /// The connection is not in a room.
     NotInRoom,
     /// Too many messages too fast.
@@ -195,6 +215,8 @@ impl ErrorCode {
             Self::TooManyRoomsForUser => "too-many-rooms-for-user",
             Self::TooManyConnections => "too-many-connections",
             Self::PeerNotFound => "peer-not-found",
+            Self::PeerUnavailable => "peer-unavailable",
+            Self::ResumeFailed => "resume-failed",
             Self::NotInRoom => "not-in-room",
             Self::RateLimited => "rate-limited",
             Self::NotFound => "not-found",
@@ -234,6 +256,8 @@ impl ErrorCode {
         Self::TooManyRoomsForUser,
         Self::TooManyConnections,
         Self::PeerNotFound,
+        Self::PeerUnavailable,
+        Self::ResumeFailed,
         Self::NotInRoom,
         Self::RateLimited,
         Self::NotFound,
@@ -452,7 +476,7 @@ mod tests {
         wire.sort_unstable();
         wire.dedup();
         assert_eq!(wire.len(), n);
-        assert_eq!(n, 34);
+        assert_eq!(n, 36);
     }
 
     #[test]

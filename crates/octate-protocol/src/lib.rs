@@ -22,8 +22,8 @@ mod raw;
 mod server;
 
 pub use client::{
-    ClientMessage, DEFAULT_MAX_MESSAGE_BYTES, MAX_FILE_ID_LEN, MAX_NAME_CHARS, PRESENCE_STATUSES,
-    SignalKind, UpdateKind,
+    ClientMessage, DEFAULT_MAX_MESSAGE_BYTES, MAX_FILE_ID_LEN, MAX_NAME_CHARS,
+    MAX_RESUME_FIELD_BYTES, PRESENCE_STATUSES, SignalKind, UpdateKind,
 };
 pub use envelope::MAX_NESTING_DEPTH;
 pub use error::{CloseCode, ErrorCode, ProtocolError};
@@ -32,7 +32,7 @@ pub use model::{
     AuthToken, OperationType, PeerInfo, RemoteOperation, RoomMetadata, RoomState, UnixMillis,
 };
 pub use raw::RawJson;
-pub use server::{ErrorBody, IceServer, LeaveReason, RoomCloseReason, ServerMessage};
+pub use server::{ErrorBody, IceServer, LeaveReason, ResumeTicket, RoomCloseReason, ServerMessage};
 
 /// Version of the signaling protocol described in `docs/protocol.md`.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -53,6 +53,8 @@ pub enum ServerMessage {
         room: RoomMetadata,
         /// STUN/TURN servers for the peer's `RTCPeerConnection`, when the server hands them out.
         ice_servers: Option<Vec<IceServer>>,
+        /// What a new connection sends to take over this session, when resume is on.
+        resume: Option<ResumeTicket>,
     },
     /// `room-joined`: answer to `create-room` / `join-room` on an authenticated connection.
     RoomJoined {
@@ -62,6 +64,20 @@ pub enum ServerMessage {
         room: RoomMetadata,
         /// STUN/TURN servers for the peer's `RTCPeerConnection`, when the server hands them out.
         ice_servers: Option<Vec<IceServer>>,
+        /// What a new connection sends to take over this session, when resume is on.
+        resume: Option<ResumeTicket>,
+    },
+    /// `resumed`: answer to `resume`; the connection took over the session, and the
+    /// others were told nothing.
+    Resumed {
+        /// The session's user.
+        user_id: UserId,
+        /// The room with every peer, this one included.
+        room: RoomMetadata,
+        /// STUN/TURN servers for the peer's `RTCPeerConnection`, when the server hands them out.
+        ice_servers: Option<Vec<IceServer>>,
+        /// The session's new ticket: the one just used is spent.
+        resume: Option<ResumeTicket>,
     },
     /// `room-left`: answer to `leave-room`.
     RoomLeft {
@@ -151,13 +167,35 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+/// What a client needs to resume its session on a new connection: sent in `auth-ok`,
+/// `room-joined` and `resumed`, and spent by one `resume`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeTicket {
+    /// The session, named in `resume`.
+    pub session_id: String,
+    /// The one-time secret that proves the right to resume it.
+    pub resume_token: String,
+}
+
+impl std::fmt::Debug for ResumeTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResumeTicket")
+            .field("session_id", &self.session_id)
+            .field("resume_token", &"<secret>")
+            .finish()
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RoomData<R, P, I> {
+struct RoomData<R, P, I, T> {
     room: R,
     peers: Vec<P>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ice_servers: Option<I>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resume: Option<T>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -200,6 +238,7 @@ impl ServerMessage {
         match self {
             Self::AuthOk { .. } => "auth-ok",
             Self::RoomJoined { .. } => "room-joined",
+            Self::Resumed { .. } => "resumed",
             Self::RoomLeft { .. } => "room-left",
             Self::PeerJoined { .. } => "peer-joined",
             Self::PeerLeft { .. } => "peer-left",
@@ -229,12 +268,20 @@ impl ServerMessage {
                 user_id,
                 room,
                 ice_servers,
+                resume,
             }
             | Self::RoomJoined {
                 user_id,
                 room,
                 ice_servers,
-            } => encode_room(kind, user_id, room, ice_servers.as_deref()),
+                resume,
+            }
+            | Self::Resumed {
+                user_id,
+                room,
+                ice_servers,
+                resume,
+            } => encode_room(kind, user_id, room, ice_servers.as_deref(), resume.as_ref()),
             Self::RoomLeft { room_id } => OutEnvelope::<()>::new(kind).room(Some(room_id)).to_vec(),
             Self::PeerJoined { room_id, peer } => OutEnvelope::new(kind)
                 .room(Some(room_id))
@@ -308,20 +355,30 @@ impl ServerMessage {
             serde_json::from_str(raw.get()).map_err(|e| ProtocolError::from_serde(&e))
         }
         Ok(match env.kind.as_ref() {
-            "auth-ok" => {
-                let d: RoomData<RoomMetadata, PeerInfo, Vec<IceServer>> = parse(data()?)?;
-                Self::AuthOk {
-                    user_id: from()?,
-                    room: d.room,
-                    ice_servers: d.ice_servers,
-                }
-            }
-            "room-joined" => {
-                let d: RoomData<RoomMetadata, PeerInfo, Vec<IceServer>> = parse(data()?)?;
-                Self::RoomJoined {
-                    user_id: from()?,
-                    room: d.room,
-                    ice_servers: d.ice_servers,
+            kind @ ("auth-ok" | "room-joined" | "resumed") => {
+                let d: RoomData<RoomMetadata, PeerInfo, Vec<IceServer>, ResumeTicket> =
+                    parse(data()?)?;
+                let (user_id, room, ice_servers, resume) =
+                    (from()?, d.room, d.ice_servers, d.resume);
+                match kind {
+                    "auth-ok" => Self::AuthOk {
+                        user_id,
+                        room,
+                        ice_servers,
+                        resume,
+                    },
+                    "room-joined" => Self::RoomJoined {
+                        user_id,
+                        room,
+                        ice_servers,
+                        resume,
+                    },
+                    _ => Self::Resumed {
+                        user_id,
+                        room,
+                        ice_servers,
+                        resume,
+                    },
                 }
             }
             "room-left" => Self::RoomLeft {
@@ -387,13 +444,14 @@ impl ServerMessage {
     }
 }
 
-/// `auth-ok` and `room-joined` carry the room, apart the peers other than the recipient,
-/// and the ICE servers when there are any.
+/// `auth-ok`, `room-joined` and `resumed` carry the room, apart the peers other than the
+/// recipient, and the ICE servers and resume ticket when there are any.
 fn encode_room(
     kind: &str,
     user: &UserId,
     room: &RoomMetadata,
     ice_servers: Option<&[IceServer]>,
+    resume: Option<&ResumeTicket>,
 ) -> Vec<u8> {
     let others: Vec<&PeerInfo> = room.peers.iter().filter(|p| &p.user_id != user).collect();
     let ice_bytes = ice_servers.map_or(0, |servers| ICE_SERVER_BYTES * servers.len());
@@ -404,8 +462,9 @@ fn encode_room(
             room,
             peers: others,
             ice_servers,
+            resume,
         })
-        .to_vec_sized(ROOM_BYTES + PEER_BYTES * 2 * room.peers.len() + ice_bytes)
+        .to_vec_sized(ROOM_BYTES + PEER_BYTES * 2 * room.peers.len() + ice_bytes + 128)
 }
 
 /// Rough JSON size of a room's metadata without its peers, and of one peer.

@@ -412,6 +412,7 @@ fn golden_auth_ok_and_room_joined() {
             user_id: bob.clone(),
             room: room.clone(),
             ice_servers: None,
+            resume: None,
         },
         &format!(r#"{{"type":"auth-ok","userId":"bob","roomId":"room456","data":{data}}}"#),
     );
@@ -420,6 +421,7 @@ fn golden_auth_ok_and_room_joined() {
             user_id: bob,
             room,
             ice_servers: None,
+            resume: None,
         },
         &format!(r#"{{"type":"room-joined","userId":"bob","roomId":"room456","data":{data}}}"#),
     );

@@ -67,7 +67,10 @@ pub fn message_recipients(o: &Output) -> impl Iterator<Item = ConnId> + '_ {
     let to: &[ConnId] = match o {
         Output::Send { to, .. } => std::slice::from_ref(to),
         Output::Broadcast { to, .. } | Output::Heartbeat { to } | Output::Forward { to, .. } => to,
-        Output::Close { .. } | Output::RoomRemoved { .. } | Output::Cluster(_) => &[],
+        Output::Close { .. }
+        | Output::RoomRemoved { .. }
+        | Output::Cluster(_)
+        | Output::Resumed { .. } => &[],
     };
     to.iter().copied()
 }

@@ -100,10 +100,19 @@ impl TestServer {
     }
 }
 
-/// A config with fast timers for tests.
+/// A config with fast timers for tests, and resume off: a dropped connection's peer
+/// leaves at once (tests of resume turn it on with [`resume_config`]).
 pub fn fast_config() -> TransportConfig {
     let mut config = TransportConfig::default();
     config.core.heartbeat_interval = Duration::from_millis(200);
     config.core.cleanup_interval = Duration::from_millis(200);
+    config.core.resume_grace = Duration::ZERO;
+    config
+}
+
+/// [`fast_config`] with resume on, for a grace of `grace`.
+pub fn resume_config(grace: Duration) -> TransportConfig {
+    let mut config = fast_config();
+    config.core.resume_grace = grace;
     config
 }

@@ -1,12 +1,15 @@
 //! Shared state of a running server and the drive loop around the core.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use octate_auth::{AuthError, Claims, TokenAuthority};
-use octate_core::{ClusterEvent, ClusterMember, ConnId, Core, MemoryLevel, NodeId, Output};
+use octate_core::{
+    ClusterEvent, ClusterMember, ConnId, Core, Identity, MemoryLevel, NodeId, Output, TokenRef,
+};
 use octate_protocol::{CloseCode, ErrorCode, RoomId, ServerMessage, UnixMillis};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
@@ -116,6 +119,8 @@ pub struct App {
     started: Instant,
     /// The rest of the cluster, when this server is one node of several.
     pub(crate) cluster: OnceLock<Arc<dyn ClusterLink>>,
+    /// Sessions taken over by `resume` and not yet adopted by their connection task.
+    resumed: Mutex<HashMap<ConnId, (Identity, TokenRef)>>,
     /// How many times the core has been driven, for tests that count lock acquisitions.
     #[cfg(test)]
     pub(crate) drives: std::sync::atomic::AtomicUsize,
@@ -177,8 +182,9 @@ impl App {
         authority: TokenAuthority,
         heap: Box<dyn HeapProbe>,
         clock: Clock,
-        core: Core,
+        mut core: Core,
     ) -> Arc<Self> {
+        core.set_resume_issuer(Box::new(crate::resume::RandomIssuer::new()));
         let (stop, _) = watch::channel(false);
         let admin_key = config.admin_key.as_deref().map(AdminKey::new);
         Arc::new(Self {
@@ -198,6 +204,7 @@ impl App {
             memory_level: AtomicU8::new(0),
             started: Instant::now(),
             cluster: OnceLock::new(),
+            resumed: Mutex::new(HashMap::new()),
             #[cfg(test)]
             drives: std::sync::atomic::AtomicUsize::new(0),
         })
@@ -223,6 +230,11 @@ impl App {
     /// Every peer of this node in a room, as the cluster should know it.
     pub fn local_members(&self) -> Vec<(RoomId, ClusterMember)> {
         self.with_core(Core::local_members)
+    }
+
+    /// The session a connection just took over with `resume`, once, if it did.
+    pub(crate) fn take_resumed(&self, conn: ConnId) -> Option<(Identity, TokenRef)> {
+        self.resumed.lock().remove(&conn)
     }
 
     /// Runs `f` on the core with the current time, then carries out every output.
@@ -287,6 +299,14 @@ impl App {
                 Some(cluster) => cluster.submit(command),
                 None => debug!(?command, "cluster command without a cluster"),
             },
+            Output::Resumed {
+                conn,
+                identity,
+                token,
+            } => {
+                self.metrics.session_resumed();
+                self.resumed.lock().insert(conn, (identity, token));
+            }
         }
     }
 
@@ -300,6 +320,11 @@ impl App {
             ..
         }
         | ServerMessage::RoomJoined {
+            user_id,
+            ice_servers,
+            ..
+        }
+        | ServerMessage::Resumed {
             user_id,
             ice_servers,
             ..

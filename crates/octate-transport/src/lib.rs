@@ -21,6 +21,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod registry;
+mod resume;
 mod server;
 mod session;
 mod timers;

@@ -166,6 +166,14 @@ impl Lifecycle {
         matches!(self.phase, Phase::Authenticating { .. } | Phase::Live)
     }
 
+    /// How the session ended, once it is closing or closed.
+    pub(crate) fn exit(&self) -> Option<Exit> {
+        match self.phase {
+            Phase::Closing { exit, .. } | Phase::Closed { exit, .. } => Some(exit),
+            Phase::Authenticating { .. } | Phase::Live => None,
+        }
+    }
+
     /// Whether the client is authenticated and its session open.
     pub(crate) fn is_live(&self) -> bool {
         self.phase == Phase::Live

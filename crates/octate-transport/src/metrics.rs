@@ -37,6 +37,9 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     /// HTTP requests served.
     pub http_requests: Counter,
+    /// Sessions taken over by a `resume`.
+    sessions_resumed: Counter,
+    suspended: Gauge,
     connections: Gauge,
     rooms: Gauge,
     peers: Gauge,
@@ -175,6 +178,8 @@ impl Metrics {
             connections_refused: Counter::default(),
             slow_consumers: Counter::default(),
             http_requests: Counter::default(),
+            sessions_resumed: Counter::default(),
+            suspended: Gauge::default(),
             connections: Gauge::default(),
             rooms: Gauge::default(),
             peers: Gauge::default(),
@@ -210,6 +215,16 @@ impl Metrics {
             "Open WebSocket connections",
             metrics.connections.clone(),
         );
+        r.register(
+            "sessions_resumed",
+            "Sessions taken over by a resume",
+            metrics.sessions_resumed.clone(),
+        );
+        r.register(
+            "peers_suspended",
+            "Peers whose connection dropped, waiting to be resumed",
+            metrics.suspended.clone(),
+        );
         r.register("rooms", "Rooms in memory", metrics.rooms.clone());
         r.register("peers", "Peers in rooms", metrics.peers.clone());
         r.register(
@@ -240,6 +255,11 @@ impl Metrics {
         }
     }
 
+    /// Counts one session taken over by a `resume`.
+    pub fn session_resumed(&self) {
+        self.sessions_resumed.inc();
+    }
+
     /// Counts one failed authentication.
     pub fn auth_failed(&self, code: ErrorCode) {
         if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
@@ -262,6 +282,7 @@ impl Metrics {
         self.connections.set(to_i64(gauges.connections as u64));
         self.rooms.set(to_i64(gauges.rooms as u64));
         self.peers.set(to_i64(gauges.peers as u64));
+        self.suspended.set(to_i64(gauges.suspended as u64));
         self.heap_bytes.set(to_i64(gauges.heap_bytes));
         self.resident_bytes.set(to_i64(gauges.resident_bytes));
         if let Some(cluster) = &gauges.cluster {
@@ -283,6 +304,8 @@ pub struct Gauges {
     pub rooms: usize,
     /// Peers in rooms.
     pub peers: usize,
+    /// Peers whose connection dropped, waiting to be resumed.
+    pub suspended: usize,
     /// Heap bytes allocated.
     pub heap_bytes: u64,
     /// Bytes the allocator holds.
@@ -310,10 +333,12 @@ mod tests {
             connections: 2,
             rooms: 1,
             peers: 2,
+            suspended: 1,
             heap_bytes: 1234,
             resident_bytes: 5678,
             cluster: None,
         });
+        assert!(text.contains("octate_peers_suspended 1"), "{text}");
         assert!(
             text.contains("octate_messages_relayed_total{type=\"sdp-offer\"} 1"),
             "{text}"

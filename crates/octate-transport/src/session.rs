@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
-use octate_core::{ConnId, Identity};
+use octate_core::{ConnId, Identity, Login, TokenRef};
 use octate_protocol::{ClientMessage, CloseCode, ErrorCode, RoomId, UserId};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -250,6 +250,7 @@ impl Connection {
                 conn,
                 identity: None,
                 token: None,
+                peer_close: None,
             },
         }
     }
@@ -338,13 +339,29 @@ impl Connection {
         }
     }
 
-    /// Forgets the connection: nothing more is queued for it and its peers are told.
+    /// Forgets the connection: nothing more is queued for it, and its peers are told, or
+    /// its peer is suspended for a `resume` when the connection was lost rather than
+    /// closed on purpose.
     fn leave(&self) {
         let (app, conn) = (&self.session.app, self.session.conn);
         app.registry.unregister(conn);
         if self.session.identity.is_some() {
             // After shutdown the core has forgotten every connection, so this tells nobody.
-            app.drive(|core, now| core.handle_disconnect(now, conn));
+            if self.lost() {
+                app.drive(|core, now| core.handle_connection_lost(now, conn));
+            } else {
+                app.drive(|core, now| core.handle_disconnect(now, conn));
+            }
+        }
+    }
+
+    /// Whether the connection ended without the client meaning to leave: the socket
+    /// dropped, the client stopped reading, or it closed with 1001 (going away).
+    fn lost(&self) -> bool {
+        match self.life.exit() {
+            Some(Exit::Dropped | Exit::SlowConsumer) => true,
+            Some(Exit::PeerClosed) => self.session.peer_close == Some(CloseCode::GoingAway.code()),
+            _ => false,
         }
     }
 }
@@ -453,6 +470,8 @@ struct Session {
     /// The token the session runs on, held for revocation and expiry.
     token: Option<TokenLease>,
     rate: MessageRate,
+    /// The code of the client's close frame, once it sent one.
+    peer_close: Option<u16>,
 }
 
 impl Session {
@@ -499,7 +518,7 @@ impl Session {
     }
 
     /// Answers the peer's close frame (RFC 6455 §5.5.1), or refuses a malformed one.
-    fn on_close(&self, payload: &[u8]) -> End {
+    fn on_close(&mut self, payload: &[u8]) -> End {
         let code = match payload {
             [] => None,
             [hi, lo, reason @ ..] => {
@@ -519,6 +538,7 @@ impl Session {
                 return End::Closed(CloseCode::ProtocolError);
             }
         };
+        self.peer_close = code;
         self.app.push(self.conn, Outbound::CloseEcho(code));
         self.app.registry.unregister(self.conn);
         End::PeerClosed
@@ -553,6 +573,14 @@ impl Session {
                 return None;
             }
         };
+        if let ClientMessage::Resume {
+            session_id,
+            resume_token,
+        } = &msg
+            && self.identity.is_none()
+        {
+            return self.resume(session_id, resume_token);
+        }
         if let Some(identity) = &self.identity {
             if let ClientMessage::Refresh { token } = msg {
                 let goes_on = tokens::refresh(app, conn, identity, &token);
@@ -576,11 +604,16 @@ impl Session {
             return None;
         };
         match self.verify(&token, room_id.as_ref(), user_id.as_ref()) {
-            Ok((identity, lease)) => {
+            Ok((identity, lease, token)) => {
                 debug!(%conn, user = %identity.user_id, room = %identity.room_id, "authenticated");
                 self.identity = Some(identity.clone());
                 self.token = Some(lease);
-                app.drive(|core, now| core.handle_authenticated(now, conn, identity, user_name));
+                let login = Login {
+                    identity,
+                    user_name,
+                    token,
+                };
+                app.drive(|core, now| core.handle_login(now, conn, login));
                 None
             }
             Err((code, message)) => {
@@ -597,8 +630,33 @@ impl Session {
         token: &str,
         room_id: Option<&RoomId>,
         user_id: Option<&UserId>,
-    ) -> Result<(Identity, TokenLease), (ErrorCode, String)> {
+    ) -> Result<(Identity, TokenLease, TokenRef), (ErrorCode, String)> {
         tokens::authenticate(&self.app, self.conn, token, room_id, user_id)
+    }
+
+    /// Takes over a dropped session with its resume token, instead of authenticating.
+    fn resume(&mut self, session_id: &str, resume_token: &str) -> Option<End> {
+        let (app, conn) = (self.app.clone(), self.conn);
+        let result = app.drive(|core, now| core.handle_resume(now, conn, session_id, resume_token));
+        if let Err(refusal) = result {
+            app.metrics.auth_failed(ErrorCode::ResumeFailed);
+            info!(%conn, ?refusal, "resume refused");
+            return Some(End::Closed(CloseCode::AuthFailed));
+        }
+        let (identity, token) = app.take_resumed(conn)?;
+        match tokens::adopt(&app, conn, &token) {
+            Ok(lease) => {
+                debug!(%conn, user = %identity.user_id, room = %identity.room_id, "resumed");
+                self.identity = Some(identity);
+                self.token = Some(lease);
+                None
+            }
+            Err((code, message)) => {
+                // The session's token was revoked (or expired) while it was suspended.
+                app.end_sessions(&[conn], code, &message);
+                Some(End::Closed(CloseCode::AuthFailed))
+            }
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use octate_auth::Claims;
-use octate_core::{ConnId, Identity};
+use octate_core::{ConnId, Identity, TokenRef};
 use octate_protocol::{ErrorCode, RoomId, ServerMessage, UnixMillis, UserId};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
@@ -70,12 +70,11 @@ impl SessionTokens {
     /// Records that `conn` runs on the token of `claims`, in place of any earlier one.
     ///
     /// With `deadline`, the session is also ended when the token expires.
-    fn hold(&self, conn: ConnId, claims: &Claims, deadline: bool) {
+    fn hold(&self, conn: ConnId, token_id: &str, expires_at: UnixMillis, deadline: bool) {
         let mut index = self.index.lock();
         index.remove(conn);
-        let token_id: Arc<str> = Arc::from(claims.token_id.as_str());
+        let token_id: Arc<str> = Arc::from(token_id);
         index.by_token.insert((token_id.clone(), conn));
-        let expires_at = claims.expires_at;
         index.by_conn.insert(
             conn,
             Held {
@@ -200,6 +199,16 @@ fn check_expected(
 
 /// Records the token a session runs on, and starts the sweeper when expiry closes sessions.
 fn hold_token(app: &Arc<App>, conn: ConnId, claims: &Claims) -> Result<(), Refusal> {
+    hold_token_id(app, conn, &claims.token_id, claims.expires_at)
+}
+
+/// Records the token, by id and expiry, a session runs on; refused when it is revoked.
+fn hold_token_id(
+    app: &Arc<App>,
+    conn: ConnId,
+    token_id: &str,
+    expires_at: UnixMillis,
+) -> Result<(), Refusal> {
     let deadline = app.config.session_expiry == SessionExpiry::Close;
     if deadline && !app.tokens.sweeping.swap(true, Ordering::AcqRel) {
         tokio::spawn(sweep(
@@ -208,9 +217,9 @@ fn hold_token(app: &Arc<App>, conn: ConnId, claims: &Claims) -> Result<(), Refus
             app.stop.subscribe(),
         ));
     }
-    app.tokens.hold(conn, claims, deadline);
+    app.tokens.hold(conn, token_id, expires_at, deadline);
     // A revocation between the check and the hold found no session to end.
-    if app.auth.read().revocations().is_revoked(&claims.token_id) {
+    if app.auth.read().revocations().is_revoked(token_id) {
         app.tokens.release(conn);
         return Err((ErrorCode::TokenRevoked, "token was revoked".to_owned()));
     }
@@ -225,7 +234,7 @@ pub(crate) fn authenticate(
     token: &str,
     room_id: Option<&RoomId>,
     user_id: Option<&UserId>,
-) -> Result<(Identity, TokenLease), Refusal> {
+) -> Result<(Identity, TokenLease, TokenRef), Refusal> {
     let (identity, claims) = verify(app, token)?;
     check_expected(&identity, room_id, user_id)?;
     hold_token(app, conn, &claims)?;
@@ -233,7 +242,33 @@ pub(crate) fn authenticate(
         tokens: app.tokens.clone(),
         conn,
     };
-    Ok((identity, lease))
+    Ok((identity, lease, token_ref(&claims)))
+}
+
+/// What the core keeps of a token for the session it opens.
+fn token_ref(claims: &Claims) -> TokenRef {
+    TokenRef {
+        token_id: Some(claims.token_id.clone()),
+        expires_at: Some(claims.expires_at),
+    }
+}
+
+/// Holds a resumed session to the token that opened it: refused when that token has
+/// been revoked since, or has expired when expiry closes sessions.
+pub(crate) fn adopt(app: &Arc<App>, conn: ConnId, token: &TokenRef) -> Result<TokenLease, Refusal> {
+    let lease = TokenLease {
+        tokens: app.tokens.clone(),
+        conn,
+    };
+    let Some(token_id) = &token.token_id else {
+        return Ok(lease);
+    };
+    let expires_at = token.expires_at.unwrap_or(UnixMillis::MAX);
+    if app.config.session_expiry == SessionExpiry::Close && expires_at <= app.clock.wall_ms() {
+        return Err((ErrorCode::TokenExpired, "token expired".to_owned()));
+    }
+    hold_token_id(app, conn, token_id, expires_at)?;
+    Ok(lease)
 }
 
 /// Answers `refresh`: a valid token for the same user and room replaces the session's
@@ -256,6 +291,8 @@ pub(crate) fn refresh(app: &Arc<App>, conn: ConnId, identity: &Identity, token: 
         app.end_sessions(&[conn], code, &message);
         return false;
     }
+    let token = token_ref(&claims);
+    app.drive(|core, _| core.handle_token_refreshed(conn, token));
     let msg = ServerMessage::TokenRefreshed {
         expires_at: claims.expires_at,
     };

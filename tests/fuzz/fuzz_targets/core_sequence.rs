@@ -66,6 +66,7 @@ fn config(b: &mut Bytes<'_>) -> CoreConfig {
         max_rooms_per_user: per_user,
         memory_warning_bytes: 1_000,
         memory_critical_bytes: 2_000,
+        resume_grace: Duration::from_secs(15),
     }
 }
 

@@ -53,21 +53,25 @@ fn every_server_message() -> Vec<ServerMessage> {
             user_id: user("bob"),
             room: room(),
             ice_servers: None,
+            resume: None,
         },
         ServerMessage::RoomJoined {
             user_id: user("carol"),
             room: room(),
             ice_servers: None,
+            resume: None,
         },
         ServerMessage::AuthOk {
             user_id: user("bob"),
             room: room(),
             ice_servers: Some(ice_servers()),
+            resume: None,
         },
         ServerMessage::RoomJoined {
             user_id: user("carol"),
             room: room(),
             ice_servers: Some(Vec::new()),
+            resume: None,
         },
         ServerMessage::RoomLeft { room_id: room_id() },
         ServerMessage::PeerJoined {
@@ -165,12 +169,14 @@ fn auth_ok_lists_the_room_and_the_other_peers() {
                 user_id: user("bob"),
                 room: room(),
                 ice_servers: None,
+                resume: None,
             }
         } else {
             ServerMessage::RoomJoined {
                 user_id: user("bob"),
                 room: room(),
                 ice_servers: None,
+                resume: None,
             }
         };
         let v: serde_json::Value = serde_json::from_slice(&msg.encode()).unwrap();
@@ -219,12 +225,14 @@ fn ice_servers_are_in_the_browsers_rtc_ice_server_shape() {
                 user_id: user("bob"),
                 room: room(),
                 ice_servers: Some(ice_servers()),
+                resume: None,
             }
         } else {
             ServerMessage::RoomJoined {
                 user_id: user("bob"),
                 room: room(),
                 ice_servers: Some(ice_servers()),
+                resume: None,
             }
         };
         let v: serde_json::Value = serde_json::from_slice(&msg.encode()).unwrap();

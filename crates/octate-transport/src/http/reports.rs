@@ -87,6 +87,7 @@ pub(super) fn metrics(app: &App) -> Response<Body> {
         connections: app.registry.len(),
         rooms: core.rooms,
         peers: core.peers,
+        suspended: core.suspended,
         heap_bytes: heap.allocated,
         resident_bytes: heap.resident,
         cluster: app.cluster().map(|c| c.stats()),

@@ -38,17 +38,6 @@ fn app_at(wall: &Arc<FakeWall>) -> Arc<App> {
     )
 }
 
-fn claims(token_id: &str, expires_at: UnixMillis) -> Claims {
-    Claims {
-        token_id: token_id.into(),
-        key_id: "k1".into(),
-        user_id: "alice".into(),
-        room_id: "room-1".into(),
-        issued_at: NOW,
-        expires_at,
-    }
-}
-
 fn code(result: Result<(Identity, Claims), Refusal>) -> Option<ErrorCode> {
     result.err().map(|(code, _)| code)
 }
@@ -88,10 +77,10 @@ fn shifting_the_wall_clock_changes_token_verdicts_but_not_timers() {
 #[test]
 fn the_index_finds_sessions_by_token_and_by_expiry() {
     let tokens = SessionTokens::default();
-    tokens.hold(ConnId(1), &claims("a", NOW + 10), true);
-    tokens.hold(ConnId(2), &claims("a", NOW + 10), true);
-    tokens.hold(ConnId(3), &claims("b", NOW + 5), true);
-    tokens.hold(ConnId(4), &claims("ab", NOW + 1), false);
+    tokens.hold(ConnId(1), "a", NOW + 10, true);
+    tokens.hold(ConnId(2), "a", NOW + 10, true);
+    tokens.hold(ConnId(3), "b", NOW + 5, true);
+    tokens.hold(ConnId(4), "ab", NOW + 1, false);
     assert_eq!(tokens.len(), 4);
     assert_eq!(tokens.next_deadline(), Some(NOW + 5));
 
@@ -112,8 +101,8 @@ fn the_index_finds_sessions_by_token_and_by_expiry() {
 #[test]
 fn a_refreshed_session_runs_on_its_new_token_only() {
     let tokens = SessionTokens::default();
-    tokens.hold(ConnId(1), &claims("old", NOW + 10), true);
-    tokens.hold(ConnId(1), &claims("new", NOW + 1000), true);
+    tokens.hold(ConnId(1), "old", NOW + 10, true);
+    tokens.hold(ConnId(1), "new", NOW + 1000, true);
     assert_eq!(tokens.len(), 1);
     assert_eq!(tokens.take_expired(NOW + 10), []);
     assert_eq!(tokens.take_token("old"), []);
@@ -124,7 +113,7 @@ fn a_refreshed_session_runs_on_its_new_token_only() {
 #[test]
 fn dropping_the_lease_forgets_the_session() {
     let tokens = Arc::new(SessionTokens::default());
-    tokens.hold(ConnId(7), &claims("a", NOW + 10), true);
+    tokens.hold(ConnId(7), "a", NOW + 10, true);
     let lease = TokenLease {
         tokens: tokens.clone(),
         conn: ConnId(7),
