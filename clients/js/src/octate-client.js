@@ -140,6 +140,11 @@ const SIGNAL_TYPES = new Set(['sdp-offer', 'sdp-answer', 'ice-candidate']);
 const SENT_RING = 32;
 /** How many signals per peer wait while that peer is unavailable. */
 const HELD_MAX = 64;
+/**
+ * How long after a signal a `peer-unavailable` that names no peer is taken to be about it:
+ * the server answers in order and at once, so the refused signal is a recent one.
+ */
+const UNNAMED_WINDOW_MS = 2000;
 
 /**
  * @param {unknown} err
@@ -210,19 +215,12 @@ function hasCredential(iceServers) {
 }
 
 /**
- * The user id a `peer-unavailable` error is about: its `peer` field, or else the one known
- * peer id its message names.
+ * The user id a `peer-unavailable` error names in `data.peer`, if it does.
  * @param {any} data
- * @param {Iterable<string>} known
  * @returns {string|null}
  */
-function unavailablePeerOf(data, known) {
-  for (const key of ['peer', 'peerId', 'userId', 'target']) {
-    if (typeof data?.[key] === 'string') return data[key];
-  }
-  const text = typeof data?.message === 'string' ? data.message : '';
-  const named = [...known].filter((id) => new RegExp(`(^|[\\s"'\`])${id.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}($|[\\s"'\`,:;.])`).test(text));
-  return named.length === 1 ? named[0] : null;
+function namedPeerOf(data) {
+  return typeof data?.peer === 'string' ? data.peer : null;
 }
 
 /**
@@ -249,6 +247,7 @@ function unavailablePeerOf(data, known) {
  * @property {string[]} held  Signals not sent yet because the peer is unavailable.
  * @property {number} tries  Re-sends since the peer was last heard from.
  * @property {ReturnType<typeof setTimeout>|null} timer  The next re-send.
+ * @property {number} lastSentAt  When a signal last went out to the peer (Unix ms).
  */
 
 /**
@@ -734,8 +733,12 @@ export class OctateClient extends EventTarget {
       return;
     }
     if (err.code === 'peer-unavailable') {
-      const peerId = unavailablePeerOf(data, this._outboxes.keys());
-      if (peerId && this._onPeerUnavailable(peerId)) return;
+      // The error may not say which peer: then it is about a peer signaled just now (with
+      // several, each of them gets one re-send; duplicates of signals are harmless).
+      const named = namedPeerOf(data);
+      const peers = named ? [named] : this._recentlySignaled();
+      const retrying = peers.filter((peerId) => this._onPeerUnavailable(peerId));
+      if (retrying.length > 0) return;
     }
     this._lastError = err;
     this._emit('error', { code: err.code, message: err.message });
@@ -884,7 +887,7 @@ export class OctateClient extends EventTarget {
   _outbox(peerId) {
     let box = this._outboxes.get(peerId);
     if (!box) {
-      box = { sent: [], failed: 0, held: [], tries: 0, timer: null };
+      box = { sent: [], failed: 0, held: [], tries: 0, timer: null, lastSentAt: 0 };
       this._outboxes.set(peerId, box);
     }
     return box;
@@ -919,7 +922,18 @@ export class OctateClient extends EventTarget {
     if (!this._sendText(text)) return false;
     box.sent.push(text);
     if (box.sent.length > SENT_RING) box.sent.shift();
+    box.lastSentAt = Date.now();
     return true;
+  }
+
+  /**
+   * Peers a signal went to within the last UNNAMED_WINDOW_MS.
+   * @private
+   * @returns {string[]}
+   */
+  _recentlySignaled() {
+    const since = Date.now() - UNNAMED_WINDOW_MS;
+    return [...this._outboxes].filter(([, box]) => box.lastSentAt >= since).map(([peerId]) => peerId);
   }
 
   /**
