@@ -494,10 +494,15 @@ export class OctateClient extends EventTarget {
       if (this._ws !== ws) return;
       this._ws = null;
       this._clearSocketTimer();
-      try {
-        ws.close();
-      } catch {
-        // not open yet, or already closing
+      // Any close frame but 1001 (which a page cannot send) ends the session on the server,
+      // so an open socket that may hold the resumed session is left to the next `resume`,
+      // which takes it over (the server closes it with 4004).
+      if (ws.readyState === 0 || (ws.readyState === 1 && mode === 'auth')) {
+        try {
+          ws.close();
+        } catch {
+          // already closing
+        }
       }
       this._onSocketClosed(code, reason, mode);
     };

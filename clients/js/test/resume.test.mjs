@@ -179,6 +179,32 @@ test('resume-failed (the server restarted and lost the session) leads to a fresh
   }
 });
 
+test('when the client notices the loss first, resume takes over the old connection (4004) and nobody notices', async () => {
+  const room = roomName('takeover');
+  const alice = member('alice', room);
+  const bob = member('bob', room, { viaProxy: true });
+  try {
+    await alice.client.connect();
+    await bob.client.connect();
+    await waitFor('alice to see bob', () => of(alice.events, 'peer-joined', 'bob').length === 1);
+    const cutAt = bob.events.length;
+    // The server still holds bob's old connection, open and silent.
+    proxy.cutClientSide();
+    await waitFor('bob to resume', () => of(bob.events, 'resumed').length === 1, 10_000);
+    assert.equal(bob.calls.getToken, 1);
+    assert.equal(bob.client.state, 'open');
+    assert.equal(bob.client.sendPresence('idle'), true);
+    await waitFor('alice to get bob\'s presence', () => alice.events.some((e) => e.type === 'presence' && e.detail.from === 'bob'));
+    await sleep(500);
+    assert.deepEqual([of(alice.events, 'peer-left').length, of(alice.events, 'peer-joined').length], [0, 1]);
+    const sinceCut = bob.events.slice(cutAt);
+    assert.deepEqual(sinceCut.filter((e) => e.type === 'closed' || e.type === 'connected').length, 0);
+  } finally {
+    alice.client.close();
+    bob.client.close();
+  }
+});
+
 test('a signal to a peer that is away is re-sent once it is back', async () => {
   const room = roomName('unavailable');
   const alice = member('alice', room);

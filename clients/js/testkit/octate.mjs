@@ -96,14 +96,16 @@ export async function startServer(env = {}) {
 
 /**
  * A TCP proxy on a free loopback port to `port`: `cut()` destroys every connection through
- * it at once (no close frame, as a network failure), `block()` refuses new ones until
- * `unblock()`, `retarget()` points it at another port.
+ * it at once (no close frame, as a network failure), `cutClientSide()` only the client's
+ * end, `block()` refuses new ones until `unblock()`, `retarget()` points it at another port.
  * @param {number} port
  */
 export async function startProxy(port) {
   let target = port;
-  /** @type {Set<{a: net.Socket, b: net.Socket}>} */
+  /** @type {Set<{a: net.Socket, b: net.Socket, keepServerSide: boolean}>} */
   const pairs = new Set();
+  /** Server-side sockets left open by `cutClientSide`. @type {Set<net.Socket>} */
+  const kept = new Set();
   let blocked = false;
   let accepted = 0;
   const server = net.createServer((a) => {
@@ -113,12 +115,13 @@ export async function startProxy(port) {
     }
     accepted++;
     const b = net.connect(target, '127.0.0.1');
-    const pair = { a, b };
+    const pair = { a, b, keepServerSide: false };
     pairs.add(pair);
     const end = () => {
       pairs.delete(pair);
       a.destroy();
-      b.destroy();
+      if (pair.keepServerSide) kept.add(b);
+      else b.destroy();
     };
     a.on('error', end).on('close', end);
     b.on('error', end).on('close', end);
@@ -144,6 +147,18 @@ export async function startProxy(port) {
     retarget(newPort) {
       target = newPort;
     },
+    /**
+     * Destroys the client side of every connection but leaves the server side open and
+     * silent: the client notices the loss, the server does not.
+     */
+    cutClientSide() {
+      for (const pair of pairs) {
+        pair.keepServerSide = true;
+        pair.a.unpipe(pair.b);
+        pair.b.unpipe(pair.a);
+        pair.a.destroy();
+      }
+    },
     block() {
       blocked = true;
     },
@@ -152,6 +167,7 @@ export async function startProxy(port) {
     },
     async stop() {
       this.cut();
+      for (const b of kept) b.destroy();
       await new Promise((resolve) => server.close(resolve));
     },
   };
