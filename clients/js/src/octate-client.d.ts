@@ -85,6 +85,8 @@ export interface OctateClientOptions {
   maxReconnectAttempts?: number;
   /** How long a socket may take to open and be answered (`auth-ok`, `resumed`) before it counts as failed; default 10000 ms. */
   connectTimeoutMs?: number;
+  /** Silence from the server (no message, not even a `heartbeat`) after which an open connection counts as lost; default 75000 ms (2.5 server heartbeats); 0 = off. */
+  livenessTimeoutMs?: number;
   /** Resume the session after a drop (when the server offers it); default true. */
   resume?: boolean;
   /** Label of the data channels; default `octate`. */

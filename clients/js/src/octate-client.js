@@ -272,6 +272,7 @@ export class OctateClient extends EventTarget {
       channelLabel: 'octate',
       offerFallbackMs: 3000,
       connectTimeoutMs: 10000,
+      livenessTimeoutMs: 75000,
       rtcConfig: { iceServers: [] },
       useServerIceServers: true,
       turnRefresh: true,
@@ -495,9 +496,10 @@ export class OctateClient extends EventTarget {
       this._ws = null;
       this._clearSocketTimer();
       // Any close frame but 1001 (which a page cannot send) ends the session on the server,
-      // so an open socket that may hold the resumed session is left to the next `resume`,
-      // which takes it over (the server closes it with 4004).
-      if (ws.readyState === 0 || (ws.readyState === 1 && mode === 'auth')) {
+      // so an open socket that holds the session, or may (an unanswered `resume`), is left
+      // to the next `resume`, which takes it over (the server closes it with 4004).
+      const holdsSession = this.connected || mode === 'resume';
+      if (ws.readyState === 0 || (ws.readyState === 1 && !holdsSession)) {
         try {
           ws.close();
         } catch {
@@ -515,13 +517,14 @@ export class OctateClient extends EventTarget {
     };
     ws.onmessage = (ev) => {
       if (this._ws !== ws) return;
-      let msg;
+      let msg = null;
       try {
         msg = JSON.parse(typeof ev.data === 'string' ? ev.data : String(ev.data));
       } catch {
-        return;
+        // not JSON: ignored, but a sign of life all the same
       }
       if (msg && typeof msg.type === 'string') this._onServerMessage(msg);
+      if (this._ws === ws) this._armLiveness(() => fail(1006, 'no message from the server in time'));
     };
     ws.onclose = (ev) => fail(ev.code, ev.reason ?? '');
     ws.onerror = () => {
@@ -534,6 +537,19 @@ export class OctateClient extends EventTarget {
   _clearSocketTimer() {
     if (this._socketTimer) clearTimeout(this._socketTimer);
     this._socketTimer = null;
+  }
+
+  /**
+   * Restarts the liveness watchdog of an authenticated socket: the server sends a
+   * `heartbeat` at least every 30 s (by default), so a longer silence means the connection
+   * is dead even if the socket has not noticed (a sleeping laptop, a changed network).
+   * @private
+   * @param {() => void} onSilence
+   */
+  _armLiveness(onSilence) {
+    if (!this.connected || !(this._opts.livenessTimeoutMs > 0)) return;
+    this._clearSocketTimer();
+    this._socketTimer = setTimeout(onSilence, this._opts.livenessTimeoutMs);
   }
 
   /**

@@ -190,3 +190,29 @@ test('with a resume block, a drop sends resume first; 4001 after resume means a 
   assert.equal(c.state, 'open');
   c.close();
 });
+
+test('a silent open connection counts as lost after livenessTimeoutMs, and is resumed without a close frame', async () => {
+  const resume = { sessionId: 's1', resumeToken: 't1' };
+  // Socket 0 joins, gets one heartbeat, then goes silent without closing; socket 1 resumes.
+  const { FakeWebSocket, sockets } = fakeWebSocket({
+    script: (ws) => ws.open(),
+    onSend: (ws, msg) => {
+      if (msg.type === 'auth') {
+        ws.deliver(authOk(resume));
+        setTimeout(() => ws.deliver({ type: 'heartbeat' }), 20);
+      }
+      if (msg.type === 'resume') ws.deliver({ ...authOk({ sessionId: 's1', resumeToken: 't2' }), type: 'resumed' });
+    },
+  });
+  const { c, events } = client(FakeWebSocket, { livenessTimeoutMs: 80, reconnectBaseMs: 1, reconnectMaxMs: 2 });
+  await c.connect();
+  const t0 = Date.now();
+  await until('the resume', () => events.some((e) => e.type === 'resumed'));
+  // Not before the heartbeat's 20 ms plus the 80 ms of silence.
+  assert.ok(Date.now() - t0 >= 95, `lost after ${Date.now() - t0} ms`);
+  assert.deepEqual(sockets[1].sent[0], { type: 'resume', data: resume });
+  // The silent socket was not closed: a close frame would have ended the session.
+  assert.notEqual(sockets[0].readyState, 3);
+  assert.deepEqual(sockets[0].sent.map((m) => m.type), ['auth', 'pong']);
+  c.close();
+});
