@@ -258,7 +258,7 @@ client.on('error', (detail) => {
   else console.warn(detail.message);
 });
 
-client.on('resumed', (detail) => {
+client.on('resumed', () => {
   state.connected = true;
   record('resumed');
   setStatus('connected', 'connected');
