@@ -285,6 +285,13 @@ export class OctateClient extends EventTarget {
     /** @private @type {import('./octate-client.js').WebSocketConstructor} */ this._WebSocket = this._opts.WebSocket ?? globalThis.WebSocket;
     /** @private */ this._fetch = this._opts.fetch ?? globalThis.fetch?.bind(globalThis);
     /** @private */ this._RTC = this._opts.RTCPeerConnection ?? globalThis.RTCPeerConnection;
+    /** @private */ this._onOnline = () => {
+      if (this._stopped || this.state !== 'reconnecting' || !this._timer) return;
+      clearTimeout(this._timer);
+      this._timer = null;
+      this._debug('back online: reconnecting now');
+      this._open();
+    };
     /** @private */ this._httpBase = (this._opts.httpUrl ?? httpBaseOf(this._opts.url)).replace(/\/+$/, '');
     /** @private @type {import('./octate-client.js').WebSocketLike|null} */ this._ws = null;
     /** @private @type {'auth'|'resume'} */ this._mode = 'auth';
@@ -332,6 +339,7 @@ export class OctateClient extends EventTarget {
       return Promise.reject(new TypeError('OctateClient: no WebSocket: pass options.WebSocket (Node < 22)'));
     }
     this._stopped = false;
+    this._listenOnline(true);
     this._everConnected = false;
     this._resume = null;
     this._attempt = 0;
@@ -604,6 +612,19 @@ export class OctateClient extends EventTarget {
     this._scheduleReconnect();
   }
 
+  /**
+   * Follows the browser's `online` event while connecting: back online, a reconnect waiting
+   * out its back-off starts at once.
+   * @private
+   * @param {boolean} on
+   */
+  _listenOnline(on) {
+    const target = /** @type {any} */ (globalThis);
+    if (typeof target.addEventListener !== 'function') return;
+    if (on) target.addEventListener('online', this._onOnline);
+    else target.removeEventListener('online', this._onOnline);
+  }
+
   /** @private */
   _scheduleReconnect() {
     if (this._stopped || this._timer) return;
@@ -630,6 +651,7 @@ export class OctateClient extends EventTarget {
     this.connected = false;
     this._resume = null;
     this._clearSocketTimer();
+    this._listenOnline(false);
     if (this._timer) clearTimeout(this._timer);
     this._timer = null;
     this._stopTurnRefresh();

@@ -216,3 +216,31 @@ test('a silent open connection counts as lost after livenessTimeoutMs, and is re
   assert.deepEqual(sockets[0].sent.map((m) => m.type), ['auth', 'pong']);
   c.close();
 });
+
+test('back online (the browser\'s online event), a reconnect waiting out its back-off starts at once', async () => {
+  // Node has no global EventTarget; stand in for the browser's window for this test.
+  const windowLike = new EventTarget();
+  globalThis.addEventListener = windowLike.addEventListener.bind(windowLike);
+  globalThis.removeEventListener = windowLike.removeEventListener.bind(windowLike);
+  try {
+    const { FakeWebSocket, sockets } = fakeWebSocket({
+      script: (ws) => ws.open(),
+      onSend: (ws, msg) => msg.type === 'auth' && ws.n === 0 && (ws.deliver(authOk()), setTimeout(() => ws.drop(1006), 1)),
+    });
+    // The first retry would wait 30 s.
+    const { c, events } = client(FakeWebSocket, { reconnectBaseMs: 60_000, reconnectMaxMs: 60_000, random: () => 0.5 });
+    await c.connect();
+    await until('the wait', () => events.some((e) => e.type === 'reconnecting'));
+    assert.equal(sockets.length, 1);
+    windowLike.dispatchEvent(new Event('online'));
+    await until('a new socket', () => sockets.length === 2, 1000);
+    c.close();
+    // After close() the client no longer listens.
+    windowLike.dispatchEvent(new Event('online'));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(sockets.length, 2);
+  } finally {
+    delete globalThis.addEventListener;
+    delete globalThis.removeEventListener;
+  }
+});
