@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use octate_client::{Client, ClientError};
-use octate_protocol::{ErrorCode, LeaveReason, ServerMessage, SignalKind};
+use octate_protocol::{
+    ClientMessage, ErrorCode, LeaveReason, ResumeTicket, ServerMessage, SignalKind,
+};
 use octate_test::binary::{RealServer, server_command};
 use octate_test::peers::{
     self, body, expect_close, expect_host_changed, expect_peer_joined, expect_peer_left, get, next,
@@ -167,7 +169,8 @@ async fn the_same_user_on_another_node_replaces_the_old_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_of_a_killed_node_are_announced_node_down_and_the_host_moves() {
     let redis = Redis::start();
-    let (mut a, b) = (Node::start(&redis, "a"), Node::start(&redis, "b"));
+    // Without resume, a dead node's peers are gone at once.
+    let (mut a, b) = (no_resume(&redis, "a"), no_resume(&redis, "b"));
     let _alice = a.join("alice", "doc").await;
     let mut bob = b.join("bob", "doc").await;
     let started = Instant::now();
@@ -191,7 +194,7 @@ async fn peers_of_a_killed_node_are_announced_node_down_and_the_host_moves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopped_with_sigterm_announces_its_peers_at_once() {
     let redis = Redis::start();
-    let (mut a, b) = (Node::start(&redis, "a"), Node::start(&redis, "b"));
+    let (mut a, b) = (no_resume(&redis, "a"), no_resume(&redis, "b"));
     let _alice = a.join("alice", "doc").await;
     let mut bob = b.join("bob", "doc").await;
     let started = Instant::now();
@@ -202,6 +205,135 @@ async fn a_node_stopped_with_sigterm_announces_its_peers_at_once() {
         "announced by the stopping node, not the reaper"
     );
     a.exited_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_resumes_on_another_node_and_nobody_notices() {
+    let redis = Redis::start();
+    let (a, b, c) = (
+        Node::start(&redis, "a"),
+        Node::start(&redis, "b"),
+        Node::start(&redis, "c"),
+    );
+    let (alice, ticket) = join_with_ticket(&a, "alice", "doc").await;
+    let mut bob = c.join("bob", "doc").await;
+    // The connection is lost: no close frame.
+    alice.client.abort();
+    // Until the suspension reaches bob's node, a signal may still go to node a; once it
+    // has, the sender is told the peer is unavailable.
+    let deadline = Instant::now() + 5 * TTL;
+    loop {
+        bob.client
+            .signal(SignalKind::Offer, "alice", json!({"sdp": "x"}))
+            .await
+            .unwrap();
+        match bob.client.recv_within(Duration::from_millis(200)).await {
+            Ok(ServerMessage::Error {
+                code: ErrorCode::PeerUnavailable,
+                ..
+            }) => break,
+            Ok(other) => panic!("bob: unexpected {}", peers::brief(&other)),
+            Err(ClientError::Timeout) => {}
+            Err(err) => panic!("bob: {err}"),
+        }
+        assert!(Instant::now() < deadline, "alice never became unavailable");
+    }
+    // Alice comes back through another node.
+    let (mut alice2, resumed) = resume_on(&b, &ticket).await;
+    let ServerMessage::Resumed { room, resume, .. } = resumed else {
+        panic!("alice: expected resumed, got {}", peers::brief(&resumed));
+    };
+    assert_eq!(room.peer_count, 2, "{room:?}");
+    let next_ticket = resume.expect("a fresh ticket");
+    assert_ne!(next_ticket.resume_token, ticket.resume_token, "rotated");
+    // Signals flow both ways again, across nodes b and c.
+    bob.client
+        .signal(SignalKind::Offer, "alice", json!({"sdp": "again"}))
+        .await
+        .unwrap();
+    match next(&mut alice2, "alice").await {
+        ServerMessage::Signal { from, .. } => assert_eq!(from.as_str(), "bob"),
+        other => panic!("alice: expected bob's offer, got {}", peers::brief(&other)),
+    }
+    alice2
+        .signal(SignalKind::Answer, "bob", json!({"sdp": "ok"}))
+        .await
+        .unwrap();
+    match next(&mut bob.client, "bob").await {
+        ServerMessage::Signal { from, .. } => assert_eq!(from.as_str(), "alice"),
+        other => panic!("bob: expected alice's answer, got {}", peers::brief(&other)),
+    }
+    // Bob never saw alice leave or join again; the spent ticket fails anywhere.
+    drain_expect_no_departures(&mut bob.client, "bob").await;
+    let (mut replay, answer) = resume_on(&c, &ticket).await;
+    expect_resume_failed(&mut replay, &answer, "replayed ticket").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_of_a_killed_node_resume_elsewhere_and_the_room_lives_on() {
+    let redis = Redis::start();
+    let (mut a, b) = (Node::start(&redis, "a"), Node::start(&redis, "b"));
+    let (alice, ticket) = join_with_ticket(&a, "alice", "doc").await;
+    let mut bob = b.join("bob", "doc").await;
+    a.kill();
+    drop(alice);
+    // The reaper suspends alice instead of removing her; she resumes on node b.
+    tokio::time::sleep(2 * TTL).await;
+    let (_alice2, resumed) = resume_on(&b, &ticket).await;
+    let ServerMessage::Resumed { room, .. } = resumed else {
+        panic!("alice: expected resumed, got {}", peers::brief(&resumed));
+    };
+    assert_eq!(room.host_id.as_str(), "alice", "alice kept the host role");
+    drain_expect_no_departures(&mut bob.client, "bob").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_hands_every_peer_to_the_other_node() {
+    let redis = Redis::start();
+    let (mut a, b) = (Node::start(&redis, "a"), Node::start(&redis, "b"));
+    let (mut alice, ticket) = join_with_ticket(&a, "alice", "doc").await;
+    let mut bob = b.join("bob", "doc").await;
+    expect_peer_joined(&mut alice.client, "alice", "bob").await;
+    a.signal("-TERM");
+    expect_close(&mut alice.client, "alice", 1001).await;
+    let (_alice2, resumed) = resume_on(&b, &ticket).await;
+    assert!(
+        matches!(resumed, ServerMessage::Resumed { .. }),
+        "alice: expected resumed, got {}",
+        peers::brief(&resumed)
+    );
+    drain_expect_no_departures(&mut bob.client, "bob").await;
+    a.exited_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_peer_of_a_dead_node_times_out_exactly_once() {
+    let redis = Redis::start();
+    let grace = [("OCTATE_RESUME_GRACE_MS", "1500")];
+    let (mut a, b, c) = (
+        Node::start_with(&redis, "a", &grace),
+        Node::start_with(&redis, "b", &grace),
+        Node::start_with(&redis, "c", &grace),
+    );
+    let (alice, _ticket) = join_with_ticket(&a, "alice", "doc").await;
+    let mut bob = b.join("bob", "doc").await;
+    let mut carol = c.join("carol", "doc").await;
+    expect_peer_joined(&mut bob.client, "bob", "carol").await;
+    let killed = Instant::now();
+    a.kill();
+    drop(alice);
+    // Node a held the grace timer and is gone: the cluster ends the grace anyway.
+    for (client, who) in [(&mut bob.client, "bob"), (&mut carol.client, "carol")] {
+        expect_peer_left_within(client, who, "alice", LeaveReason::Timeout, 10 * TTL).await;
+        expect_host_changed(client, who, "bob").await;
+    }
+    assert!(
+        killed.elapsed() >= Duration::from_millis(1500),
+        "announced before the grace ran out: {:?}",
+        killed.elapsed()
+    );
+    drain_expect_no_departures(&mut bob.client, "bob").await;
+    drain_expect_no_departures(&mut carol.client, "carol").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -465,6 +597,51 @@ async fn expect_peer_left_within(
             panic!("{who}: expected peer-left {user} ({reason:?}) within {limit:?}, got {other:?}")
         }
     }
+}
+
+/// A node with resume off.
+fn no_resume(redis: &Redis, id: &str) -> Node {
+    Node::start_with(redis, id, &[("OCTATE_RESUME_GRACE_MS", "0")])
+}
+
+/// Joins and keeps the resume ticket of `auth-ok`.
+async fn join_with_ticket(node: &Node, user: &str, room: &str) -> (peers::Joined, ResumeTicket) {
+    let token = node.token(user, room).await;
+    let (client, text) = peers::auth_raw(&node.ws_url(), &token, None).await;
+    let ticket = match ServerMessage::decode(text.as_bytes()) {
+        Ok(ServerMessage::AuthOk {
+            resume: Some(ticket),
+            ..
+        }) => ticket,
+        other => panic!("{user}: expected auth-ok with a ticket, got {other:?}"),
+    };
+    (peers::joined_from(client, &text, user), ticket)
+}
+
+/// Opens a connection to `node` and sends `resume` with `ticket`; returns the answer.
+async fn resume_on(node: &Node, ticket: &ResumeTicket) -> (Client, ServerMessage) {
+    let mut client = peers::connect(&node.ws_url()).await;
+    client
+        .send(&ClientMessage::Resume {
+            session_id: ticket.session_id.clone(),
+            resume_token: ticket.resume_token.clone(),
+        })
+        .await
+        .unwrap();
+    let answer = next(&mut client, "resuming").await;
+    (client, answer)
+}
+
+/// `answer` is `resume-failed`, and the connection is closed with 4001.
+async fn expect_resume_failed(client: &mut Client, answer: &ServerMessage, who: &str) {
+    match answer {
+        ServerMessage::Error {
+            code: ErrorCode::ResumeFailed,
+            ..
+        } => {}
+        other => panic!("{who}: expected resume-failed, got {}", peers::brief(other)),
+    }
+    expect_close(client, who, 4001).await;
 }
 
 /// Joins, retrying while the cluster answers `unavailable` (it is recovering).

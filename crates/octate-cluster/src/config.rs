@@ -44,6 +44,9 @@ pub struct ClusterConfig {
     pub max_rooms_per_user: usize,
     /// How long a room created over HTTP may stay empty.
     pub empty_room_grace: Duration,
+    /// How long a member whose connection was lost (or whose node died) stays suspended,
+    /// waiting to be resumed on any node; zero removes it at once.
+    pub resume_grace: Duration,
 }
 
 impl ClusterConfig {
@@ -69,6 +72,7 @@ impl ClusterConfig {
             max_rooms: core.max_rooms,
             max_rooms_per_user: core.max_rooms_per_user,
             empty_room_grace: core.empty_room_grace,
+            resume_grace: core.resume_grace,
         }
     }
 
@@ -78,6 +82,7 @@ impl ClusterConfig {
         self.max_rooms = core.max_rooms;
         self.max_rooms_per_user = core.max_rooms_per_user;
         self.empty_room_grace = core.empty_room_grace;
+        self.resume_grace = core.resume_grace;
         self
     }
 }

@@ -266,12 +266,14 @@ impl ClusterLink for Cluster {
                 user_name,
                 kind,
                 joined_at: _,
+                session_id,
             } => Job::Join {
                 conn,
                 room_id,
                 user_id,
                 user_name,
                 kind,
+                session_id,
             },
             ClusterCommand::Leave {
                 conn,
@@ -329,6 +331,41 @@ impl ClusterLink for Cluster {
                 return;
             }
             ClusterCommand::CloseRoom { room_id, reason } => Job::Close { room_id, reason },
+            ClusterCommand::Ticket {
+                conn,
+                room_id,
+                user_id,
+                session_id,
+                digest,
+                token,
+            } => Job::Ticket {
+                conn,
+                room_id,
+                user_id,
+                session_id,
+                digest: hex(&digest),
+                token,
+            },
+            ClusterCommand::Suspend {
+                conn,
+                room_id,
+                user_id,
+            } => Job::Suspend {
+                conn,
+                room_id,
+                user_id,
+            },
+            ClusterCommand::Resume {
+                conn,
+                session_id,
+                presented,
+                next,
+            } => Job::Resume {
+                conn,
+                session_id,
+                presented: hex(&presented),
+                next: hex(&next),
+            },
         };
         // The writer only stops at shutdown.
         let _ = sh.jobs.send(job);
@@ -403,4 +440,16 @@ impl ClusterLink for Cluster {
             dropped: Counters::get(&c.dropped),
         }
     }
+}
+
+/// A token digest as the scripts keep it: lowercase hex.
+fn hex(digest: &octate_core::TokenDigest) -> String {
+    use std::fmt::Write;
+    digest
+        .0
+        .iter()
+        .fold(String::with_capacity(64), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }

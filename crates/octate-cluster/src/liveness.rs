@@ -1,5 +1,5 @@
-//! Node liveness: this node's heartbeat, and the reaper that removes the members of
-//! nodes whose heartbeat expired.
+//! Node liveness: this node's heartbeat, the reaper that takes the members of nodes
+//! whose heartbeat expired, and the end of suspended members' resume grace.
 
 use std::sync::Arc;
 
@@ -28,7 +28,10 @@ pub(crate) async fn run(sh: Arc<Shared>) {
                     sh.prune_rooms(&members);
                 }
             }
-            _ = reap.tick() => reap_dead(&sh).await,
+            _ = reap.tick() => {
+                reap_dead(&sh).await;
+                expire_suspended(&sh).await;
+            }
         }
     }
 }
@@ -65,6 +68,18 @@ async fn heartbeat(sh: &Shared) {
     }
     if !h.degraded && !h.recovering {
         h.alive = beat.alive.into_iter().map(|(node, _)| node).collect();
+    }
+}
+
+/// Ends the suspended members whose resume grace ran out, on whichever node they were.
+async fn expire_suspended(sh: &Shared) {
+    if sh.health.lock().degraded || !sh.subscriber_healthy() {
+        return;
+    }
+    match sh.expire_suspended().await {
+        Ok(0) => {}
+        Ok(ended) => tracing::debug!(ended, "suspended members timed out"),
+        Err(e) => tracing::debug!(error = %e, "expiring suspended members failed"),
     }
 }
 

@@ -17,6 +17,10 @@ pub(crate) struct Scripts {
     pub(crate) retire: Script,
     pub(crate) reap_batch: Script,
     pub(crate) restore: Script,
+    pub(crate) ticket: Script,
+    pub(crate) suspend: Script,
+    pub(crate) resume: Script,
+    pub(crate) expire: Script,
 }
 
 fn with_prelude(body: &str) -> Script {
@@ -36,11 +40,15 @@ impl Scripts {
             retire: with_prelude(include_str!("lua/retire.lua")),
             reap_batch: with_prelude(include_str!("lua/reap_batch.lua")),
             restore: with_prelude(include_str!("lua/restore.lua")),
+            ticket: with_prelude(include_str!("lua/ticket.lua")),
+            suspend: with_prelude(include_str!("lua/suspend.lua")),
+            resume: with_prelude(include_str!("lua/resume.lua")),
+            expire: with_prelude(include_str!("lua/expire.lua")),
         }
     }
 
     /// Every script, to load into Redis' script cache after connecting.
-    pub(crate) fn all(&self) -> [&Script; 10] {
+    pub(crate) fn all(&self) -> [&Script; 14] {
         [
             &self.join,
             &self.leave,
@@ -52,6 +60,10 @@ impl Scripts {
             &self.retire,
             &self.reap_batch,
             &self.restore,
+            &self.ticket,
+            &self.suspend,
+            &self.resume,
+            &self.expire,
         ]
     }
 }

@@ -167,13 +167,21 @@ impl Shared {
                         .arg(&c.key_prefix)
                         .arg(node)
                         .arg(REAP_BATCH)
-                        .arg(lease),
+                        .arg(lease)
+                        .arg(ms(c.resume_grace)),
                 )
                 .await?;
             if left == 0 {
                 return Ok(());
             }
         }
+    }
+
+    /// Ends suspended members whose resume grace ran out; returns how many.
+    pub(crate) async fn expire_suspended(&self) -> Result<u64, ClusterError> {
+        let c = &self.config;
+        self.call(self.scripts.expire.arg(&c.key_prefix).arg(REAP_BATCH))
+            .await
     }
 
     /// Deregisters this node and removes its members, telling their rooms' other nodes.

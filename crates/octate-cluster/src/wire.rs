@@ -161,6 +161,10 @@ struct MemberJson {
     node: String,
     conn: String,
     joined_at: String,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    suspended: bool,
 }
 
 fn number(field: &str, s: &str) -> Result<u64, BadMessage> {
@@ -182,6 +186,8 @@ impl SnapshotJson {
                 node: NodeId::new(&m.node).map_err(|e| bad(e.to_string()))?,
                 conn: ConnId(number("conn", &m.conn)?),
                 joined_at: number("joinedAt", &m.joined_at)?,
+                session: m.session,
+                suspended: m.suspended,
             });
         }
         Ok(RoomSnapshot {
@@ -219,6 +225,8 @@ impl CauseJson {
         Ok(match self.kind.as_str() {
             "joined" => MembershipCause::Joined(need_user(self.user)?),
             "replaced" => MembershipCause::Replaced(need_user(self.user)?),
+            "suspended" => MembershipCause::Suspended(need_user(self.user)?),
+            "resumed" => MembershipCause::Resumed(need_user(self.user)?),
             "left" => MembershipCause::Left(
                 need_user(self.user)?,
                 self.reason.unwrap_or(LeaveReason::Disconnected),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use octate_core::{
-    ClusterEvent, ConnId, CoreError, JoinKind, MembershipCause, NodeId, RoomSnapshot,
+    ClusterEvent, ConnId, CoreError, JoinKind, MembershipCause, NodeId, RoomSnapshot, TokenRef,
 };
 use octate_protocol::{LeaveReason, RoomCloseReason, RoomId, UserId};
 use redis::aio::MultiplexedConnection;
@@ -45,6 +45,30 @@ pub(crate) enum Job {
         user_id: UserId,
         user_name: String,
         kind: JoinKind,
+        session_id: Option<String>,
+    },
+    /// Record a session's new ticket (digest in hex) and token.
+    Ticket {
+        conn: ConnId,
+        room_id: RoomId,
+        user_id: UserId,
+        session_id: String,
+        digest: String,
+        token: TokenRef,
+    },
+    /// Suspend a member whose connection was lost.
+    Suspend {
+        conn: ConnId,
+        room_id: RoomId,
+        user_id: UserId,
+    },
+    /// Move a session to a connection of this node; answered with `ResumeCommitted` or
+    /// `ResumeRejected`.
+    Resume {
+        conn: ConnId,
+        session_id: String,
+        presented: String,
+        next: String,
     },
     /// Remove a member if the session still owns it.
     Leave {
@@ -262,7 +286,13 @@ impl Writer {
                 conn,
                 error: CoreError::Unavailable,
             }),
-            Job::Leave { .. } | Job::Close { .. } => self.wait_for_link(job),
+            Job::Resume { conn, .. } => self.sh.emit_core(ClusterEvent::ResumeRejected {
+                conn,
+                unavailable: true,
+            }),
+            Job::Leave { .. } | Job::Close { .. } | Job::Ticket { .. } | Job::Suspend { .. } => {
+                self.wait_for_link(job);
+            }
             Job::Restore { reply } => {
                 let _ = reply.send(Err(ClusterError::Timeout));
             }
@@ -284,6 +314,7 @@ impl Writer {
                 user_id,
                 user_name,
                 kind,
+                session_id,
             } => {
                 let (kind, room_name, file_id) = match kind {
                     JoinKind::Auth => ("auth", "", ""),
@@ -307,7 +338,60 @@ impl Writer {
                         .arg(file_id)
                         .arg(c.max_peers_per_room)
                         .arg(c.max_rooms)
-                        .arg(c.max_rooms_per_user),
+                        .arg(c.max_rooms_per_user)
+                        .arg(session_id.as_deref().unwrap_or("")),
+                );
+            }
+            Job::Ticket {
+                conn,
+                room_id,
+                user_id,
+                session_id,
+                digest,
+                token,
+            } => {
+                pipe.invoke_script(
+                    s.ticket
+                        .arg(&c.key_prefix)
+                        .arg(room_id.as_str())
+                        .arg(user_id.as_str())
+                        .arg(node)
+                        .arg(conn.0)
+                        .arg(session_id)
+                        .arg(digest)
+                        .arg(token.token_id.as_deref().unwrap_or(""))
+                        .arg(token.expires_at.map(|e| e.to_string()).unwrap_or_default()),
+                );
+            }
+            Job::Suspend {
+                conn,
+                room_id,
+                user_id,
+            } => {
+                pipe.invoke_script(
+                    s.suspend
+                        .arg(&c.key_prefix)
+                        .arg(room_id.as_str())
+                        .arg(user_id.as_str())
+                        .arg(node)
+                        .arg(conn.0)
+                        .arg(crate::config::ms(c.resume_grace)),
+                );
+            }
+            Job::Resume {
+                conn,
+                session_id,
+                presented,
+                next,
+            } => {
+                pipe.invoke_script(
+                    s.resume
+                        .arg(&c.key_prefix)
+                        .arg(session_id)
+                        .arg(presented)
+                        .arg(node)
+                        .arg(conn.0)
+                        .arg(next),
                 );
             }
             Job::Leave {
@@ -447,6 +531,14 @@ impl Writer {
                     reason: LeaveReason::Disconnected,
                 });
             }
+            Sent::Job(Job::Resume { conn, .. }) => {
+                // The session stays suspended (or moved here, and is reaped with its
+                // grace); the client tries again.
+                self.sh.emit_core(ClusterEvent::ResumeRejected {
+                    conn,
+                    unavailable: true,
+                });
+            }
             Sent::Job(job) => self.wait_for_link(job),
         }
     }
@@ -485,6 +577,28 @@ impl Writer {
                         ClusterEvent::JoinRejected {
                             conn,
                             error: CoreError::Unavailable,
+                        }
+                    }
+                };
+                self.sh.emit_core(event);
+            }
+            Sent::Job(Job::Resume { conn, .. }) => {
+                let event = match resume_reply(reply) {
+                    Ok(Some((user_id, snapshot, token))) => ClusterEvent::ResumeCommitted {
+                        conn,
+                        user_id,
+                        snapshot,
+                        token,
+                    },
+                    Ok(None) => ClusterEvent::ResumeRejected {
+                        conn,
+                        unavailable: false,
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "resume script failed");
+                        ClusterEvent::ResumeRejected {
+                            conn,
+                            unavailable: true,
                         }
                     }
                 };
@@ -545,6 +659,29 @@ fn leave_reason(reason: LeaveReason) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| "disconnected".to_owned())
+}
+
+/// Reads the resume script's answer: the session's user, the room and the session's
+/// token, or `None` when the resume was refused.
+fn resume_reply(
+    reply: RedisResult<Value>,
+) -> Result<Option<(UserId, RoomSnapshot, TokenRef)>, ClusterError> {
+    let parts: Vec<Vec<u8>> =
+        redis::from_redis_value(reply?).map_err(|e| ClusterError::Decode(e.to_string()))?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match parts.as_slice() {
+        [ok, snap, user, token_id, expiry] if ok == b"ok" => {
+            let snapshot = decode_snapshot(snap).map_err(|e| ClusterError::Decode(e.0))?;
+            let user = UserId::new(text(user)).map_err(|e| ClusterError::Decode(e.to_string()))?;
+            let token = TokenRef {
+                token_id: (!token_id.is_empty()).then(|| text(token_id)),
+                expires_at: text(expiry).parse().ok(),
+            };
+            Ok(Some((user, snapshot, token)))
+        }
+        [err, _] if err == b"err" => Ok(None),
+        _ => Err(ClusterError::Decode("resume reply".into())),
+    }
 }
 
 /// Reads the join script's answer: the snapshot and whether the session it replaced was

@@ -99,6 +99,7 @@ impl Node {
             user_name: format!("{user_id} name"),
             kind,
             joined_at: 0,
+            session_id: None,
         });
     }
 

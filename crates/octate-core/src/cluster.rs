@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use octate_protocol::{LeaveReason, RoomCloseReason, RoomId, ServerMessage, UnixMillis, UserId};
 
-use crate::{ConnId, CoreError};
+use crate::{ConnId, CoreError, TokenDigest, TokenRef};
 
 /// Longest node id, in bytes.
 pub const MAX_NODE_ID_LEN: usize = 64;
@@ -98,6 +98,10 @@ pub struct ClusterMember {
     pub conn: ConnId,
     /// When it joined (Unix ms).
     pub joined_at: UnixMillis,
+    /// Its resumable session, once it was handed a ticket.
+    pub session: Option<String>,
+    /// Its connection was lost: no node holds it, it waits to be resumed.
+    pub suspended: bool,
 }
 
 /// A room's committed state, as the shared store holds it.
@@ -130,8 +134,12 @@ pub enum MembershipCause {
     Left(UserId, LeaveReason),
     /// The same user joined again from another session, which replaced the old one.
     Replaced(UserId),
-    /// The members of a dead node were removed.
+    /// The members of a dead node were removed (or suspended, when they can resume).
     NodeDown(NodeId),
+    /// A member's connection was lost; it is suspended, waiting to be resumed.
+    Suspended(UserId),
+    /// A suspended (or still connected) session was taken over by `resume`.
+    Resumed(UserId),
     /// A full resynchronisation: the snapshot was read, not produced by a change.
     Resync,
 }
@@ -170,6 +178,8 @@ pub enum ClusterCommand {
         kind: JoinKind,
         /// Now (Unix ms), the member's join time.
         joined_at: UnixMillis,
+        /// The session the member will be resumable as, when resume is on.
+        session_id: Option<String>,
     },
     /// Remove a session of this node from its room, if it still owns its user there.
     Leave {
@@ -207,6 +217,43 @@ pub enum ClusterCommand {
         /// The message, ready to encode once.
         msg: ServerMessage,
     },
+    /// Record the digest of the ticket just handed to a session of this node (the one
+    /// before is spent), and the token the session runs on.
+    Ticket {
+        /// The session's connection.
+        conn: ConnId,
+        /// Its room.
+        room_id: RoomId,
+        /// Its user.
+        user_id: UserId,
+        /// The session.
+        session_id: String,
+        /// Digest of the new resume token.
+        digest: TokenDigest,
+        /// The token that opened the session.
+        token: TokenRef,
+    },
+    /// Suspend a member of this node whose connection was lost, for the resume grace.
+    Suspend {
+        /// The lost connection.
+        conn: ConnId,
+        /// Its room.
+        room_id: RoomId,
+        /// Its user.
+        user_id: UserId,
+    },
+    /// Move a session to a connection of this node if `presented` is its current token,
+    /// then answer [`ClusterEvent::ResumeCommitted`] or [`ClusterEvent::ResumeRejected`].
+    Resume {
+        /// The new connection.
+        conn: ConnId,
+        /// The session.
+        session_id: String,
+        /// Digest of the token the client presented.
+        presented: TokenDigest,
+        /// Digest of the token handed out if the resume succeeds.
+        next: TokenDigest,
+    },
     /// Close a room everywhere (inactivity, memory pressure).
     CloseRoom {
         /// The room.
@@ -225,6 +272,24 @@ pub enum ClusterEvent {
         conn: ConnId,
         /// The room right after the join.
         snapshot: RoomSnapshot,
+    },
+    /// A [`ClusterCommand::Resume`] was committed: the session is the connection's.
+    ResumeCommitted {
+        /// The new connection.
+        conn: ConnId,
+        /// The session's user.
+        user_id: UserId,
+        /// The room right after the resume.
+        snapshot: RoomSnapshot,
+        /// The token that opened the session.
+        token: TokenRef,
+    },
+    /// A [`ClusterCommand::Resume`] was refused (unknown session, wrong token, grace over).
+    ResumeRejected {
+        /// The connection that asked.
+        conn: ConnId,
+        /// The store was unreachable: the session may still be resumable.
+        unavailable: bool,
     },
     /// A [`ClusterCommand::Join`] was refused.
     JoinRejected {

@@ -154,6 +154,16 @@ pub struct Core {
     sessions: HashMap<String, Session>,
     /// Grace deadlines of suspended sessions, earliest first.
     deadlines: BTreeSet<(UnixMillis, String)>,
+    /// Resumes sent to the cluster and not answered yet, with the ticket to hand out.
+    resuming: HashMap<ConnId, PendingResume>,
+}
+
+/// A resume waiting for the cluster's answer.
+#[derive(Debug)]
+struct PendingResume {
+    ticket: octate_protocol::ResumeTicket,
+    /// The connection went away before the answer: a committed resume is suspended again.
+    gone: bool,
 }
 
 /// A join waiting for the cluster's answer.
@@ -195,6 +205,7 @@ impl Core {
             issuer: None,
             sessions: HashMap::new(),
             deadlines: BTreeSet::new(),
+            resuming: HashMap::new(),
         }
     }
 
@@ -205,7 +216,7 @@ impl Core {
 
     /// Whether a dropped connection's peer is kept, suspended, for a `resume`.
     pub fn resume_enabled(&self) -> bool {
-        self.issuer.is_some() && !self.config.resume_grace.is_zero() && self.node.is_none()
+        self.issuer.is_some() && !self.config.resume_grace.is_zero()
     }
 
     /// Creates an empty core that is node `node` of a cluster: joins and leaves are
@@ -262,6 +273,8 @@ impl Core {
                             node: node.clone(),
                             conn,
                             joined_at: m.info.connected_at,
+                            session: m.session.clone(),
+                            suspended: false,
                         },
                     ));
                 }
@@ -385,6 +398,9 @@ impl Core {
             );
             return Ok(());
         }
+        if self.node.is_some() {
+            return self.request_resume(conn, session_id, resume_token);
+        }
         let checked = self.check_resume(now, session_id, resume_token);
         let session = match checked {
             Ok(session) => session,
@@ -449,6 +465,160 @@ impl Core {
         });
         self.reply_joined(conn, &session.user_id, &session.room_id, Reply::Resumed);
         Ok(())
+    }
+
+    /// Asks the cluster to move a session to this connection; the answer comes as a
+    /// [`ClusterEvent`].
+    fn request_resume(
+        &mut self,
+        conn: ConnId,
+        session_id: &str,
+        resume_token: &str,
+    ) -> Result<(), ResumeRefusal> {
+        if !self.resume_enabled() {
+            self.refuse_resume(conn, false);
+            return Err(ResumeRefusal::Disabled);
+        }
+        if self.degraded {
+            self.refuse_resume(conn, true);
+            return Err(ResumeRefusal::UnknownSession);
+        }
+        if self.resuming.contains_key(&conn) {
+            self.send_error(
+                conn,
+                ErrorCode::AlreadyAuthenticated,
+                "a resume is in flight on this connection",
+            );
+            return Ok(());
+        }
+        let Some(issuer) = self.issuer.as_deref_mut() else {
+            return Err(ResumeRefusal::Disabled);
+        };
+        let presented = issuer.digest(resume_token);
+        let (ticket, next) = ticket(issuer, session_id);
+        self.resuming.insert(
+            conn,
+            PendingResume {
+                ticket,
+                gone: false,
+            },
+        );
+        self.outputs
+            .push_back(Output::Cluster(ClusterCommand::Resume {
+                conn,
+                session_id: session_id.to_owned(),
+                presented,
+                next,
+            }));
+        Ok(())
+    }
+
+    /// Tells a connection its `resume` failed and closes it: 4001 (authenticate again),
+    /// or 1013 when the cluster could not be asked (the session may still be resumable).
+    fn refuse_resume(&mut self, conn: ConnId, unavailable: bool) {
+        if unavailable {
+            self.send_error(
+                conn,
+                ErrorCode::Unavailable,
+                "the cluster is recovering; resume again shortly",
+            );
+            self.outputs.push_back(Output::Close {
+                conn,
+                code: CloseCode::TryAgainLater,
+            });
+        } else {
+            self.send_error(
+                conn,
+                ErrorCode::ResumeFailed,
+                "the session cannot be resumed; authenticate again",
+            );
+            self.outputs.push_back(Output::Close {
+                conn,
+                code: CloseCode::AuthFailed,
+            });
+        }
+    }
+
+    /// The cluster moved a session to `conn`: it is joined, quietly.
+    fn resume_committed(
+        &mut self,
+        now: UnixMillis,
+        conn: ConnId,
+        user_id: UserId,
+        snapshot: RoomSnapshot,
+        token: TokenRef,
+    ) {
+        let Some(pending) = self.resuming.remove(&conn) else {
+            return;
+        };
+        let room_id = snapshot.room_id.clone();
+        let Some(entry) = snapshot
+            .members
+            .iter()
+            .find(|m| m.user_id == user_id)
+            .cloned()
+        else {
+            return;
+        };
+        if pending.gone {
+            // The connection went away while the resume was in flight: suspend it again.
+            self.outputs
+                .push_back(Output::Cluster(ClusterCommand::Suspend {
+                    conn,
+                    room_id,
+                    user_id,
+                }));
+            return;
+        }
+        let identity = Identity {
+            user_id: user_id.clone(),
+            room_id: room_id.clone(),
+        };
+        self.conns.insert(
+            conn,
+            Conn {
+                identity: identity.clone(),
+                user_name: entry.user_name.clone(),
+                joined: true,
+                last_seen: now,
+                token: token.clone(),
+                session: Some(pending.ticket.session_id.clone()),
+            },
+        );
+        self.apply_snapshot(
+            now,
+            snapshot,
+            &MembershipCause::Resumed(user_id.clone()),
+            Some(conn),
+        );
+        let present = self
+            .rooms
+            .get(&room_id)
+            .is_some_and(|r| r.member(&user_id).and_then(Member::local) == Some(conn));
+        if !present {
+            // A newer snapshot already moved the session on: this connection lost it.
+            self.conns.remove(&conn);
+            self.refuse_resume(conn, false);
+            return;
+        }
+        self.stats.sessions_resumed += 1;
+        self.outputs.push_back(Output::Resumed {
+            conn,
+            identity,
+            token,
+        });
+        let Some(room) = self.rooms.get(&room_id).map(Room::metadata) else {
+            return;
+        };
+        self.outputs.push_back(Output::Send {
+            to: conn,
+            msg: ServerMessage::Resumed {
+                user_id,
+                room,
+                ice_servers: None,
+                resume: Some(pending.ticket),
+            },
+        });
     }
 
     /// The session a `resume` names, when its token is the current one and its grace
@@ -584,6 +754,9 @@ impl Core {
 
     /// A connection closed on purpose; the others are told at once.
     pub fn handle_disconnect(&mut self, now: UnixMillis, conn: ConnId) {
+        if let Some(pending) = self.resuming.get_mut(&conn) {
+            pending.gone = true;
+        }
         self.forget(now, conn, LeaveReason::Disconnected);
     }
 
@@ -598,12 +771,30 @@ impl Core {
                 .get(&conn)
                 .is_some_and(|c| c.joined && c.session.is_some());
         if !suspendable {
-            self.forget(now, conn, LeaveReason::Disconnected);
+            self.handle_disconnect(now, conn);
             return;
         }
         let Some(state) = self.conns.remove(&conn) else {
             return;
         };
+        if self.node.is_some() {
+            // The cluster keeps the grace: it survives this node.
+            if let Some(member) = self
+                .rooms
+                .get_mut(&state.identity.room_id)
+                .and_then(|r| r.member_mut(&state.identity.user_id))
+                && member.local() == Some(conn)
+            {
+                member.location = PeerLocation::Suspended;
+            }
+            self.outputs
+                .push_back(Output::Cluster(ClusterCommand::Suspend {
+                    conn,
+                    room_id: state.identity.room_id,
+                    user_id: state.identity.user_id,
+                }));
+            return;
+        }
         let Some(session_id) = state.session else {
             return;
         };
@@ -641,6 +832,7 @@ impl Core {
         self.created_by.clear();
         self.sessions.clear();
         self.deadlines.clear();
+        self.resuming.clear();
     }
 
     /// Runs the heartbeat and cleanup timers that are due; early calls do nothing.
@@ -684,6 +876,19 @@ impl Core {
                 self.join_committed(now, conn, snapshot);
             }
             ClusterEvent::JoinRejected { conn, error } => self.join_rejected(now, conn, error),
+            ClusterEvent::ResumeCommitted {
+                conn,
+                user_id,
+                snapshot,
+                token,
+            } => self.resume_committed(now, conn, user_id, snapshot, token),
+            ClusterEvent::ResumeRejected { conn, unavailable } => {
+                if let Some(pending) = self.resuming.remove(&conn)
+                    && !pending.gone
+                {
+                    self.refuse_resume(conn, unavailable);
+                }
+            }
             ClusterEvent::Membership { snapshot, cause } => {
                 self.apply_snapshot(now, snapshot, &cause, None);
             }
@@ -919,6 +1124,15 @@ impl Core {
                 also_room_joined: false,
             },
         );
+        let session_id = match (self.resume_enabled(), self.issuer.as_deref_mut()) {
+            (true, Some(issuer)) => self.conns.get_mut(&conn).map(|state| {
+                state
+                    .session
+                    .get_or_insert_with(|| issuer.session_id())
+                    .clone()
+            }),
+            _ => None,
+        };
         self.outputs
             .push_back(Output::Cluster(ClusterCommand::Join {
                 conn,
@@ -927,6 +1141,7 @@ impl Core {
                 user_name,
                 kind,
                 joined_at: now,
+                session_id,
             }));
         Ok(())
     }
@@ -1107,7 +1322,9 @@ impl Core {
         let old_host = existing.map(|r| r.host_id.clone());
         let mut members = Vec::with_capacity(snapshot.members.len());
         for m in &snapshot.members {
-            let location = if m.node == this_node {
+            let location = if m.suspended {
+                PeerLocation::Suspended
+            } else if m.node == this_node {
                 // A local member stays only while its connection is joined to this room.
                 let live = self.conns.get(&m.conn).is_some_and(|c| {
                     c.joined
@@ -1137,7 +1354,7 @@ impl Core {
                     last_heartbeat,
                 },
                 location,
-                session: None,
+                session: m.session.clone(),
             });
         }
         if existing.is_none() && !members.iter().any(|m| m.local().is_some()) {
@@ -1202,6 +1419,8 @@ impl Core {
                             reason,
                         },
                     )),
+                    // The same session moved (suspended, resumed elsewhere): nobody is told.
+                    Some(n) if o.session.is_some() && n.session == o.session => {}
                     Some(n) if n.location != o.location => {
                         notes.push((
                             o.info.user_id.clone(),
@@ -1245,15 +1464,19 @@ impl Core {
         });
         let has_local = room.has_local_members();
         for (conn, user) in evicted {
-            // Replaced by a newer session, or removed by the cluster: the client reconnects.
-            let replaced = self
+            // Replaced by a newer session, suspended by the cluster (this node is judged
+            // dead, or is retiring: the client resumes elsewhere), or removed by the
+            // cluster: the client reconnects.
+            let now_there = self
                 .rooms
                 .get(&room_id)
-                .is_some_and(|r| r.member(&user).is_some());
-            let code = if replaced || matches!(cause, MembershipCause::Replaced(_)) {
-                CloseCode::Replaced
-            } else {
-                CloseCode::TryAgainLater
+                .and_then(|r| r.member(&user))
+                .map(|m| m.location.clone());
+            let code = match now_there {
+                Some(PeerLocation::Suspended) => CloseCode::GoingAway,
+                Some(_) => CloseCode::Replaced,
+                None if matches!(cause, MembershipCause::Replaced(_)) => CloseCode::Replaced,
+                None => CloseCode::TryAgainLater,
             };
             self.outputs.push_back(Output::Close { conn, code });
             self.conns.remove(&conn);
@@ -1410,6 +1633,27 @@ impl Core {
             state.identity.user_id.clone(),
             state.identity.room_id.clone(),
         );
+        if self.node.is_some() {
+            // The cluster keeps the session, so that it resumes on any node.
+            let token = state.token.clone();
+            if let Some(member) = self
+                .rooms
+                .get_mut(&room_id)
+                .and_then(|r| r.member_mut(&user_id))
+            {
+                member.session = Some(session_id.clone());
+            }
+            self.outputs
+                .push_back(Output::Cluster(ClusterCommand::Ticket {
+                    conn,
+                    room_id,
+                    user_id,
+                    session_id,
+                    digest,
+                    token,
+                }));
+            return Some(ticket);
+        }
         let session = self
             .sessions
             .entry(session_id.clone())

@@ -416,6 +416,7 @@ impl FakeCluster {
                 user_name,
                 kind,
                 joined_at,
+                session_id,
             } => {
                 let member = ClusterMember {
                     user_id,
@@ -423,6 +424,8 @@ impl FakeCluster {
                     node: this,
                     conn,
                     joined_at,
+                    session: session_id,
+                    suspended: false,
                 };
                 match self.store.join(&room_id, member, &kind) {
                     Ok((snapshot, cause, tell)) => {
@@ -502,6 +505,10 @@ impl FakeCluster {
                 }
             }
             ClusterCommand::CloseRoom { .. } => {}
+            // The modelled cores have no resume issuer: resume is off.
+            ClusterCommand::Ticket { .. }
+            | ClusterCommand::Suspend { .. }
+            | ClusterCommand::Resume { .. } => panic!("resume is off in this model: {cmd:?}"),
         }
     }
 

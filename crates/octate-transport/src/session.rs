@@ -251,6 +251,7 @@ impl Connection {
                 identity: None,
                 token: None,
                 peer_close: None,
+                resuming: false,
             },
         }
     }
@@ -295,6 +296,16 @@ impl Connection {
     /// once the close frame is written, shuts the writing side (the client sees the
     /// end of the stream while the session waits for its close frame).
     fn after_event(&mut self, wr: &mut WriteHalf<'_>) {
+        if self.session.resuming && self.life.is_open() {
+            if let Some(End::Closed(code)) = self.session.adopt_resumed() {
+                self.step(Input::Close {
+                    exit: Exit::Refused(code),
+                    now: Instant::now(),
+                });
+            } else if self.session.identity.is_some() && !self.life.is_live() {
+                self.step(Input::Authenticated);
+            }
+        }
         if !self.ending_seen
             && let Some(ending) = self.writer.outbox.ending()
         {
@@ -345,7 +356,10 @@ impl Connection {
     fn leave(&self) {
         let (app, conn) = (&self.session.app, self.session.conn);
         app.registry.unregister(conn);
-        if self.session.identity.is_some() {
+        if self.session.resuming {
+            // The core is told, so a resume committed after this is suspended again.
+            app.drive(|core, now| core.handle_disconnect(now, conn));
+        } else if self.session.identity.is_some() {
             // After shutdown the core has forgotten every connection, so this tells nobody.
             if self.lost() {
                 app.drive(|core, now| core.handle_connection_lost(now, conn));
@@ -472,6 +486,8 @@ struct Session {
     rate: MessageRate,
     /// The code of the client's close frame, once it sent one.
     peer_close: Option<u16>,
+    /// A `resume` is waiting for the cluster's answer.
+    resuming: bool,
 }
 
 impl Session {
@@ -643,7 +659,16 @@ impl Session {
             info!(%conn, ?refusal, "resume refused");
             return Some(End::Closed(CloseCode::AuthFailed));
         }
+        // On a cluster the answer comes later: `adopt_resumed` runs on every wake.
+        self.resuming = true;
+        self.adopt_resumed()
+    }
+
+    /// Makes the session the connection's once the core has handed it over.
+    fn adopt_resumed(&mut self) -> Option<End> {
+        let (app, conn) = (self.app.clone(), self.conn);
         let (identity, token) = app.take_resumed(conn)?;
+        self.resuming = false;
         match tokens::adopt(&app, conn, &token) {
             Ok(lease) => {
                 debug!(%conn, user = %identity.user_id, room = %identity.room_id, "resumed");

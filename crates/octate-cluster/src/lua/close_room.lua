@@ -6,6 +6,7 @@ local list = load_members(r)
 if not meta and #list == 0 then return 0 end
 for _, m in ipairs(list) do
   redis.call('SREM', k_node_set(m.n), r .. ' ' .. m.user)
+  forget_session(r, m.user, m)
 end
 drop_room(r, meta)
 -- The close's version: later than every join of the room it deletes (their versions are at

@@ -1,10 +1,13 @@
 -- Commits a member. ARGV: prefix, room, user, name, node, conn, kind (auth|join|create),
--- room name, file id ('' = none), max peers, max rooms, max rooms per user.
+-- room name, file id ('' = none), max peers, max rooms, max rooms per user, session id
+-- ('' = none: resume is off).
 -- Returns {'ok', snapshot, 'joined'|'replaced', replaced session's node ('' if none)}
 -- or {'err', code}.
 local r, user, uname, node, conn, kind = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local room_name, file_id = ARGV[8], ARGV[9]
 local max_peers, max_rooms, max_per_user = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local session = ARGV[13]
+if session == '' then session = nil end
 local now = now_ms()
 local meta = read_meta(r)
 if meta and kind == 'create' then return { 'err', 'room-exists' } end
@@ -27,9 +30,11 @@ keep_room(r, meta)
 local nodes = {}
 if old then
   redis.call('SREM', k_node_set(old.n), r .. ' ' .. user)
+  forget_session(r, user, old)
   nodes[old.n] = true
 end
-redis.call('HSET', mk, user, encode_member(node, conn, num(now), uname))
+redis.call('HSET', mk, user, encode_member(node, conn, num(now), uname, session))
+if session then redis.call('SET', k_session(session), r .. ' ' .. user) end
 redis.call('SADD', k_node_set(node), r .. ' ' .. user)
 local list = load_members(r)
 for _, m in ipairs(list) do nodes[m.n] = true end

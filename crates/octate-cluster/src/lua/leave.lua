@@ -6,6 +6,7 @@ local m = decode_member(redis.call('HGET', mk, user))
 if not m or m.n ~= node or m.c ~= conn then return 0 end
 redis.call('HDEL', mk, user)
 redis.call('SREM', k_node_set(node), r .. ' ' .. user)
+forget_session(r, user, m)
 -- The leaving node is told too: it hears its own change in the store's order, which
 -- settles a host it elected from a replica that was behind.
 settle_room(r, cause_json('left', 'user', user, reason), nil)

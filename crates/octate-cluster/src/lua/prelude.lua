@@ -24,6 +24,10 @@ local function inbox(n) return P .. 'inbox:' .. n end
 local K_ROOMS = P .. 'rooms'
 local K_NODES = P .. 'nodes'
 local K_REAPING = P .. 'reaping'
+-- Suspended members ('<room> <user>') by the end of their resume grace (Unix ms).
+local K_SUSPENDED = P .. 'suspended'
+-- A resumable session's room and user ('<room> <user>'), by session id.
+local function k_session(s) return P .. 'session:' .. s end
 
 -- A room's metadata as a table, or nil when the room does not exist.
 local function read_meta(r)
@@ -60,8 +64,23 @@ local function decode_member(raw)
   return nil
 end
 
-local function encode_member(node, conn, joined, name)
-  return cjson.encode({ n = node, c = conn, j = joined, u = name })
+local function encode_member(node, conn, joined, name, session)
+  return cjson.encode({ n = node, c = conn, j = joined, u = name, s = session })
+end
+
+-- Writes a member back with every field it has: node, conn, joined at, name, and its
+-- session (s), token digest (d), suspended-until (x), token id (t) and expiry (e).
+local function save_member(r, user, m)
+  redis.call('HSET', k_members(r), user, cjson.encode({
+    n = m.n, c = m.c, j = m.j, u = m.u, s = m.s, d = m.d, x = m.x, t = m.t, e = m.e }))
+end
+
+-- Forgets the session of a member that is gone or replaced.
+local function forget_session(r, user, m)
+  if m and m.s then
+    redis.call('DEL', k_session(m.s))
+  end
+  redis.call('ZREM', K_SUSPENDED, r .. ' ' .. user)
 end
 
 local function json_or_null(s)
@@ -75,7 +94,8 @@ local function snapshot_json(r, meta, list)
   for i, m in ipairs(list) do
     parts[i] = '{"user":' .. cjson.encode(m.user) .. ',"name":' .. cjson.encode(m.u or '')
       .. ',"node":' .. cjson.encode(m.n) .. ',"conn":' .. cjson.encode(m.c)
-      .. ',"joinedAt":' .. cjson.encode(m.j) .. '}'
+      .. ',"joinedAt":' .. cjson.encode(m.j) .. ',"session":' .. json_or_null(m.s)
+      .. ',"suspended":' .. (m.x and 'true' or 'false') .. '}'
   end
   return '{"room":' .. cjson.encode(r) .. ',"ver":' .. cjson.encode(meta.ver or '0')
     .. ',"name":' .. cjson.encode(meta.name or r) .. ',"createdBy":' .. cjson.encode(meta.by or '')

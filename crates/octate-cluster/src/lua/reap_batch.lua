@@ -1,7 +1,10 @@
--- Removes up to `batch` members of a dead node, moving hosts and telling the remaining
--- nodes (cause node-down). ARGV: prefix, dead node, batch, lease ms. Returns how many
--- members are left to reap.
-local dead, batch, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+-- Takes up to `batch` members of a dead (or retired) node: a member with a resumable
+-- session is suspended for the resume grace, so that it resumes on another node; any
+-- other is removed, moving hosts. The remaining nodes are told (cause node-down).
+-- ARGV: prefix, dead node, batch, lease ms, resume grace ms (0: resume is off). Returns
+-- how many members are left to reap.
+local dead, batch, lease, grace = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]) or 0
+local until_ms = now_ms() + grace
 local set = P .. 'reap:' .. dead
 if redis.call('ZSCORE', K_NODES, dead) then
   -- The node came back (it was only unreachable): it re-registers its own members.
@@ -16,8 +19,15 @@ for _, e in ipairs(entries) do
   if sp then
     local r, user = string.sub(e, 1, sp - 1), string.sub(e, sp + 1)
     local m = decode_member(redis.call('HGET', k_members(r), user))
-    if m and m.n == dead then
-      redis.call('HDEL', k_members(r), user)
+    if m and m.n == dead and not m.x then
+      if m.s and m.d and grace > 0 then
+        m.x = num(until_ms)
+        save_member(r, user, m)
+        redis.call('ZADD', K_SUSPENDED, until_ms, r .. ' ' .. user)
+      else
+        redis.call('HDEL', k_members(r), user)
+        forget_session(r, user, m)
+      end
       rooms[r] = true
     end
   end

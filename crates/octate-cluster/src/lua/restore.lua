@@ -13,6 +13,13 @@ for i = 4, #ARGV - 8, 9 do
   local m = decode_member(redis.call('HGET', mk, user))
   if m and m.n == node and m.c == conn then
     redis.call('SADD', k_node_set(node), r .. ' ' .. user)
+    if m.x then
+      -- Suspended by a reap while this node was unreachable: its connection is live.
+      m.x = nil
+      save_member(r, user, m)
+      redis.call('ZREM', K_SUSPENDED, r .. ' ' .. user)
+      touched[r] = true
+    end
   elseif not m then
     local meta = read_meta(r)
     if not meta then

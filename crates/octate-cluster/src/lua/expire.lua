@@ -1,0 +1,22 @@
+-- Ends suspended members whose resume grace has run out: each is removed and its room
+-- told (cause left, reason timeout). Any node may run it; the grace so survives the node
+-- that suspended the member. ARGV: prefix, most members per call. Returns how many ended.
+local limit = tonumber(ARGV[2])
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', K_SUSPENDED, '-inf', now, 'LIMIT', 0, limit)
+local ended = 0
+for _, e in ipairs(due) do
+  redis.call('ZREM', K_SUSPENDED, e)
+  local sp = string.find(e, ' ', 1, true)
+  if sp then
+    local r, user = string.sub(e, 1, sp - 1), string.sub(e, sp + 1)
+    local m = decode_member(redis.call('HGET', k_members(r), user))
+    if m and m.x and tonumber(m.x) <= now then
+      redis.call('HDEL', k_members(r), user)
+      forget_session(r, user, m)
+      settle_room(r, cause_json('left', 'user', user, 'timeout'), nil)
+      ended = ended + 1
+    end
+  end
+end
+return ended

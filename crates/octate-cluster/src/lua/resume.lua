@@ -1,0 +1,37 @@
+-- Moves a session to a connection of the calling node when the presented token is its
+-- current one and its grace has not run out (it may also still be held by a connection
+-- the server has not seen drop: that one is replaced). The next token's digest replaces
+-- the spent one. Every node of the room, and the node that held the session, is told
+-- (cause resumed). ARGV: prefix, session, presented digest (hex), node, conn, next
+-- digest (hex). Returns {'ok', snapshot, user, token id, token expiry} or {'err', why}.
+local session, presented, node, conn, next_digest = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local now = now_ms()
+local where = redis.call('GET', k_session(session))
+if not where then return { 'err', 'unknown' } end
+local sp = string.find(where, ' ', 1, true)
+if not sp then return { 'err', 'unknown' } end
+local r, user = string.sub(where, 1, sp - 1), string.sub(where, sp + 1)
+local m = decode_member(redis.call('HGET', k_members(r), user))
+if not m or m.s ~= session then return { 'err', 'unknown' } end
+if m.d ~= presented then return { 'err', 'token' } end
+if m.x and tonumber(m.x) <= now then return { 'err', 'expired' } end
+local old_node = m.n
+if not m.x then redis.call('SREM', k_node_set(m.n), r .. ' ' .. user) end
+redis.call('ZREM', K_SUSPENDED, r .. ' ' .. user)
+m.n, m.c, m.x, m.d = node, conn, nil, next_digest
+save_member(r, user, m)
+redis.call('SADD', k_node_set(node), r .. ' ' .. user)
+local meta = read_meta(r)
+local list = load_members(r)
+if not meta then
+  meta = new_meta(r, r, list[1].user, list[1].j, nil)
+  keep_room(r, meta)
+end
+meta.host = elect(meta, list)
+bump(meta)
+write_host_ver(r, meta)
+local snap = snapshot_json(r, meta, list)
+local nodes = nodes_of(list)
+nodes[old_node] = true
+publish_membership(snap, cause_json('resumed', 'user', user), nodes, node)
+return { 'ok', snap, user, m.t or '', m.e or '' }
