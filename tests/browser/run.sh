@@ -147,7 +147,7 @@ PIDS+=($!)
 TOKEN_SECRET="browser-e2e-token-secret-$RANDOM$RANDOM$RANDOM$RANDOM-0123456789"
 start_node() {
   local id="$1"; shift
-  # Node "solo" is a single server of its own (session resume works only outside a cluster).
+  # Node "solo" is a single server of its own, for the resume scenario.
   local cluster=(OCTATE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" OCTATE_NODE_ID="$id"
     OCTATE_CLUSTER_HEARTBEAT_MS=100 OCTATE_CLUSTER_NODE_TTL_MS=1000 OCTATE_CLUSTER_REAP_INTERVAL_MS=100)
   if [ "$id" = solo ]; then cluster=(); fi
@@ -155,10 +155,10 @@ start_node() {
   (
     cd "$WORK/node-$id"
     exec env -u OCTATE_ADMIN_KEY -u OCTATE_NO_SIGNALING_PORT -u OCTATE_TURN_URIS -u OCTATE_TURN_SECRET \
-      -u OCTATE_REDIS_URL -u OCTATE_RESUME_GRACE_MS \
+      -u OCTATE_REDIS_URL \
       OCTATE_ENV=development CORS_ORIGINS='*' \
       PORT=0 SIGNALING_PORT=0 HOST=127.0.0.1 OCTATE_STATIC_DIR="$WORK/site" \
-      OCTATE_TOKEN_SECRET="$TOKEN_SECRET" "${cluster[@]}" \
+      OCTATE_TOKEN_SECRET="$TOKEN_SECRET" OCTATE_RESUME_GRACE_MS=3000 "${cluster[@]}" \
       "$@" "$SERVER_BIN" >"$WORK/node-$id.out" 2>"$WORK/node-$id.err"
   ) &
   PIDS+=($!)
@@ -180,8 +180,8 @@ start_node a
 HTTP_ADDR="$NODE_ADDR"
 start_node b OCTATE_TURN_URIS="turn:127.0.0.1:$TURN_PORT?transport=udp" OCTATE_TURN_SECRET="$TURN_SECRET"
 HTTP_ADDR_B="$NODE_ADDR"
-# A single server with a short resume grace, for the resume scenario.
-start_node solo OCTATE_RESUME_GRACE_MS=3000
+# A single server, for the resume scenario.
+start_node solo
 HTTP_ADDR_SOLO="$NODE_ADDR"
 
 # coturn is up once it accepts TCP on its port (it opens UDP on the same port with it).
