@@ -49,6 +49,16 @@ step "unit, property and integration tests"
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
 
+step "JavaScript client (clients/js) against the real server binary"
+if ! command -v node >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y nodejs || { apt-get update && apt-get install -y nodejs; } \
+        || { echo "could not install nodejs with apt-get" >&2; exit 1; }
+fi
+cargo build -p octate-server --locked
+# No npm dependencies (without a global WebSocket, the tests use their own small client).
+(cd clients/js && node --test)
+
 if [ -x tests/fuzz-smoke.sh ]; then
     step "fuzz smoke run"
     bash tests/fuzz-smoke.sh

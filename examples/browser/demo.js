@@ -6,6 +6,8 @@
 // carrying the Yjs update; the server sees only signaling, presence and cursor positions.
 
 import * as Y from './vendor/yjs.mjs';
+// The client package's file (clients/js/src/octate-client.js), copied next to this one by
+// examples/browser/site.mjs.
 import { OctateClient, getToken } from './octate-client.js';
 
 const ID = /^[A-Za-z0-9\-_.:@]{1,128}$/;
@@ -191,7 +193,7 @@ client.on('peer-left', (detail) => {
   renderCursors();
 });
 
-client.on('open', (detail) => {
+client.on('channel-open', (detail) => {
   const { peerId } = detail;
   record('open', { peerId });
   log(`direct channel open with ${people.get(peerId)?.name ?? peerId}`);
@@ -256,13 +258,21 @@ client.on('error', (detail) => {
   else console.warn(detail.message);
 });
 
+client.on('resumed', () => {
+  state.connected = true;
+  record('resumed');
+  setStatus('connected', 'connected');
+  log('resumed');
+  renderPeers();
+});
+
 client.on('disconnected', (detail) => {
   state.connected = false;
   record('disconnected', { reason: String(detail.code) });
   setStatus('connecting', 'reconnecting…');
 });
 
-client.on('reconnecting', (detail) => log(`reconnecting in ${(detail.delayMs / 1000).toFixed(1)} s`));
+client.on('reconnecting', (detail) => log(`${detail.resume ? 'resuming' : 'reconnecting'} in ${(detail.delayMs / 1000).toFixed(1)} s`));
 
 client.on('closed', (detail) => {
   state.connected = false;
@@ -274,6 +284,12 @@ client.on('closed', (detail) => {
   people.clear();
   renderPeers();
   renderCursors();
+});
+
+// A closed tab leaves at once (close 1000); a dropped connection is resumed instead, so
+// without this the others would see the tab linger until the server's resume grace ends.
+addEventListener('pagehide', (event) => {
+  if (!event.persisted) client.close();
 });
 
 const ready = client.connect();

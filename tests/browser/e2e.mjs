@@ -2,12 +2,14 @@
 //
 // Usage: OCTATE_URL=http://127.0.0.1:PORT node e2e.mjs  (run.sh starts the server and sets it)
 // With OCTATE_URL_B (a second node of the same cluster) it also runs the two-node scenario;
-// with E2E_TURN=1 (OCTATE_URL_B handing out TURN credentials) the relay-only one.
+// with E2E_TURN=1 (OCTATE_URL_B handing out TURN credentials) the relay-only one; with
+// OCTATE_URL_SOLO (a single server, where sessions resume) the resume one.
 // Every page is the real demo page, in its own browser context; pages talk to each other
 // over real RTCPeerConnections negotiated through the Octate server. Exits non-zero on failure.
 
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -20,6 +22,8 @@ const DIRECT_REMOTE = new Set(['host', 'prflx']);
 const BASE = (process.env.OCTATE_URL ?? '').replace(/\/+$/, '');
 // A second node of BASE's cluster (same Redis, same token secret); run.sh starts it.
 const BASE_B = (process.env.OCTATE_URL_B ?? '').replace(/\/+$/, '');
+// A single server (no cluster: sessions resume) with the same token secret; run.sh starts it.
+const BASE_SOLO = (process.env.OCTATE_URL_SOLO ?? '').replace(/\/+$/, '');
 // Whether BASE_B hands out credentials of a TURN server, and the TURN server's relay
 // addresses as `IP:MIN-MAX` (run.sh starts coturn and sets both).
 const TURN = process.env.E2E_TURN === '1';
@@ -451,6 +455,107 @@ async function reconnectsAfterDrop() {
   await waitConverged([alice, bob], 'edits after reconnect', (t) => t.startsWith('A1 ') && t.endsWith(' B1'));
 }
 
+/**
+ * A TCP proxy on a free loopback port to `port` that `cut()` breaks as a network failure
+ * would (no close frame either way) and that refuses connections while `blocked`.
+ */
+async function tcpProxy(port) {
+  const pairs = new Set();
+  const proxy = { blocked: false };
+  const server = net.createServer((a) => {
+    if (proxy.blocked) return a.destroy();
+    const b = net.connect(Number(port), '127.0.0.1');
+    const pair = [a, b];
+    pairs.add(pair);
+    const end = () => {
+      pairs.delete(pair);
+      a.destroy();
+      b.destroy();
+    };
+    for (const s of pair) s.on('error', end).on('close', end);
+    a.pipe(b);
+    b.pipe(a);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  proxy.port = server.address().port;
+  proxy.cut = () => {
+    for (const pair of pairs) for (const s of pair) s.resetAndDestroy?.() ?? s.destroy();
+    pairs.clear();
+  };
+  proxy.close = () => {
+    proxy.cut();
+    return new Promise((resolve) => server.close(resolve));
+  };
+  return proxy;
+}
+
+async function resumeKeepsChannels() {
+  // Two clients of @octate/client in two pages, signaling through the single server
+  // BASE_SOLO (tokens from the pages' node are good there: same secret); bob's goes through a
+  // TCP proxy in this process, which cuts it as a network failure would. Bob resumes his
+  // session: alice never sees him leave, and their data channel, which does not go through
+  // the server, carries messages during the cut and after it.
+  const room = `${ROOM}-resume`;
+  const proxy = await tcpProxy(new URL(BASE_SOLO).port);
+  try {
+    const start = (peer, id, url) => demo(peer, async (d, { id, room, url }) => {
+      const { OctateClient, getToken } = await import('/octate-client.js');
+      const events = [];
+      const c = new OctateClient({ url, getToken: () => getToken('', id, room), reconnectBaseMs: 100, reconnectMaxMs: 300, connectTimeoutMs: 2000 });
+      for (const type of ['peer-left', 'peer-joined', 'resumed', 'connected', 'channel-open', 'channel-closed', 'disconnected']) {
+        c.addEventListener(type, (e) => events.push({ type, peer: e.detail?.peer?.userId ?? e.detail?.peerId ?? null }));
+      }
+      const got = [];
+      c.addEventListener('message', (e) => got.push(e.detail.data));
+      window.__resume = { c, events, got };
+      await c.connect();
+      return true;
+    }, { id, room, url });
+    await start(alice, 'r-alice', `ws://${new URL(BASE_SOLO).host}/ws`);
+    await start(bob, 'r-bob', `ws://127.0.0.1:${proxy.port}/ws`);
+    const opened = (peer, other) => waitFor(`${other}'s channel`, async () => {
+      const open = await demo(peer, () => window.__resume.c.openPeers);
+      return { ok: open.includes(other), seen: open };
+    });
+    await Promise.all([opened(alice, 'r-bob'), opened(bob, 'r-alice')]);
+
+    proxy.blocked = true;
+    proxy.cut();
+    await waitFor('bob to notice the cut', async () => {
+      const ev = await demo(bob, () => window.__resume.events.map((e) => e.type));
+      return { ok: ev.includes('disconnected'), seen: ev };
+    });
+    // The signaling is down; the data channel is not.
+    const sent = await demo(alice, () => window.__resume.c.send('r-bob', { during: 'cut' }));
+    assert(sent, 'alice\'s channel to bob is not open during the cut');
+    await waitFor('bob to get a message during the cut', async () => {
+      const seen = await demo(bob, () => ({ got: window.__resume.got, events: window.__resume.events, open: window.__resume.c.openPeers, state: window.__resume.c.state }));
+      return { ok: seen.got.some((m) => m.during === 'cut'), seen };
+    });
+    await sleep(1000);
+    proxy.blocked = false;
+    await waitFor('bob to resume', async () => {
+      const ev = await demo(bob, () => window.__resume.events.map((e) => e.type));
+      return { ok: ev.includes('resumed'), seen: ev };
+    });
+    await demo(bob, () => window.__resume.c.send('r-alice', { after: 'resume' }));
+    await waitFor('alice to get a message after the resume', async () => {
+      const got = await demo(alice, () => window.__resume.got);
+      return { ok: got.some((m) => m.after === 'resume'), seen: got };
+    });
+    const [aliceEvents, bobEvents] = await Promise.all([demo(alice, () => window.__resume.events), demo(bob, () => window.__resume.events)]);
+    const count = (events, type) => events.filter((e) => e.type === type).length;
+    assert(count(aliceEvents, 'peer-left') === 0 && count(aliceEvents, 'peer-joined') === 1, `alice saw bob leave or come back: ${JSON.stringify(aliceEvents)}`);
+    assert(count(bobEvents, 'connected') === 1 && count(bobEvents, 'resumed') === 1, `bob did not resume: ${JSON.stringify(bobEvents)}`);
+    for (const [name, events] of [['alice', aliceEvents], ['bob', bobEvents]]) {
+      assert(count(events, 'channel-closed') === 0 && count(events, 'channel-open') === 1, `${name}'s channel closed or reopened: ${JSON.stringify(events)}`);
+    }
+  } finally {
+    await Promise.all([demo(alice, () => window.__resume?.c.close()), demo(bob, () => window.__resume?.c.close())]).catch(() => {});
+    await proxy.close();
+  }
+}
+
 async function simultaneousOffers() {
   // Two clients of the library itself, loaded in two demo pages, where the peer already in
   // the room does not wait for the newcomer's offer: both offer at once, and perfect
@@ -627,7 +732,7 @@ async function rustPeerGlare() {
         const m = e.detail.data;
         if (m && typeof m.update === 'string') Y.applyUpdate(doc, Uint8Array.from(atob(m.update), (ch) => ch.charCodeAt(0)));
       });
-      c.addEventListener('open', (e) => {
+      c.addEventListener('channel-open', (e) => {
         // The demo's messages: the whole state, then an edit (once) as a RemoteOperation.
         c.send(e.detail.peerId, { type: 'sync', peerId: id, timestamp: Date.now(), update: btoa(String.fromCharCode(...Y.encodeStateAsUpdate(doc))) });
         if (text.toString().includes('web-edit')) return;
@@ -805,6 +910,7 @@ try {
   await scenario('offers colliding between the Rust peer and the browser client are settled', rustPeerGlare);
   await scenarioIf(BASE_B, 'no OCTATE_URL_B', 'two pages on two nodes of a cluster connect over WebRTC and converge', acrossTwoNodes);
   await scenarioIf(BASE_B && TURN, 'no OCTATE_URL_B with E2E_TURN=1', 'two clients connect through TURN only (iceTransportPolicy relay) and exchange data', relayOnly);
+  await scenarioIf(BASE_SOLO, 'no OCTATE_URL_SOLO', 'a cut signaling connection resumes: no leave seen, the data channel keeps working', resumeKeepsChannels);
 } catch (err) {
   console.log(`e2e: setup failed: ${err?.stack ?? err}`);
   results.push({ name: 'setup', ok: false });

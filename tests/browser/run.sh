@@ -108,6 +108,10 @@ show_logs() {
   done
 }
 
+# The demo's static site: the page and the client package's file (clients/js), copied side by
+# side (the server serves no symlink that leaves its static directory).
+node "$ROOT/examples/browser/site.mjs" "$WORK/site" >/dev/null || die "could not assemble the demo site"
+
 # A Redis of the test's own, without persistence, for the two server nodes.
 REDIS_PORT="$(free_port)"
 (
@@ -143,14 +147,18 @@ PIDS+=($!)
 TOKEN_SECRET="browser-e2e-token-secret-$RANDOM$RANDOM$RANDOM$RANDOM-0123456789"
 start_node() {
   local id="$1"; shift
+  # Node "solo" is a single server of its own, for the resume scenario.
+  local cluster=(OCTATE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" OCTATE_NODE_ID="$id"
+    OCTATE_CLUSTER_HEARTBEAT_MS=100 OCTATE_CLUSTER_NODE_TTL_MS=1000 OCTATE_CLUSTER_REAP_INTERVAL_MS=100)
+  if [ "$id" = solo ]; then cluster=(); fi
   mkdir -p "$WORK/node-$id"
   (
     cd "$WORK/node-$id"
     exec env -u OCTATE_ADMIN_KEY -u OCTATE_NO_SIGNALING_PORT -u OCTATE_TURN_URIS -u OCTATE_TURN_SECRET \
+      -u OCTATE_REDIS_URL \
       OCTATE_ENV=development CORS_ORIGINS='*' \
-      PORT=0 SIGNALING_PORT=0 HOST=127.0.0.1 OCTATE_STATIC_DIR="$ROOT/examples/browser" \
-      OCTATE_TOKEN_SECRET="$TOKEN_SECRET" OCTATE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" OCTATE_NODE_ID="$id" \
-      OCTATE_CLUSTER_HEARTBEAT_MS=100 OCTATE_CLUSTER_NODE_TTL_MS=1000 OCTATE_CLUSTER_REAP_INTERVAL_MS=100 \
+      PORT=0 SIGNALING_PORT=0 HOST=127.0.0.1 OCTATE_STATIC_DIR="$WORK/site" \
+      OCTATE_TOKEN_SECRET="$TOKEN_SECRET" OCTATE_RESUME_GRACE_MS=3000 "${cluster[@]}" \
       "$@" "$SERVER_BIN" >"$WORK/node-$id.out" 2>"$WORK/node-$id.err"
   ) &
   PIDS+=($!)
@@ -172,15 +180,18 @@ start_node a
 HTTP_ADDR="$NODE_ADDR"
 start_node b OCTATE_TURN_URIS="turn:127.0.0.1:$TURN_PORT?transport=udp" OCTATE_TURN_SECRET="$TURN_SECRET"
 HTTP_ADDR_B="$NODE_ADDR"
+# A single server, for the resume scenario.
+start_node solo
+HTTP_ADDR_SOLO="$NODE_ADDR"
 
 # coturn is up once it accepts TCP on its port (it opens UDP on the same port with it).
 turn_listens() { (exec 3<>"/dev/tcp/127.0.0.1/$TURN_PORT") 2>/dev/null; }
 for _ in $(seq 100); do turn_listens && break; sleep 0.1; done
 turn_listens || { show_logs; die "turnserver is not listening on 127.0.0.1:$TURN_PORT"; }
-say "nodes a at http://$HTTP_ADDR and b at http://$HTTP_ADDR_B (redis :$REDIS_PORT, turn :$TURN_PORT), $(ulimit -Sn) open files at most"
+say "nodes a at http://$HTTP_ADDR and b at http://$HTTP_ADDR_B, single server at http://$HTTP_ADDR_SOLO (redis :$REDIS_PORT, turn :$TURN_PORT), $(ulimit -Sn) open files at most"
 
 status=0
-(cd "$HERE" && OCTATE_URL="http://$HTTP_ADDR" OCTATE_URL_B="http://$HTTP_ADDR_B" E2E_TURN=1 \
+(cd "$HERE" && OCTATE_URL="http://$HTTP_ADDR" OCTATE_URL_B="http://$HTTP_ADDR_B" OCTATE_URL_SOLO="http://$HTTP_ADDR_SOLO" E2E_TURN=1 \
   E2E_TURN_RELAY="127.0.0.1:$RELAY_MIN-$((RELAY_MIN + 31))" \
   CHROMIUM="$CHROMIUM" RUST_PEER="$RUST_PEER_BIN" timeout 180 node e2e.mjs) || status=$?
 if [ "$status" -ne 0 ]; then show_logs; fi
