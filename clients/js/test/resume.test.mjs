@@ -101,13 +101,7 @@ test('a cut shorter than the grace resumes silently: no peer-left, no new token,
   }
 });
 
-// The server's timer task sleeps until the deadline it saw last (the next heartbeat) and is
-// not woken when a suspension adds an earlier one, so the grace ends late; until that is
-// fixed this runs as a todo (it passes with OCTATE_MEMORY_CHECK_INTERVAL_MS=100, which wakes
-// the task often).
-test('a cut longer than the grace: the other sees one peer-left timeout; the cut client authenticates afresh', {
-  todo: 'server: a suspension does not wake the timer task, so the grace ends at the next heartbeat',
-}, async () => {
+test('a cut longer than the grace: the other sees one peer-left timeout; the cut client authenticates afresh', async () => {
   const room = roomName('expire');
   const alice = member('alice', room);
   const bob = member('bob', room, { viaProxy: true });
