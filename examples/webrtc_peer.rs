@@ -292,7 +292,7 @@ impl Peer {
                     }
                 }
             }
-            ServerMessage::Error { code, message } => {
+            ServerMessage::Error { code, message, .. } => {
                 self.warn(format!("server error {code:?}: {message}"));
             }
             ServerMessage::RoomLeft { .. } if self.rejoining => {
@@ -927,7 +927,7 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     let (mut client, welcome) = Client::join(&ws_url, &token, Some(&args.user)).await?;
     let (me, room) = match welcome {
         ServerMessage::AuthOk { user_id, room, .. } => (user_id.as_str().to_owned(), room),
-        ServerMessage::Error { code, message } => {
+        ServerMessage::Error { code, message, .. } => {
             return Err(format!("refused: {code:?}: {message}").into());
         }
         other => return Err(format!("unexpected first message: {}", other.kind()).into()),

@@ -230,8 +230,12 @@ async fn a_dropped_connection_resumes_on_another_node_and_nobody_notices() {
         match bob.client.recv_within(Duration::from_millis(200)).await {
             Ok(ServerMessage::Error {
                 code: ErrorCode::PeerUnavailable,
+                peer,
                 ..
-            }) => break,
+            }) => {
+                assert_eq!(peer.as_ref().map(|p| p.as_str()), Some("alice"));
+                break;
+            }
             Ok(other) => panic!("bob: unexpected {}", peers::brief(&other)),
             Err(ClientError::Timeout) => {}
             Err(err) => panic!("bob: {err}"),

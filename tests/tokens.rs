@@ -371,7 +371,7 @@ async fn auth_naming_another_room_or_user_than_its_token_is_refused() {
         let text = format!(r#"{{"type":"auth",{envelope},"data":{{"token":"{token}"}}}}"#);
         let (mut client, answer) = first_answer(&server, &text).await;
         match answer {
-            ServerMessage::Error { code, message } => {
+            ServerMessage::Error { code, message, .. } => {
                 assert_eq!(code, ErrorCode::Forbidden, "{text}");
                 assert!(message.contains(names), "{message:?} for {text}");
             }

@@ -211,8 +211,11 @@ impl Client {
             ServerMessage::Error {
                 code: ErrorCode::ResumeFailed,
                 message,
+                ..
             } => Err(ClientError::ResumeFailed(message)),
-            ServerMessage::Error { code, message } => Err(ClientError::Refused { code, message }),
+            ServerMessage::Error { code, message, .. } => {
+                Err(ClientError::Refused { code, message })
+            }
             msg if msg.kind() == expected => {
                 Membership::from_message(&msg).ok_or(ClientError::UnexpectedAnswer(msg.kind()))
             }

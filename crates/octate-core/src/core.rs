@@ -1917,7 +1917,20 @@ impl Core {
                     msg: build(user.clone(), room_id.clone()),
                 }
             }
-            PeerLocation::Suspended => return Err(CoreError::PeerUnavailable),
+            PeerLocation::Suspended => {
+                // Told with the peer's name: the sender retries that signal later.
+                let message =
+                    format!("peer {target} is briefly unreachable; retry after it is back");
+                self.outputs.push_back(Output::Send {
+                    to: conn,
+                    msg: ServerMessage::Error {
+                        code: ErrorCode::PeerUnavailable,
+                        message,
+                        peer: Some(target),
+                    },
+                });
+                return Ok(());
+            }
             PeerLocation::Remote { node, .. } => Output::Cluster(ClusterCommand::Relay {
                 node: node.clone(),
                 room_id: room_id.clone(),

@@ -151,6 +151,8 @@ pub enum ServerMessage {
         code: ErrorCode,
         /// Human-readable explanation.
         message: String,
+        /// The peer a signal was for, when the error is about it (`peer-unavailable`).
+        peer: Option<UserId>,
     },
 }
 
@@ -223,6 +225,15 @@ struct ReasonData {
     reason: RoomCloseReason,
 }
 
+/// The `data` of an `error` message: an [`ErrorBody`] and, for errors about a peer, the peer.
+#[derive(Serialize, Deserialize)]
+struct ErrorData<S, U> {
+    code: ErrorCode,
+    message: S,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<U>,
+}
+
 /// The body of an `error` message (and of every HTTP error, under `error`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -257,6 +268,7 @@ impl ServerMessage {
         Self::Error {
             code,
             message: message.into(),
+            peer: None,
         }
     }
 
@@ -332,10 +344,15 @@ impl ServerMessage {
                     expires_at: *expires_at,
                 })
                 .to_vec(),
-            Self::Error { code, message } => OutEnvelope::new(kind)
-                .data(&ErrorBody {
+            Self::Error {
+                code,
+                message,
+                peer,
+            } => OutEnvelope::new(kind)
+                .data(&ErrorData {
                     code: *code,
-                    message: message.clone(),
+                    message,
+                    peer: peer.as_ref(),
                 })
                 .to_vec(),
         }
@@ -433,10 +450,11 @@ impl ServerMessage {
                 expires_at: parse::<RefreshedData>(data()?)?.expires_at,
             },
             "error" => {
-                let d: ErrorBody = parse(data()?)?;
+                let d: ErrorData<String, UserId> = parse(data()?)?;
                 Self::Error {
                     code: d.code,
                     message: d.message,
+                    peer: d.peer,
                 }
             }
             other => return Err(ProtocolError::UnknownType(truncate(other))),
