@@ -10,7 +10,7 @@
 //! update}`, where `update` is a Yjs update (v1) in base64.
 //!
 //! ```sh
-//! OCTATE_STATIC_DIR=examples/browser cargo run -p octate-server
+//! node examples/browser/site.mjs && OCTATE_STATIC_DIR=target/browser-demo cargo run -p octate-server
 //! cargo run --example webrtc_peer -- --room demo --user rusty --insert "hello from Rust " --print
 //! ```
 //!

@@ -532,7 +532,8 @@ async function resumeKeepsChannels() {
       const seen = await demo(bob, () => ({ got: window.__resume.got, events: window.__resume.events, open: window.__resume.c.openPeers, state: window.__resume.c.state }));
       return { ok: seen.got.some((m) => m.during === 'cut'), seen };
     });
-    await sleep(1000);
+    // Five seconds without signaling, shorter than the solo server's grace (8 s).
+    await sleep(5000);
     proxy.blocked = false;
     await waitFor('bob to resume', async () => {
       const ev = await demo(bob, () => window.__resume.events.map((e) => e.type));
@@ -550,6 +551,23 @@ async function resumeKeepsChannels() {
     for (const [name, events] of [['alice', aliceEvents], ['bob', bobEvents]]) {
       assert(count(events, 'channel-closed') === 0 && count(events, 'channel-open') === 1, `${name}'s channel closed or reopened: ${JSON.stringify(events)}`);
     }
+
+    // Now a cut longer than the grace: alice sees bob leave exactly once (timeout), and
+    // bob comes back with a fresh auth (his resume fails) and is announced again.
+    proxy.blocked = true;
+    proxy.cut();
+    await waitFor('alice to see bob time out', async () => {
+      const ev = await demo(alice, () => window.__resume.events);
+      return { ok: count(ev, 'peer-left') === 1, seen: ev };
+    }, 20000);
+    await sleep(1000);
+    proxy.blocked = false;
+    await waitFor('bob to be announced again', async () => {
+      const ev = await demo(alice, () => window.__resume.events);
+      return { ok: count(ev, 'peer-joined') === 2, seen: ev };
+    }, 20000);
+    const after = await demo(alice, () => window.__resume.events);
+    assert(count(after, 'peer-left') === 1, `alice saw bob leave more than once: ${JSON.stringify(after)}`);
   } finally {
     await Promise.all([demo(alice, () => window.__resume?.c.close()), demo(bob, () => window.__resume?.c.close())]).catch(() => {});
     await proxy.close();

@@ -180,8 +180,8 @@ start_node a
 HTTP_ADDR="$NODE_ADDR"
 start_node b OCTATE_TURN_URIS="turn:127.0.0.1:$TURN_PORT?transport=udp" OCTATE_TURN_SECRET="$TURN_SECRET"
 HTTP_ADDR_B="$NODE_ADDR"
-# A single server, for the resume scenario.
-start_node solo
+# A single server, for the resume scenario: its grace outlasts the scenario's 5 s cut.
+start_node solo OCTATE_RESUME_GRACE_MS=8000
 HTTP_ADDR_SOLO="$NODE_ADDR"
 
 # coturn is up once it accepts TCP on its port (it opens UDP on the same port with it).
