@@ -108,7 +108,13 @@ async fn run(config: Config, built: config::Built) -> Result<(), String> {
         Some(sig) => println!("octate-server listening http={http_local} signaling={sig}"),
         None => println!("octate-server listening http={http_local}"),
     }
-    info!(http = %http_local, signaling = ?signaling_local, "listening");
+    match signaling_local {
+        Some(sig) => info!(http = %http_local, signaling = %sig, "listening"),
+        None => info!(http = %http_local, "listening (signaling at /ws only)"),
+    }
+    if let Some(dir) = &config.static_dir {
+        info!(dir = %dir.display(), "serving static files at /");
+    }
     // A stopping node of a cluster first tells the others that its peers are gone.
     let stop = async {
         shutdown_signal().await;
