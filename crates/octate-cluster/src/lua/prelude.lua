@@ -180,15 +180,10 @@ local function nodes_of(list)
   return nodes
 end
 
--- After members were removed: deletes an emptied room, or moves the host, bumps the
--- version and tells the room's nodes (but `skip`). Returns nothing.
-local function settle_room(r, cause, skip)
+-- A room with members (`list`) after a change: keeps or re-elects its host, bumps its
+-- version, and returns its snapshot JSON.
+local function restamp_room(r, list)
   local meta = read_meta(r)
-  local list = load_members(r)
-  if #list == 0 then
-    drop_room(r, meta)
-    return
-  end
   if not meta then
     meta = new_meta(r, r, list[1].user, list[1].j, nil)
     keep_room(r, meta)
@@ -196,5 +191,16 @@ local function settle_room(r, cause, skip)
   meta.host = elect(meta, list)
   bump(meta)
   write_host_ver(r, meta)
-  publish_membership(snapshot_json(r, meta, list), cause, nodes_of(list), skip)
+  return snapshot_json(r, meta, list)
+end
+
+-- After members were removed: deletes an emptied room, or moves the host, bumps the
+-- version and tells the room's nodes (but `skip`). Returns nothing.
+local function settle_room(r, cause, skip)
+  local list = load_members(r)
+  if #list == 0 then
+    drop_room(r, read_meta(r))
+    return
+  end
+  publish_membership(restamp_room(r, list), cause, nodes_of(list), skip)
 end

@@ -21,16 +21,8 @@ redis.call('ZREM', K_SUSPENDED, r .. ' ' .. user)
 m.n, m.c, m.x, m.d = node, conn, nil, next_digest
 save_member(r, user, m)
 redis.call('SADD', k_node_set(node), r .. ' ' .. user)
-local meta = read_meta(r)
 local list = load_members(r)
-if not meta then
-  meta = new_meta(r, r, list[1].user, list[1].j, nil)
-  keep_room(r, meta)
-end
-meta.host = elect(meta, list)
-bump(meta)
-write_host_ver(r, meta)
-local snap = snapshot_json(r, meta, list)
+local snap = restamp_room(r, list)
 local nodes = nodes_of(list)
 nodes[old_node] = true
 publish_membership(snap, cause_json('resumed', 'user', user), nodes, node)
