@@ -1233,3 +1233,39 @@ proptest! {
         run(&steps);
     }
 }
+
+#[test]
+fn resume_token_names_the_sessions_token_for_a_good_ticket_only_and_spends_nothing() {
+    let mut h = resumable(|_| {});
+    let token = TokenRef {
+        token_id: Some("jwt-1".to_owned()),
+        expires_at: None,
+    };
+    let login = Login {
+        identity: Identity {
+            user_id: uid("alice"),
+            room_id: rid("r"),
+        },
+        user_name: None,
+        token: token.clone(),
+    };
+    h.core.handle_login(h.now, ConnId(1), login);
+    h.out = h.drain();
+    let ticket = h.ticket(1);
+    let peek = |h: &Harness, at: u64, t: &ResumeTicket| {
+        h.core.resume_token(at, &t.session_id, &t.resume_token)
+    };
+    assert_eq!(
+        peek(&h, h.now, &ticket),
+        Some(token.clone()),
+        "a live session"
+    );
+    assert_eq!(peek(&h, h.now, &forged(&ticket.session_id, "t999")), None);
+    assert_eq!(peek(&h, h.now, &forged("s999", &ticket.resume_token)), None);
+    h.lose(1);
+    let until = h.now + ms(GRACE);
+    assert_eq!(peek(&h, until - 1, &ticket), Some(token));
+    assert_eq!(peek(&h, until, &ticket), None, "the grace is over");
+    h.resume(2, &ticket).unwrap();
+    assert_eq!(peek(&h, h.now, &ticket), None, "spent");
+}
