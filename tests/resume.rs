@@ -594,8 +594,9 @@ async fn a_malformed_resume_is_refused_with_a_clear_error() {
             "invalid-field",
         ),
         (
+            // `null` counts as absent, as in every message.
             json!({"type": "resume", "data": {"sessionId": session, "resumeToken": null}}),
-            "invalid-field",
+            "missing-field",
         ),
         (
             json!({"type": "resume", "data": {"sessionId": session, "resumeToken": ""}}),
