@@ -369,6 +369,20 @@ async fn a_fresh_auth_takes_over_a_suspended_peer() {
 }
 
 #[tokio::test]
+async fn a_resume_while_the_old_socket_is_open_closes_it_with_4004_quietly() {
+    let server = start(LONG_GRACE, |_| {}).await;
+    let (mut alice, mut bob) = pair(&server, "overlap").await;
+    let (mut again, _) = resume(&server, &alice.ticket, "alice", &["alice", "bob"]).await;
+    expect_close(&mut alice.client, "old alice", 4004).await;
+    drop(alice.client);
+    expect_silence(&mut bob.client, "bob").await;
+    assert_eq!(metric(&server, "octate_peers_suspended").await, 0);
+    offer(&mut bob.client, &mut again, "bob", "alice").await;
+    offer(&mut again, &mut bob.client, "alice", "bob").await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_token_revoked_while_suspended_cannot_resume() {
     let grace = Duration::from_millis(1500);
     let server = start(grace, |_| {}).await;
