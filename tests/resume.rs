@@ -384,7 +384,7 @@ async fn a_resume_while_the_old_socket_is_open_closes_it_with_4004_quietly() {
 
 #[tokio::test]
 async fn a_token_revoked_while_suspended_cannot_resume() {
-    let grace = Duration::from_millis(1500);
+    let grace = Duration::from_secs(3);
     let server = start(grace, |_| {}).await;
     let (alice, mut bob) = pair(&server, "revoked").await;
     alice.client.abort();
@@ -410,6 +410,88 @@ async fn a_token_revoked_while_suspended_cannot_resume() {
     expect_silence(&mut bob.client, "bob").await;
     assert_eq!(metric(&server, "octate_peers_suspended").await, 0);
     refused(&server, &alice.ticket, "alice").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_refreshed_session_resumes_on_its_newest_token() {
+    let server = start(LONG_GRACE, |_| {}).await;
+    let (mut alice, mut bob) = pair(&server, "refreshed").await;
+    let newer = server.token("alice", "refreshed").await;
+    alice
+        .client
+        .send_text(json!({"type": "refresh", "data": {"token": newer}}).to_string())
+        .await
+        .unwrap();
+    let answer = peers::next_text(&mut alice.client, "alice").await;
+    assert!(answer.contains(r#""type":"token-refreshed""#), "{answer}");
+    alice.client.abort();
+    wait_suspended(&server, 1).await;
+
+    // The first token no longer matters to the session.
+    let revoke = |token: String| {
+        let http = server.http;
+        async move {
+            let resp = peers::post(http, "/api/auth/revoke", &json!({"token": token}), None).await;
+            assert_eq!(resp.status, 200);
+        }
+    };
+    revoke(alice.token.clone()).await;
+    let (again, ticket) = resume(&server, &alice.ticket, "alice", &["alice", "bob"]).await;
+    again.abort();
+    wait_suspended(&server, 1).await;
+    // The newest one does.
+    revoke(newer).await;
+    let (mut client, text) = send_resume(&server, &ticket).await;
+    assert!(text.contains(r#""code":"token-revoked""#), "{text}");
+    expect_close(&mut client, "alice", 4001).await;
+    expect_silence(&mut bob.client, "bob").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_expired_while_suspended_cannot_resume_when_expiry_closes_sessions() {
+    let authority = octate_test::tokens::authority()
+        .with_ttls(Duration::from_secs(1), Duration::from_secs(60))
+        .unwrap();
+    let mut config = resume_config(LONG_GRACE);
+    config.session_expiry = octate_transport::SessionExpiry::Close;
+    let server = TestServer::start_with(config, authority).await;
+    let issued = Instant::now();
+    let (alice, mut bob) = pair(&server, "expired").await;
+    alice.client.abort();
+    wait_suspended(&server, 1).await;
+    tokio::time::sleep_until(issued + Duration::from_millis(1200)).await;
+    let (mut client, text) = send_resume(&server, &alice.ticket).await;
+    assert!(text.contains(r#""code":"token-expired""#), "{text}");
+    expect_close(&mut client, "alice", 4001).await;
+    // Bob's own token expired too: his session ends, as it would without resume.
+    expect_error(&mut bob.client, "bob", ErrorCode::TokenExpired).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn resumed_carries_fresh_ice_servers_when_turn_is_configured() {
+    let turn = ["turn:127.0.0.1:3478"];
+    let ice = octate_transport::IceConfig::new(
+        turn.iter().copied(),
+        Some(octate_transport::TurnSecret::new(b"resume-turn-secret-0123456789").unwrap()),
+        Duration::from_secs(600),
+    )
+    .unwrap();
+    let server = start(LONG_GRACE, |c| c.ice = Some(ice)).await;
+    let (alice, _bob) = pair(&server, "turn").await;
+    alice.client.abort();
+    wait_suspended(&server, 1).await;
+    let (_client, text) = send_resume(&server, &alice.ticket).await;
+    let json: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["type"], "resumed", "{text}");
+    let entry = &json["data"]["iceServers"][0];
+    assert_eq!(entry["urls"], json!(turn), "{text}");
+    assert!(
+        entry["username"].is_string() && entry["credential"].is_string(),
+        "{text}"
+    );
     server.stop().await;
 }
 
