@@ -881,6 +881,12 @@ enum Step {
     Advance {
         ms: u64,
     },
+    /// A heap reading at the critical level.
+    MemoryCritical,
+    /// `DELETE /rooms/{room}`.
+    DeleteRoom {
+        room: usize,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -893,6 +899,8 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (any::<usize>(), 0..USERS.len()).prop_map(|(pick, target)| Step::Signal { pick, target }),
         4 => (any::<usize>(), any::<bool>()).prop_map(|(pick, newest)| Step::Resume { pick, newest }),
         2 => prop_oneof![1u64..1500, Just(3000u64), 3000u64..7000].prop_map(|ms| Step::Advance { ms }),
+        1 => Just(Step::MemoryCritical),
+        1 => (0..ROOMS.len()).prop_map(|room| Step::DeleteRoom { room }),
     ]
 }
 
@@ -1092,6 +1100,13 @@ fn run(steps: &[Step]) {
                 }
             }
             Step::Advance { ms } => h.advance(Duration::from_millis(ms)),
+            Step::MemoryCritical => {
+                let critical = h.config().memory_critical_bytes;
+                h.memory(critical);
+            }
+            Step::DeleteRoom { room } => {
+                let _ = h.delete_room(ROOMS[room]);
+            }
         }
         m.learn(&h.out);
         if let Some((conn, owner)) = &resumed_with {
@@ -1224,7 +1239,7 @@ fn check(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
     fn every_suspension_ends_once_and_no_peer_is_suspended_and_live(
