@@ -621,6 +621,24 @@ impl Core {
         });
     }
 
+    /// The token a `resume` with this ticket would hold its connection to, when the
+    /// ticket is good now: the driver refuses a session whose token it no longer
+    /// accepts before anything is handed over.
+    pub fn resume_token(
+        &self,
+        now: UnixMillis,
+        session_id: &str,
+        resume_token: &str,
+    ) -> Option<TokenRef> {
+        if !self.resume_enabled() {
+            return None;
+        }
+        let issuer = self.issuer.as_ref()?;
+        let session = self.sessions.get(session_id)?;
+        let expired = matches!(session.state, SessionState::Suspended { until } if until <= now);
+        (!expired && session.accepts(&issuer.digest(resume_token))).then(|| session.token.clone())
+    }
+
     /// The session a `resume` names, when its token is the current one and its grace
     /// has not run out.
     fn check_resume(

@@ -128,7 +128,7 @@ struct AuthData {
     user_name: Option<String>,
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ResumeData<S> {
     session_id: S,
@@ -155,6 +155,15 @@ struct RoomData {
 struct SignalData<'a> {
     #[serde(default, borrow)]
     peer: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResumeFields<'a> {
+    #[serde(default, borrow)]
+    session_id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    resume_token: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -330,23 +339,22 @@ impl ClientMessage {
                 }
             }
             "resume" => {
-                let raw = env.data.ok_or(ProtocolError::MissingField("data"))?;
-                let data: ResumeData<String> =
-                    serde_json::from_str(raw.get()).map_err(|e| ProtocolError::from_serde(&e))?;
-                for (field, value) in [
-                    ("sessionId", &data.session_id),
-                    ("resumeToken", &data.resume_token),
-                ] {
+                let [session_id, resume_token] = data_fields(
+                    env.data,
+                    ["sessionId", "resumeToken"],
+                    |d: ResumeFields<'_>| [d.session_id, d.resume_token],
+                )?;
+                let reason = "must be a non-empty string of at most 128 bytes";
+                let session_id = required_str(session_id, "sessionId", reason)?;
+                let resume_token = required_str(resume_token, "resumeToken", reason)?;
+                for (field, value) in [("sessionId", &session_id), ("resumeToken", &resume_token)] {
                     if value.is_empty() || value.len() > MAX_RESUME_FIELD_BYTES {
-                        return Err(ProtocolError::InvalidField {
-                            field,
-                            reason: "must be a non-empty string of at most 128 bytes",
-                        });
+                        return Err(ProtocolError::InvalidField { field, reason });
                     }
                 }
                 Self::Resume {
-                    session_id: data.session_id,
-                    resume_token: data.resume_token,
+                    session_id: session_id.into_owned(),
+                    resume_token: resume_token.into_owned(),
                 }
             }
             "refresh" => {

@@ -653,7 +653,22 @@ impl Session {
     /// Takes over a dropped session with its resume token, instead of authenticating.
     fn resume(&mut self, session_id: &str, resume_token: &str) -> Option<End> {
         let (app, conn) = (self.app.clone(), self.conn);
-        let result = app.drive(|core, now| core.handle_resume(now, conn, session_id, resume_token));
+        // A session whose token was revoked (or expired) while it was suspended is
+        // refused before anything, `resumed` included, is handed over.
+        let checked = app.drive(|core, now| {
+            if let Some(token) = core.resume_token(now, session_id, resume_token) {
+                tokens::check_resumable(&app, &token)?;
+            }
+            Ok(core.handle_resume(now, conn, session_id, resume_token))
+        });
+        let result = match checked {
+            Ok(result) => result,
+            Err((code, message)) => {
+                app.metrics.auth_failed(code);
+                info!(%conn, code = code.as_str(), "resume refused: the session's token");
+                return Some(self.close_with(code, &message, CloseCode::AuthFailed));
+            }
+        };
         if let Err(refusal) = result {
             app.metrics.auth_failed(ErrorCode::ResumeFailed);
             info!(%conn, ?refusal, "resume refused");

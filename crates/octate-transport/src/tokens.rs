@@ -263,12 +263,26 @@ pub(crate) fn adopt(app: &Arc<App>, conn: ConnId, token: &TokenRef) -> Result<To
     let Some(token_id) = &token.token_id else {
         return Ok(lease);
     };
+    check_resumable(app, token)?;
+    let expires_at = token.expires_at.unwrap_or(UnixMillis::MAX);
+    hold_token_id(app, conn, token_id, expires_at)?;
+    Ok(lease)
+}
+
+/// Whether a session may still run on the token that opened it: not when that token has
+/// been revoked since, or has expired when expiry closes sessions.
+pub(crate) fn check_resumable(app: &App, token: &TokenRef) -> Result<(), Refusal> {
+    let Some(token_id) = &token.token_id else {
+        return Ok(());
+    };
     let expires_at = token.expires_at.unwrap_or(UnixMillis::MAX);
     if app.config.session_expiry == SessionExpiry::Close && expires_at <= app.clock.wall_ms() {
         return Err((ErrorCode::TokenExpired, "token expired".to_owned()));
     }
-    hold_token_id(app, conn, token_id, expires_at)?;
-    Ok(lease)
+    if app.auth.read().revocations().is_revoked(token_id) {
+        return Err((ErrorCode::TokenRevoked, "token was revoked".to_owned()));
+    }
+    Ok(())
 }
 
 /// Answers `refresh`: a valid token for the same user and room replaces the session's
