@@ -64,3 +64,12 @@ pub(super) fn method_not_allowed(allow: &'static str, message: &str) -> Response
 pub(super) fn origin_refused(message: &str) -> Response<Body> {
     error(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
 }
+
+/// `403 forbidden` for a client whose address a list refuses.
+pub(super) fn address_refused() -> Response<Body> {
+    error(
+        StatusCode::FORBIDDEN,
+        ErrorCode::Forbidden,
+        "your address may not use this server",
+    )
+}
