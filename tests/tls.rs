@@ -681,3 +681,16 @@ async fn the_binary_serves_tls_in_production_and_reloads_on_sighup() {
     assert!(health.contains("\"status\""), "{health}");
     drop(server);
 }
+
+#[tokio::test]
+async fn sighup_without_tls_is_not_fatal() {
+    let server =
+        tokio::task::spawn_blocking(|| RealServer::start("binary-test-secret-0123456789abcdef"))
+            .await
+            .unwrap();
+    server.signal("-HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resp = octate_test::peers::get(server.http, "/health").await;
+    assert_eq!(resp.status, 200, "the server lives on after SIGHUP");
+    drop(server);
+}

@@ -97,9 +97,7 @@ async fn run(config: Config, built: config::Built) -> Result<(), String> {
     let core_config = built.transport.core.clone();
     let tls = built.transport.tls.clone();
     // Dropped on return, so the reloads stop with the server.
-    let _reloads = tls
-        .as_ref()
-        .map(|tls| spawn_reloads(tls, config.tls_reload_check_ms));
+    let _reloads = spawn_reloads(tls.as_ref(), config.tls_reload_check_ms);
     let heap = Box::new(heap::JemallocProbe::new());
     let (app, cluster) = match config.cluster.node_id()? {
         None => (App::new(built.transport, built.authority, heap), None),
@@ -143,10 +141,13 @@ impl Drop for Tasks {
     }
 }
 
-/// Reloads the certificate on SIGHUP and, every `check_ms` (0: never), when its files change.
-fn spawn_reloads(tls: &Tls, check_ms: u64) -> Tasks {
+/// Answers SIGHUP (never fatal, TLS or not) by reloading the certificate, and reloads it
+/// every `check_ms` (0: never) when its files change.
+fn spawn_reloads(tls: Option<&Tls>, check_ms: u64) -> Tasks {
     let mut tasks = Vec::new();
-    if check_ms > 0 {
+    if let Some(tls) = tls
+        && check_ms > 0
+    {
         let watched = tls.clone().watch(Duration::from_millis(check_ms));
         tasks.push(tokio::spawn(watched));
     }
@@ -155,10 +156,13 @@ fn spawn_reloads(tls: &Tls, check_ms: u64) -> Tasks {
         use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::hangup()) {
             Ok(mut hangups) => {
-                let tls = tls.clone();
+                let tls = tls.cloned();
                 tasks.push(tokio::spawn(async move {
                     while hangups.recv().await.is_some() {
-                        tls.reload_logged("SIGHUP");
+                        match &tls {
+                            Some(tls) => tls.reload_logged("SIGHUP"),
+                            None => info!("SIGHUP: no certificate to reload"),
+                        }
                     }
                 }));
             }
