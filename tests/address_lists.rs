@@ -5,10 +5,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use octate_auth::TokenAuthority;
 use octate_test::peers::WAIT;
 use octate_test::server::TestServer;
+use octate_test::server::fast_config;
 use octate_test::ws::RawWs;
-use octate_transport::{AddressList, TransportConfig};
+use octate_transport::{AddressList, App, Listeners, RssProbe, TransportConfig, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -176,7 +178,10 @@ async fn the_admin_endpoints_have_a_list_of_their_own() {
     let Reply::Answer(403, body) = &reply else {
         panic!("expected 403, got {reply:?}");
     };
-    assert!(body.contains("\"forbidden\""), "{body}");
+    assert!(
+        body.contains("\"forbidden\"") && body.contains("admin"),
+        "{body}"
+    );
     // The rest of the API and signaling stay open to 127.0.0.2.
     let (reply, _) = exchange(ip("127.0.0.2"), server.http, &get("/health", None)).await;
     assert_eq!(reply.status(), Some(200));
@@ -292,4 +297,63 @@ async fn an_untrusted_peer_is_checked_at_accept_even_behind_a_proxy() {
     .await;
     assert_eq!(reply, Reply::Closed);
     server.stop().await;
+}
+
+/// A server on IPv6 loopback (`[::1]`, HTTP port only) with `config`; stops when the
+/// returned sender is dropped.
+async fn start_v6(config: TransportConfig) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let http = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+    let addr = http.local_addr().unwrap();
+    let app = App::new(
+        config,
+        TokenAuthority::new(octate_auth::KeyRing::generate().unwrap()),
+        Box::new(RssProbe),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listeners = Listeners {
+        http,
+        signaling: None,
+    };
+    tokio::spawn(serve(listeners, app, async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+/// A GET from `::1` to `addr`.
+async fn get_v6(addr: SocketAddr) -> Reply {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let _ = tcp.write_all(&get("/health", None)).await;
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(WAIT, tcp.read_to_end(&mut raw)).await;
+    assert!(read.is_ok(), "no answer in {WAIT:?}");
+    let text = String::from_utf8_lossy(&raw);
+    match text.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
+        Some(status) => Reply::Answer(status, text.into_owned()),
+        None => Reply::Closed,
+    }
+}
+
+#[tokio::test]
+async fn ipv6_peers_are_judged_by_ipv6_networks() {
+    for (allow, deny, want) in [
+        ("", "", Some(200)),
+        ("::1/128", "", Some(200)),
+        ("2001:db8::/32", "", None),
+        ("", "::/0", None),
+        ("::1", "::1", None),
+        ("127.0.0.0/8", "", None),
+    ] {
+        let mut config = fast_config();
+        config.access.allow = list(allow);
+        config.access.deny = list(deny);
+        let (addr, stop) = start_v6(config).await;
+        let reply = get_v6(addr).await;
+        assert_eq!(
+            reply.status(),
+            want,
+            "allow {allow:?} deny {deny:?}: {reply:?}"
+        );
+        drop(stop);
+    }
 }

@@ -56,7 +56,7 @@ pub(crate) async fn route(
         && let Err(refusal) = access.admit(client)
     {
         crate::access::refused(&app, client, refusal);
-        return Ok(response::address_refused());
+        return Ok(response::address_refused(refusal));
     }
     let Ok(origin) = cors::request_origin(req.headers()) else {
         return Ok(response::origin_refused(

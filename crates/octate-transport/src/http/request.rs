@@ -24,7 +24,7 @@ pub(super) fn require_admin(
 ) -> Result<(), Response<Body>> {
     if let Err(refusal) = app.config.access.admit_admin(client) {
         crate::access::refused(app, client, refusal);
-        return Err(address_refused());
+        return Err(address_refused(refusal));
     }
     let Some(key) = app.admin_key.as_ref() else {
         return Ok(());

@@ -7,6 +7,7 @@ use octate_protocol::http::HttpError;
 use serde::Serialize;
 
 use super::body::Body;
+use crate::access::Refusal;
 
 /// A JSON response.
 pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
@@ -66,10 +67,10 @@ pub(super) fn origin_refused(message: &str) -> Response<Body> {
 }
 
 /// `403 forbidden` for a client whose address a list refuses.
-pub(super) fn address_refused() -> Response<Body> {
-    error(
-        StatusCode::FORBIDDEN,
-        ErrorCode::Forbidden,
-        "your address may not use this server",
-    )
+pub(super) fn address_refused(refusal: Refusal) -> Response<Body> {
+    let message = match refusal {
+        Refusal::NotAdmin => "the admin endpoints are not open to your address",
+        Refusal::Denied | Refusal::NotAllowed => "this server is not open to your address",
+    };
+    error(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
 }
