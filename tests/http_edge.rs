@@ -204,13 +204,14 @@ async fn an_unparsable_origin_is_refused_even_with_an_origin_list() {
 
 // ---- Production without an origin list (the real binary) --------------------------------
 
-/// The binary in production mode with a secret and an admin key, none of the caller's
-/// Octate settings, no `.env`, on random loopback ports.
+/// The binary in production mode with a secret, an admin key and TLS left to a proxy,
+/// none of the caller's Octate settings, no `.env`, on random loopback ports.
 fn production_command() -> Command {
     let mut cmd = server_command();
     cmd.env("OCTATE_ENV", "production")
         .env("OCTATE_TOKEN_SECRET", "binary-test-secret-0123456789abcdef")
         .env("OCTATE_ADMIN_KEY", ADMIN_KEY)
+        .env("OCTATE_BEHIND_PROXY", "true")
         .env("HOST", "127.0.0.2")
         .env("PORT", "0")
         .env("SIGNALING_PORT", "0")

@@ -8,7 +8,8 @@ use clap::{Parser, ValueEnum};
 use octate_auth::{KeyRing, TokenAuthority};
 use octate_core::CoreConfig;
 use octate_transport::{
-    CorsOrigins, IceConfig, IceConfigError, SessionExpiry, TransportConfig, TurnSecret,
+    AccessRules, AddressList, CorsOrigins, IceConfig, IceConfigError, SessionExpiry, Tls,
+    TransportConfig, TurnSecret,
 };
 
 /// Deployment mode.
@@ -16,7 +17,8 @@ use octate_transport::{
 pub(crate) enum Mode {
     /// Open token issuance allowed, random secret allowed, warnings only.
     Development,
-    /// Requires a token secret and an admin key.
+    /// Requires a token secret, an admin key, an origin list, and TLS (or a proxy that
+    /// terminates it).
     Production,
 }
 
@@ -68,8 +70,8 @@ pub(crate) struct Config {
     /// WebSockets.
     #[arg(long, env = "OCTATE_ALLOW_ANY_ORIGIN", default_value_t = false)]
     pub(crate) allow_any_origin: bool,
-    /// development or production; production requires a token secret, an admin key and an
-    /// origin list.
+    /// development or production; production requires a token secret, an admin key, an
+    /// origin list, and TLS unless OCTATE_BEHIND_PROXY=true.
     #[arg(
         long = "env",
         env = "OCTATE_ENV",
@@ -207,6 +209,41 @@ pub(crate) struct Config {
     /// Directory of static files to serve at / (e.g. examples/browser for the demo).
     #[arg(long, env = "OCTATE_STATIC_DIR")]
     pub(crate) static_dir: Option<PathBuf>,
+    /// PEM certificate chain (leaf first) served over TLS on both ports, with OCTATE_TLS_KEY;
+    /// reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "OCTATE_TLS_CERT", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key of OCTATE_TLS_CERT.
+    #[arg(long, env = "OCTATE_TLS_KEY", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Time a client has to complete the TLS handshake, in milliseconds.
+    #[arg(
+        long,
+        env = "OCTATE_TLS_HANDSHAKE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub(crate) tls_handshake_timeout_ms: u64,
+    /// How often the certificate and key files are checked for changes, in milliseconds
+    /// (0: only on SIGHUP).
+    #[arg(long, env = "OCTATE_TLS_RELOAD_CHECK_MS", default_value_t = 1_000)]
+    pub(crate) tls_reload_check_ms: u64,
+    /// A reverse proxy in front terminates TLS and names the client in X-Forwarded-For
+    /// (believed only from OCTATE_TRUSTED_PROXIES).
+    #[arg(long, env = "OCTATE_BEHIND_PROXY", default_value_t = false)]
+    pub(crate) behind_proxy: bool,
+    /// Comma-separated networks (CIDRs) of the proxies whose X-Forwarded-For is believed.
+    #[arg(long, env = "OCTATE_TRUSTED_PROXIES", default_value = "")]
+    pub(crate) trusted_proxies: String,
+    /// Comma-separated networks (CIDRs, IPv4 or IPv6) that may connect; empty: all.
+    #[arg(long, env = "OCTATE_ALLOW_CIDRS", default_value = "")]
+    pub(crate) allow_cidrs: String,
+    /// Comma-separated networks that may never connect (wins over the allow list).
+    #[arg(long, env = "OCTATE_DENY_CIDRS", default_value = "")]
+    pub(crate) deny_cidrs: String,
+    /// Comma-separated networks that may use the admin endpoints (token issuance and
+    /// revocation, room create/delete); empty: all that may connect.
+    #[arg(long, env = "OCTATE_ADMIN_ALLOW_CIDRS", default_value = "")]
+    pub(crate) admin_allow_cidrs: String,
     /// Log format.
     #[arg(long, env = "OCTATE_LOG_FORMAT", value_enum, default_value = "text")]
     pub(crate) log_format: LogFormat,
@@ -349,6 +386,13 @@ impl Config {
             );
         }
         let ice = self.ice_config()?;
+        let access = self.access_rules(&mut warnings)?;
+        let tls = self.tls()?;
+        if production && tls.is_none() && !self.behind_proxy {
+            return Err("OCTATE_ENV=production serves TLS: set OCTATE_TLS_CERT and \
+                OCTATE_TLS_KEY, or OCTATE_BEHIND_PROXY=true when a reverse proxy terminates TLS"
+                .into());
+        }
         let core = CoreConfig {
             heartbeat_interval: ms(self.heartbeat_interval_ms),
             peer_timeout: ms(self.peer_timeout_ms),
@@ -387,6 +431,8 @@ impl Config {
             header_read_timeout: ms(self.header_read_timeout_ms),
             static_dir: self.static_dir.clone(),
             ice,
+            access,
+            tls,
             ..TransportConfig::default()
         };
         Ok(Built {
@@ -398,6 +444,45 @@ impl Config {
 }
 
 impl Config {
+    /// The address lists and proxy rules; warns of proxy settings that do nothing.
+    fn access_rules(&self, warnings: &mut Vec<String>) -> Result<AccessRules, String> {
+        let list =
+            |name: &str, value: &str| AddressList::parse(value).map_err(|e| format!("{name}: {e}"));
+        let rules = AccessRules {
+            allow: list("OCTATE_ALLOW_CIDRS", &self.allow_cidrs)?,
+            deny: list("OCTATE_DENY_CIDRS", &self.deny_cidrs)?,
+            admin_allow: list("OCTATE_ADMIN_ALLOW_CIDRS", &self.admin_allow_cidrs)?,
+            behind_proxy: self.behind_proxy,
+            trusted_proxies: list("OCTATE_TRUSTED_PROXIES", &self.trusted_proxies)?,
+        };
+        match (rules.behind_proxy, rules.trusted_proxies.is_empty()) {
+            (true, true) => warnings.push(
+                "OCTATE_BEHIND_PROXY without OCTATE_TRUSTED_PROXIES: X-Forwarded-For is ignored, \
+                 and every client looks like the proxy to per-address limits and lists"
+                    .into(),
+            ),
+            (false, false) => warnings
+                .push("OCTATE_TRUSTED_PROXIES is ignored without OCTATE_BEHIND_PROXY=true".into()),
+            _ => {}
+        }
+        Ok(rules)
+    }
+
+    /// The certificate to serve, loaded and checked, when one is configured.
+    fn tls(&self) -> Result<Option<Tls>, String> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        if self.tls_handshake_timeout_ms == 0 {
+            return Err("OCTATE_TLS_HANDSHAKE_TIMEOUT_MS must be greater than 0".into());
+        }
+        let tls =
+            Tls::load(cert, key).map_err(|e| format!("OCTATE_TLS_CERT/OCTATE_TLS_KEY: {e}"))?;
+        Ok(Some(
+            tls.with_handshake_timeout(ms(self.tls_handshake_timeout_ms)),
+        ))
+    }
+
     /// The STUN/TURN servers handed to peers, or `None` when no URI and no secret is set.
     fn ice_config(&self) -> Result<Option<IceConfig>, String> {
         let uris: Vec<&str> = self
@@ -481,6 +566,7 @@ mod tests {
             "admin-key-0123456789",
             "--cors-origins",
             "https://app.example.com",
+            "--behind-proxy",
         ]);
         assert!(ok.build().is_ok());
     }
@@ -505,6 +591,7 @@ mod tests {
             "0123456789abcdef0123456789abcdef",
             "--admin-key",
             "admin-key-0123456789",
+            "--behind-proxy",
         ];
         let err = parse(&production)
             .build()
@@ -644,6 +731,106 @@ mod tests {
                 assert!(err.contains(name), "{args:?}: {err}");
             }
         }
+    }
+
+    const PRODUCTION: [&str; 8] = [
+        "--env",
+        "production",
+        "--token-secret",
+        "0123456789abcdef0123456789abcdef",
+        "--admin-key",
+        "admin-key-0123456789",
+        "--cors-origins",
+        "https://app.example.com",
+    ];
+
+    #[test]
+    fn production_refuses_to_serve_without_tls_unless_a_proxy_terminates_it() {
+        let err = parse(&PRODUCTION).build().err().expect("plain TCP refused");
+        assert!(err.contains("OCTATE_TLS_CERT"), "{err}");
+        assert!(err.contains("OCTATE_BEHIND_PROXY"), "{err}");
+        let proxied = [&PRODUCTION[..], &["--behind-proxy"]].concat();
+        assert!(parse(&proxied).build().is_ok());
+
+        let dir = std::env::temp_dir().join(format!("octate-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, cert.pem()).expect("write");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write");
+        let (cert_arg, key_arg) = (
+            cert_path.to_str().expect("utf-8 path"),
+            key_path.to_str().expect("utf-8 path"),
+        );
+        let with_tls = [
+            &PRODUCTION[..],
+            &["--tls-cert", cert_arg, "--tls-key", key_arg],
+        ]
+        .concat();
+        let built = parse(&with_tls).build().expect("TLS in production");
+        assert!(built.transport.tls.is_some());
+
+        // A key that is not the certificate's is refused at start.
+        let other = rcgen::KeyPair::generate().expect("key");
+        std::fs::write(&key_path, other.serialize_pem()).expect("write");
+        let err = parse(&with_tls).build().err().expect("mismatch refused");
+        assert!(err.contains("does not belong"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // One file without the other is an argument error.
+        assert!(Config::try_parse_from(["octate-server", "--tls-cert", "c.pem"]).is_err());
+    }
+
+    #[test]
+    fn address_lists_name_the_bad_setting_and_proxy_settings_that_do_nothing_warn() {
+        let err = parse(&["--deny-cidrs", "10.0.0.0/8,nonsense"])
+            .build()
+            .err()
+            .expect("refused");
+        assert!(
+            err.contains("OCTATE_DENY_CIDRS") && err.contains("nonsense"),
+            "{err}"
+        );
+        let built = parse(&[
+            "--allow-cidrs",
+            "10.0.0.0/8, 2001:db8::/32",
+            "--admin-allow-cidrs",
+            "127.0.0.1",
+        ])
+        .build()
+        .expect("valid lists");
+        let access = &built.transport.access;
+        assert!(access.allow.contains("2001:db8::1".parse().expect("ip")));
+        assert!(
+            access
+                .admin_allow
+                .contains("127.0.0.1".parse().expect("ip"))
+        );
+
+        let lonely = parse(&["--behind-proxy"]).build().expect("valid");
+        assert!(
+            lonely
+                .warnings
+                .iter()
+                .any(|w| w.contains("OCTATE_TRUSTED_PROXIES")),
+            "{:?}",
+            lonely.warnings
+        );
+        let unused = parse(&["--trusted-proxies", "10.0.0.1"])
+            .build()
+            .expect("valid");
+        assert!(
+            unused
+                .warnings
+                .iter()
+                .any(|w| w.contains("OCTATE_BEHIND_PROXY")),
+            "{:?}",
+            unused.warnings
+        );
     }
 
     #[test]

@@ -6,9 +6,10 @@ mod heap;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
-use octate_transport::{App, Listeners, serve};
+use octate_transport::{App, Listeners, Tls, serve};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -94,6 +95,9 @@ async fn run(config: Config, built: config::Built) -> Result<(), String> {
     let signaling_local = signaling.as_ref().and_then(|l| l.local_addr().ok());
     config.cluster.validate()?;
     let core_config = built.transport.core.clone();
+    let tls = built.transport.tls.clone();
+    // Dropped on return, so the reloads stop with the server.
+    let _reloads = spawn_reloads(tls.as_ref(), config.tls_reload_check_ms);
     let heap = Box::new(heap::JemallocProbe::new());
     let (app, cluster) = match config.cluster.node_id()? {
         None => (App::new(built.transport, built.authority, heap), None),
@@ -109,8 +113,12 @@ async fn run(config: Config, built: config::Built) -> Result<(), String> {
         None => println!("octate-server listening http={http_local}"),
     }
     match signaling_local {
-        Some(sig) => info!(http = %http_local, signaling = %sig, "listening"),
-        None => info!(http = %http_local, "listening (signaling at /ws only)"),
+        Some(sig) => info!(http = %http_local, signaling = %sig, tls = tls.is_some(), "listening"),
+        None => info!(
+            http = %http_local,
+            tls = tls.is_some(),
+            "listening (signaling at /ws only)"
+        ),
     }
     if let Some(dir) = &config.static_dir {
         info!(dir = %dir.display(), "serving static files at /");
@@ -127,6 +135,50 @@ async fn run(config: Config, built: config::Built) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     info!("stopped");
     Ok(())
+}
+
+/// Aborts its tasks when dropped.
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Answers SIGHUP (never fatal, TLS or not) by reloading the certificate, and reloads it
+/// every `check_ms` (0: never) when its files change.
+fn spawn_reloads(tls: Option<&Tls>, check_ms: u64) -> Tasks {
+    let mut tasks = Vec::new();
+    if let Some(tls) = tls
+        && check_ms > 0
+    {
+        let watched = tls.clone().watch(Duration::from_millis(check_ms));
+        tasks.push(tokio::spawn(watched));
+    }
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                let tls = tls.cloned();
+                tasks.push(tokio::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        match &tls {
+                            Some(tls) => tls.reload_logged("SIGHUP"),
+                            None => info!("SIGHUP: no certificate to reload"),
+                        }
+                    }
+                }));
+            }
+            Err(err) => {
+                warn!(%err, "no SIGHUP handler: the certificate reloads only when its files change")
+            }
+        }
+    }
+    Tasks(tasks)
 }
 
 /// Completes on SIGINT or SIGTERM.

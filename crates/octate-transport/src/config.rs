@@ -6,7 +6,7 @@ use std::time::Duration;
 use octate_core::CoreConfig;
 use octate_protocol::DEFAULT_MAX_MESSAGE_BYTES;
 
-use crate::IceConfig;
+use crate::{AccessRules, IceConfig, Tls};
 
 /// Which browser origins may call the HTTP API and open WebSockets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +96,10 @@ pub struct TransportConfig {
     pub static_dir: Option<PathBuf>,
     /// STUN/TURN servers handed to peers in `auth-ok` and `room-joined`, if any.
     pub ice: Option<IceConfig>,
+    /// Address lists and the proxy rules.
+    pub access: AccessRules,
+    /// The certificate served over TLS on both ports; plain TCP when `None`.
+    pub tls: Option<Tls>,
 }
 
 impl Default for TransportConfig {
@@ -121,6 +125,8 @@ impl Default for TransportConfig {
             shutdown_grace: Duration::from_secs(4),
             static_dir: None,
             ice: None,
+            access: AccessRules::default(),
+            tls: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod access;
 mod app;
 mod assemble;
 mod auth;
@@ -24,12 +25,15 @@ mod registry;
 mod resume;
 mod server;
 mod session;
+mod stream;
 mod timers;
+mod tls;
 mod tokens;
 mod turn;
 mod wire;
 mod writer;
 
+pub use access::{AccessRules, AddressList, BadNetwork, Refusal};
 pub use app::App;
 pub use cluster::{ClusterLink, ClusterStats, LinkError, LinkFuture};
 pub use config::{CorsOrigins, SessionExpiry, TransportConfig};
@@ -38,4 +42,5 @@ pub use heap::{HeapProbe, HeapSample, RssProbe, rss_bytes};
 pub use http::Listener;
 pub use metrics::{Gauges, Metrics};
 pub use server::{Listeners, serve};
+pub use tls::{DEFAULT_HANDSHAKE_TIMEOUT, Tls, TlsError};
 pub use turn::{IceConfig, IceConfigError, MAX_TURN_TTL, MIN_TURN_SECRET_BYTES, TurnSecret};

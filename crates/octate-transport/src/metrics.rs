@@ -39,6 +39,10 @@ pub struct Metrics {
     pub http_requests: Counter,
     /// Sessions taken over by a `resume`.
     sessions_resumed: Counter,
+    /// Connections and requests refused by an address list, by list.
+    address_refusals: Family<Labels, Counter>,
+    /// TLS handshakes that failed or timed out, by reason.
+    tls_handshake_failures: Family<Labels, Counter>,
     suspended: Gauge,
     connections: Gauge,
     rooms: Gauge,
@@ -179,6 +183,8 @@ impl Metrics {
             slow_consumers: Counter::default(),
             http_requests: Counter::default(),
             sessions_resumed: Counter::default(),
+            address_refusals: Family::default(),
+            tls_handshake_failures: Family::default(),
             suspended: Gauge::default(),
             connections: Gauge::default(),
             rooms: Gauge::default(),
@@ -225,6 +231,16 @@ impl Metrics {
             "Peers whose connection dropped, waiting to be resumed",
             metrics.suspended.clone(),
         );
+        r.register(
+            "address_refusals",
+            "Connections and requests refused by an address list, by list",
+            metrics.address_refusals.clone(),
+        );
+        r.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out, by reason",
+            metrics.tls_handshake_failures.clone(),
+        );
         r.register("rooms", "Rooms in memory", metrics.rooms.clone());
         r.register("peers", "Peers in rooms", metrics.peers.clone());
         r.register(
@@ -258,6 +274,18 @@ impl Metrics {
     /// Counts one session taken over by a `resume`.
     pub fn session_resumed(&self) {
         self.sessions_resumed.inc();
+    }
+
+    /// Counts one refusal by the address list `list` (`deny`, `allow` or `admin`).
+    pub fn address_refused(&self, list: &'static str) {
+        self.address_refusals.get_or_create(&[("list", list)]).inc();
+    }
+
+    /// Counts one TLS handshake that failed for `reason` (`timeout` or `error`).
+    pub fn tls_handshake_failed(&self, reason: &'static str) {
+        self.tls_handshake_failures
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     /// Counts one failed authentication.

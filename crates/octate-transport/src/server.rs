@@ -1,4 +1,8 @@
-//! Accept loops, per-connection HTTP serving, and graceful shutdown.
+//! Accept loops, per-connection HTTP serving (over TCP or TLS), and graceful shutdown.
+//!
+//! A connection is checked against the address lists as soon as it is accepted, before
+//! any byte is read; a TLS handshake then runs in the connection's own task, bounded by
+//! the handshake timeout.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,10 +13,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use octate_protocol::CloseCode;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::access;
 use crate::app::App;
 use crate::http::{Listener, route};
 use crate::{TransportError, timers};
@@ -104,6 +110,12 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, kind: Listener) {
                 continue;
             }
         };
+        if let Err(refusal) = app.config.access.admit_peer(remote.ip()) {
+            // Closed unread: a refused network learns nothing, not even the protocol.
+            access::refused(&app, remote.ip(), refusal);
+            drop(tcp);
+            continue;
+        }
         let open = app.http_sockets.load(Ordering::Relaxed) + app.ws_slots.load(Ordering::Relaxed);
         if open >= app.config.max_connections + HTTP_HEADROOM {
             app.metrics.connections_refused.inc();
@@ -113,7 +125,32 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, kind: Listener) {
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let stop = app.stop.subscribe();
-        tokio::spawn(serve_connection(tcp, remote, app, kind, stop));
+        tokio::spawn(serve_socket(tcp, remote, app, kind, stop));
+    }
+}
+
+/// Serves one accepted socket: HTTP on it, or on the TLS session it starts.
+async fn serve_socket(
+    tcp: TcpStream,
+    remote: std::net::SocketAddr,
+    app: Arc<App>,
+    kind: Listener,
+    mut stop: watch::Receiver<bool>,
+) {
+    let counted = HttpSocket::new(app.clone());
+    let Some(tls) = app.config.tls.as_ref() else {
+        return serve_connection(tcp, remote, app, kind, stop, counted).await;
+    };
+    let handshake = tokio::select! {
+        handshake = tls.accept(tcp) => handshake,
+        _ = stop.wait_for(|s| *s) => return,
+    };
+    match handshake {
+        Ok(stream) => serve_connection(stream, remote, app, kind, stop, counted).await,
+        Err(failure) => {
+            app.metrics.tls_handshake_failed(failure.as_str());
+            debug!(%remote, %failure, "no TLS session");
+        }
     }
 }
 
@@ -127,7 +164,7 @@ fn is_out_of_descriptors(err: &std::io::Error) -> bool {
 }
 
 /// Best-effort 503 and close, without waiting on the client.
-fn refuse(tcp: &tokio::net::TcpStream) {
+fn refuse(tcp: &TcpStream) {
     let _ = tcp.try_write(REFUSAL);
 }
 
@@ -147,18 +184,20 @@ impl Drop for HttpSocket {
     }
 }
 
-async fn serve_connection(
-    tcp: tokio::net::TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     remote: std::net::SocketAddr,
     app: Arc<App>,
     kind: Listener,
     mut stop: watch::Receiver<bool>,
-) {
-    let _counted = HttpSocket::new(app.clone());
-    let io = TokioIo::new(tcp);
+    _counted: HttpSocket,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(stream);
     let svc_app = app.clone();
-    let ip = remote.ip();
-    let svc = service_fn(move |req| route(req, svc_app.clone(), kind, ip));
+    let peer = remote.ip();
+    let svc = service_fn(move |req| route(req, svc_app.clone(), kind, peer));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -1,6 +1,6 @@
 //! One signaling WebSocket: authentication, reading frames, and writing its queue.
 //!
-//! One task per connection does both directions over the TCP stream. It waits only on
+//! One task per connection does both directions over the stream (TCP or TLS). It waits only on
 //! cancel-safe events (the socket is readable or writable, something was queued,
 //! shutdown, a deadline) and does all reading, handling and writing without awaiting,
 //! so it is never cancelled half-way through a frame. What it waits for and when it
@@ -17,14 +17,12 @@ use std::io;
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use octate_core::{ConnId, Identity, Login, TokenRef};
 use octate_protocol::{ClientMessage, CloseCode, ErrorCode, RoomId, UserId};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, info};
@@ -34,6 +32,7 @@ use crate::assemble::{AssembleError, Assembler, Message};
 use crate::lifecycle::{Effect, Exit, Input, Lifecycle, Limits};
 use crate::limits::{MessageRate, Verdict};
 use crate::registry::{Ending, Outbound};
+use crate::stream::{SessionStream, SessionWriter};
 use crate::tokens::{self, TokenLease};
 use crate::wire::{self, FrameError, FrameReader, OpCode};
 use crate::writer::Writer;
@@ -74,15 +73,15 @@ struct ReadReport {
 /// the session stops being open.
 ///
 /// `early` holds bytes the client sent right behind its upgrade request.
-pub(crate) async fn run(
-    mut tcp: TcpStream,
+pub(crate) async fn run<S: SessionStream>(
+    mut stream: S,
     early: Bytes,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conn = Connection::new(app, Instant::now());
     debug!(conn = %conn.session.conn, "websocket open");
-    let (mut rd, mut wr) = tcp.split();
+    let (mut rd, mut wr) = stream.split();
     if !early.is_empty() {
         conn.on_bytes(&mut early.to_vec());
     }
@@ -110,9 +109,9 @@ enum Event {
 }
 
 /// Waits for events and handles them until the session is closed.
-async fn event_loop(
-    rd: &mut ReadHalf<'_>,
-    wr: &mut WriteHalf<'_>,
+async fn event_loop<R: AsyncRead + Unpin, W: SessionWriter>(
+    rd: &mut R,
+    wr: &mut W,
     conn: &mut Connection,
     stop: &mut watch::Receiver<bool>,
 ) {
@@ -122,7 +121,7 @@ async fn event_loop(
         arm(&mut timer, conn.life.deadline());
         let open = conn.life.is_open();
         let reading = conn.life.reads();
-        let backlog = conn.writer.has_backlog();
+        let backlog = conn.writer.has_backlog() || wr.has_pending();
         let event = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s), if open => Event::Stop,
@@ -180,9 +179,9 @@ async fn expire(timer: &mut Option<Pin<Box<Sleep>>>) {
 /// Reads what the socket has into the thread's buffer and handles every whole frame.
 ///
 /// Cancel-safe: bytes are handled in the same poll that reads them.
-fn poll_read_frames(
+fn poll_read_frames<R: AsyncRead + Unpin>(
     cx: &mut Context<'_>,
-    rd: &mut ReadHalf<'_>,
+    rd: &mut R,
     reader: &mut Reader,
     session: &mut Session,
     open: bool,
@@ -295,7 +294,7 @@ impl Connection {
     /// Acts on how the server ended the connection, writes what the socket takes, and
     /// once the close frame is written, shuts the writing side (the client sees the
     /// end of the stream while the session waits for its close frame).
-    fn after_event(&mut self, wr: &mut WriteHalf<'_>) {
+    fn after_event(&mut self, wr: &mut impl SessionWriter) {
         if self.session.resuming && self.life.is_open() {
             if let Some(End::Closed(code)) = self.session.adopt_resumed() {
                 self.step(Input::Close {
@@ -328,9 +327,8 @@ impl Connection {
         if self.writer.close_written() && !self.write_shut {
             self.write_shut = true;
             self.step(Input::CloseWritten);
-            // A TCP write half shuts down at once; an error means the socket is gone.
-            let mut cx = Context::from_waker(Waker::noop());
-            if let Poll::Ready(Err(_)) = Pin::new(wr).poll_shutdown(&mut cx) {
+            // An error means the socket is gone.
+            if let Poll::Ready(Err(_)) = wr.poll_shutdown_now() {
                 self.step(Input::SocketEnded);
             }
         }

@@ -14,9 +14,9 @@ use std::io;
 use std::sync::Arc;
 
 use octate_protocol::CloseCode;
-use tokio::net::tcp::WriteHalf;
 
 use crate::registry::{Outbound, Outbox};
+use crate::stream::SessionWriter;
 use crate::wire::{self, OpCode};
 
 /// Capacity of the per-thread write buffer kept between writes; a larger one is freed.
@@ -91,7 +91,7 @@ impl Writer {
     ///
     /// While the socket holds back a backlog, the queue is left alone, so its frame and
     /// byte limits find a peer that does not read.
-    pub(crate) fn flush(&mut self, wr: &WriteHalf<'_>) -> io::Result<()> {
+    pub(crate) fn flush(&mut self, wr: &mut impl SessionWriter) -> io::Result<()> {
         if self.has_backlog() {
             self.write_backlog(wr)?;
             if self.has_backlog() {
@@ -145,7 +145,7 @@ impl Writer {
         }
     }
 
-    fn write_backlog(&mut self, wr: &WriteHalf<'_>) -> io::Result<()> {
+    fn write_backlog(&mut self, wr: &mut impl SessionWriter) -> io::Result<()> {
         match wr.try_write(&self.backlog[self.sent..]) {
             Ok(n) => self.sent += n,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}

@@ -39,14 +39,25 @@ pub enum Listener {
     Signaling,
 }
 
-/// Serves one request; never fails (errors become JSON error responses).
+/// Serves one request from `peer`; never fails (errors become JSON error responses).
+///
+/// Behind a trusted proxy the client is the one `X-Forwarded-For` names, and the
+/// address lists are checked here, per request (other peers were checked at accept).
 pub(crate) async fn route(
     req: Request<Incoming>,
     app: Arc<App>,
     listener: Listener,
-    remote: IpAddr,
+    peer: IpAddr,
 ) -> Result<Response<Body>, Infallible> {
     app.metrics.http_requests.inc();
+    let access = &app.config.access;
+    let client = access.client_address(peer, req.headers());
+    if access.trusts(peer)
+        && let Err(refusal) = access.admit(client)
+    {
+        crate::access::refused(&app, client, refusal);
+        return Ok(response::address_refused(refusal));
+    }
     let Ok(origin) = cors::request_origin(req.headers()) else {
         return Ok(response::origin_refused(
             "the Origin header is not an origin",
@@ -61,9 +72,9 @@ pub(crate) async fn route(
     } else if fastwebsockets::upgrade::is_upgrade_request(&req)
         && (listener == Listener::Signaling || req.uri().path() == "/ws")
     {
-        upgrade::upgrade(req, &app, origin.as_deref(), remote)
+        upgrade::upgrade(req, &app, origin.as_deref(), client)
     } else {
-        api::handle(req, &app).await
+        api::handle(req, &app, client).await
     };
     if let Some(origin) = origin.as_deref() {
         cors::add_cors(&app, origin, &mut resp);

@@ -1,5 +1,7 @@
 //! Reading requests: the admin key check and JSON bodies under the size and time limits.
 
+use std::net::IpAddr;
+
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header;
@@ -8,13 +10,22 @@ use octate_protocol::ErrorCode;
 use serde::de::DeserializeOwned;
 
 use super::body::Body;
-use super::response::error;
+use super::response::{address_refused, error};
 use crate::app::App;
 use crate::auth::bearer_token;
 
-/// Checks `Authorization: Bearer <admin key>` when an admin key is configured.
+/// Checks that `client` is in the admin allow list (when there is one), then
+/// `Authorization: Bearer <admin key>` when an admin key is configured.
 #[allow(clippy::result_large_err)]
-pub(super) fn require_admin(app: &App, req: &Request<Incoming>) -> Result<(), Response<Body>> {
+pub(super) fn require_admin(
+    app: &App,
+    req: &Request<Incoming>,
+    client: IpAddr,
+) -> Result<(), Response<Body>> {
+    if let Err(refusal) = app.config.access.admit_admin(client) {
+        crate::access::refused(app, client, refusal);
+        return Err(address_refused(refusal));
+    }
     let Some(key) = app.admin_key.as_ref() else {
         return Ok(());
     };

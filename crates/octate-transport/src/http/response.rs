@@ -7,6 +7,7 @@ use octate_protocol::http::HttpError;
 use serde::Serialize;
 
 use super::body::Body;
+use crate::access::Refusal;
 
 /// A JSON response.
 pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
@@ -62,5 +63,14 @@ pub(super) fn method_not_allowed(allow: &'static str, message: &str) -> Response
 
 /// `403 forbidden` for an `Origin` that is not allowed, or not an origin at all.
 pub(super) fn origin_refused(message: &str) -> Response<Body> {
+    error(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
+}
+
+/// `403 forbidden` for a client whose address a list refuses.
+pub(super) fn address_refused(refusal: Refusal) -> Response<Body> {
+    let message = match refusal {
+        Refusal::NotAdmin => "the admin endpoints are not open to your address",
+        Refusal::Denied | Refusal::NotAllowed => "this server is not open to your address",
+    };
     error(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
 }

@@ -1,5 +1,5 @@
 //! The WebSocket upgrade: admission (shutdown, origin, connection limits), the handshake
-//! answered by fastwebsockets, and the hand-over of the socket to a session.
+//! answered by fastwebsockets, and the hand-over of the socket (TCP or TLS) to a session.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -10,19 +10,22 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use octate_protocol::ErrorCode;
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
 use super::body::Body;
 use super::response::{error, method_not_allowed, origin_refused};
 use crate::app::App;
 use crate::session;
+use crate::stream::TlsSession;
 
-/// Answers an upgrade request: `101` and a session task, or an error response.
+/// Answers an upgrade request from `client`: `101` and a session task, or an error
+/// response.
 pub(super) fn upgrade(
     mut req: Request<Incoming>,
     app: &Arc<App>,
     origin: Option<&str>,
-    remote: IpAddr,
+    client: IpAddr,
 ) -> Response<Body> {
     // RFC 6455 §4.1: "The method of the request MUST be GET".
     if req.method() != Method::GET {
@@ -48,7 +51,7 @@ pub(super) fn upgrade(
             "connection limit reached",
         );
     };
-    let Some(address) = AddressSlot::acquire(app, remote) else {
+    let Some(address) = AddressSlot::acquire(app, client) else {
         app.metrics.connections_refused.inc();
         return error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -69,11 +72,19 @@ pub(super) fn upgrade(
                     Ok(upgraded) => upgraded,
                     Err(err) => return debug!(%err, "websocket upgrade failed"),
                 };
-                match upgraded.downcast::<TokioIo<TcpStream>>() {
+                let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
                     Ok(parts) => {
-                        session::run(parts.io.into_inner(), parts.read_buf, app, stop).await
+                        return session::run(parts.io.into_inner(), parts.read_buf, app, stop)
+                            .await;
                     }
-                    Err(_) => debug!("upgraded connection is not a TCP stream"),
+                    Err(upgraded) => upgraded,
+                };
+                match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+                    Ok(parts) => {
+                        let stream = TlsSession::new(parts.io.into_inner());
+                        session::run(stream, parts.read_buf, app, stop).await
+                    }
+                    Err(_) => debug!("upgraded connection is neither TCP nor TLS"),
                 }
             });
             resp.map(|_| Body::default())
