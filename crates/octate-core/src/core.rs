@@ -156,6 +156,9 @@ pub struct Core {
     deadlines: BTreeSet<(UnixMillis, String)>,
     /// Resumes sent to the cluster and not answered yet, with the ticket to hand out.
     resuming: HashMap<ConnId, PendingResume>,
+    /// The newest snapshot of each room heard of while a resume is in flight: it may
+    /// overtake the resume's own answer, and then decides whether the resume still holds.
+    early_resumed: HashMap<RoomId, RoomSnapshot>,
 }
 
 /// A resume waiting for the cluster's answer.
@@ -206,6 +209,7 @@ impl Core {
             sessions: HashMap::new(),
             deadlines: BTreeSet::new(),
             resuming: HashMap::new(),
+            early_resumed: HashMap::new(),
         }
     }
 
@@ -551,6 +555,14 @@ impl Core {
         let Some(pending) = self.resuming.remove(&conn) else {
             return;
         };
+        // A newer snapshot of the room may have overtaken this answer: judge by the newest.
+        let snapshot = match self.early_resumed.get(&snapshot.room_id) {
+            Some(early) if early.ver > snapshot.ver => early.clone(),
+            _ => snapshot,
+        };
+        if self.resuming.is_empty() {
+            self.early_resumed.clear();
+        }
         let room_id = snapshot.room_id.clone();
         let Some(entry) = snapshot
             .members
@@ -585,12 +597,27 @@ impl Core {
                 session: Some(pending.ticket.session_id.clone()),
             },
         );
+        let here =
+            Some(&entry.node) == self.node.as_ref() && entry.conn == conn && !entry.suspended;
+        let ver = snapshot.ver;
         self.apply_snapshot(
             now,
             snapshot,
             &MembershipCause::Resumed(user_id.clone()),
             Some(conn),
         );
+        if here
+            && let Some(member) = self
+                .rooms
+                .get_mut(&room_id)
+                .filter(|r| r.ver == ver)
+                .and_then(|r| r.member_mut(&user_id))
+            && member.location == PeerLocation::Suspended
+        {
+            // The replica was built from this snapshot before the answer came: the
+            // member waited there for this connection.
+            member.location = PeerLocation::Local(conn);
+        }
         let present = self
             .rooms
             .get(&room_id)
@@ -883,9 +910,11 @@ impl Core {
                 token,
             } => self.resume_committed(now, conn, user_id, snapshot, token),
             ClusterEvent::ResumeRejected { conn, unavailable } => {
-                if let Some(pending) = self.resuming.remove(&conn)
-                    && !pending.gone
-                {
+                let pending = self.resuming.remove(&conn);
+                if self.resuming.is_empty() {
+                    self.early_resumed.clear();
+                }
+                if pending.is_some_and(|p| !p.gone) {
                     self.refuse_resume(conn, unavailable);
                 }
             }
@@ -1314,6 +1343,15 @@ impl Core {
             self.early
                 .insert(snapshot.room_id.clone(), snapshot.clone());
         }
+        if !self.resuming.is_empty()
+            && self
+                .early_resumed
+                .get(&snapshot.room_id)
+                .is_none_or(|e| e.ver < snapshot.ver)
+        {
+            self.early_resumed
+                .insert(snapshot.room_id.clone(), snapshot.clone());
+        }
         let existing = self.rooms.get(&snapshot.room_id);
         if existing.is_some_and(|r| r.ver >= snapshot.ver) {
             return;
@@ -1331,10 +1369,17 @@ impl Core {
                         && c.identity.user_id == m.user_id
                         && c.identity.room_id == snapshot.room_id
                 });
-                if !live {
+                let resuming = self.resuming.get(&m.conn).is_some_and(|p| {
+                    !p.gone && m.session.as_deref() == Some(p.ticket.session_id.as_str())
+                });
+                if live {
+                    PeerLocation::Local(m.conn)
+                } else if resuming {
+                    // Resumed here, and the answer is on its way: no connection yet.
+                    PeerLocation::Suspended
+                } else {
                     continue;
                 }
-                PeerLocation::Local(m.conn)
             } else {
                 PeerLocation::Remote {
                     node: m.node.clone(),
@@ -1472,8 +1517,12 @@ impl Core {
                 .get(&room_id)
                 .and_then(|r| r.member(&user))
                 .map(|m| m.location.clone());
+            let suspended = snapshot
+                .members
+                .iter()
+                .any(|m| m.user_id == user && m.suspended);
             let code = match now_there {
-                Some(PeerLocation::Suspended) => CloseCode::GoingAway,
+                Some(PeerLocation::Suspended) if suspended => CloseCode::GoingAway,
                 Some(_) => CloseCode::Replaced,
                 None if matches!(cause, MembershipCause::Replaced(_)) => CloseCode::Replaced,
                 None => CloseCode::TryAgainLater,
