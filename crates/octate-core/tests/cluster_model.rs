@@ -1889,6 +1889,26 @@ fn a_snapshot_that_overtakes_a_takeover_on_the_same_node_closes_the_old_connecti
     c.check_converged();
 }
 
+#[test]
+fn a_snapshot_older_than_a_suspension_keeps_the_suspended_member() {
+    let mut c = FakeCluster::new(2, 50);
+    let a = c.connect(0, "alice", "r");
+    c.settle();
+    let bob = c.connect(0, "bob", "r");
+    c.settle();
+    // Carol's join is committed before alice's connection drops; node 0 hears of it after.
+    c.connect(1, "carol", "r");
+    c.lose(0, a);
+    c.settle();
+    assert!(store_member(&c, "r", "alice").suspended);
+    assert_eq!(
+        shown_about(&c, (0, bob), "alice"),
+        vec![],
+        "bob saw nothing"
+    );
+    c.check_converged();
+}
+
 // ---- properties ----------------------------------------------------------------------
 
 #[derive(Clone, Debug)]
@@ -1994,6 +2014,9 @@ fn run(steps: &[Step]) {
     let mut c = FakeCluster::new(3, 4);
     let mut seq = 0;
     for s in steps {
+        if std::env::var_os("OCT_TRACE").is_some() {
+            eprintln!("STEP {s:?}");
+        }
         match *s {
             Step::Connect { node, user, room } => {
                 let node = live(&c, node);
