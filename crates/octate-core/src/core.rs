@@ -1372,10 +1372,19 @@ impl Core {
                 let resuming = self.resuming.get(&m.conn).is_some_and(|p| {
                     !p.gone && m.session.as_deref() == Some(p.ticket.session_id.as_str())
                 });
+                // This node suspended the member (its connection was lost) and the
+                // store's word on it has not come yet.
+                let suspending = old.iter().any(|o| {
+                    o.info.user_id == m.user_id
+                        && o.location == PeerLocation::Suspended
+                        && o.session.is_some()
+                        && o.session == m.session
+                });
                 if live {
                     PeerLocation::Local(m.conn)
-                } else if resuming {
-                    // Resumed here, and the answer is on its way: no connection yet.
+                } else if resuming || suspending {
+                    // Resumed here with the answer on its way, or suspended here: no
+                    // connection yet, or no more.
                     PeerLocation::Suspended
                 } else {
                     continue;
