@@ -159,6 +159,9 @@ pub struct Core {
     /// The newest snapshot of each room heard of while a resume is in flight: it may
     /// overtake the resume's own answer, and then decides whether the resume still holds.
     early_resumed: HashMap<RoomId, RoomSnapshot>,
+    /// The newest close of each room heard of while a resume is in flight, as (version,
+    /// reason): a resume committed before it is undone.
+    closed_resumed: HashMap<RoomId, (u64, RoomCloseReason)>,
 }
 
 /// A resume waiting for the cluster's answer.
@@ -210,6 +213,7 @@ impl Core {
             deadlines: BTreeSet::new(),
             resuming: HashMap::new(),
             early_resumed: HashMap::new(),
+            closed_resumed: HashMap::new(),
         }
     }
 
@@ -560,10 +564,28 @@ impl Core {
             Some(early) if early.ver > snapshot.ver => early.clone(),
             _ => snapshot,
         };
+        let closed = self.closed_resumed.get(&snapshot.room_id).copied();
         if self.resuming.is_empty() {
             self.early_resumed.clear();
+            self.closed_resumed.clear();
         }
         let room_id = snapshot.room_id.clone();
+        if let Some((closed_ver, reason)) = closed
+            && closed_ver > snapshot.ver
+            && !pending.gone
+        {
+            // The room was closed after this resume was committed: the session is gone
+            // with it.
+            self.outputs.push_back(Output::Send {
+                to: conn,
+                msg: ServerMessage::RoomClosed { room_id, reason },
+            });
+            self.outputs.push_back(Output::Close {
+                conn,
+                code: CloseCode::RoomClosed,
+            });
+            return;
+        }
         let Some(entry) = snapshot
             .members
             .iter()
@@ -913,6 +935,7 @@ impl Core {
                 let pending = self.resuming.remove(&conn);
                 if self.resuming.is_empty() {
                     self.early_resumed.clear();
+                    self.closed_resumed.clear();
                 }
                 if pending.is_some_and(|p| !p.gone) {
                     self.refuse_resume(conn, unavailable);
@@ -936,6 +959,16 @@ impl Core {
                 if self.pending.values().any(|p| p.room_id == room_id) {
                     // A join in flight may have been committed before this close.
                     let closed = self.closed.entry(room_id.clone()).or_insert((0, reason));
+                    if ver >= closed.0 {
+                        *closed = (ver, reason);
+                    }
+                }
+                if !self.resuming.is_empty() {
+                    // So may a resume in flight.
+                    let closed = self
+                        .closed_resumed
+                        .entry(room_id.clone())
+                        .or_insert((0, reason));
                     if ver >= closed.0 {
                         *closed = (ver, reason);
                     }
