@@ -1165,6 +1165,11 @@ impl FakeCluster {
             return false;
         }
         let (i, replies) = candidates[pick % candidates.len()];
+        self.deliver_at(i, replies, lose, repeat)
+    }
+
+    /// Delivers the next message of node `i`'s replies or inbox, which is not empty.
+    fn deliver_at(&mut self, i: usize, replies: bool, lose: bool, repeat: bool) -> bool {
         let node = &mut self.nodes[i];
         let Delivery(event) = if replies {
             node.replies.pop_front()
@@ -1932,6 +1937,27 @@ fn a_room_closed_after_a_resume_committed_undoes_the_resume_even_when_the_close_
     assert!(!alice.resumed, "alice is not resumed into a deleted room");
     assert_eq!(alice.close_code, Some(CloseCode::RoomClosed));
     assert!(c.nodes[1].core.room(&rid("r")).is_none(), "no replica left");
+    c.check_converged();
+}
+
+#[test]
+fn a_resume_whose_room_reads_empty_before_its_answer_is_refused() {
+    let mut c = FakeCluster::new(2, 50);
+    let a = c.connect(0, "alice", "r");
+    c.settle();
+    c.lose(0, a);
+    c.settle();
+    let resumed = c.resume(1, (0, a), usize::MAX).expect("a ticket");
+    c.connect(0, "carol", "r");
+    c.delete_room("r");
+    // Carol's join is lost on its way to node 1, which reads the room again: it is gone.
+    assert!(c.deliver_at(1, false, true, false));
+    assert!(c.deliver_at(1, true, false, false), "the resume's answer");
+    let alice = &c.views[&(1, resumed)];
+    assert!(!alice.resumed);
+    assert!(alice.resume_failed, "the resume is answered");
+    assert_eq!(alice.close_code, Some(CloseCode::AuthFailed));
+    c.settle();
     c.check_converged();
 }
 
