@@ -592,6 +592,10 @@ impl Core {
             .find(|m| m.user_id == user_id)
             .cloned()
         else {
+            // A newer snapshot no longer has the member: the session ended meanwhile.
+            if !pending.gone {
+                self.refuse_resume(conn, false);
+            }
             return;
         };
         if pending.gone {
