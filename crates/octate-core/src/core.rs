@@ -600,6 +600,17 @@ impl Core {
         };
         if pending.gone {
             // The connection went away while the resume was in flight: suspend it again.
+            // Meanwhile the replica shows the member suspended, as the store soon will.
+            let mut snapshot = snapshot;
+            if let Some(m) = snapshot.members.iter_mut().find(|m| m.user_id == user_id) {
+                m.suspended = true;
+            }
+            self.apply_snapshot(
+                now,
+                snapshot,
+                &MembershipCause::Suspended(user_id.clone()),
+                None,
+            );
             self.outputs
                 .push_back(Output::Cluster(ClusterCommand::Suspend {
                     conn,
