@@ -681,6 +681,8 @@ struct FakeCluster {
     received: HashMap<(usize, ConnId), Vec<(UserId, u64)>>,
     /// Every `resume` the store answered, in order.
     attempts: Vec<Attempt>,
+    /// Pairs of connections that resumed at once with one ticket.
+    races: Vec<[(usize, ConnId); 2]>,
 }
 
 impl FakeCluster {
@@ -722,6 +724,7 @@ impl FakeCluster {
             next_conn: 1,
             received: HashMap::new(),
             attempts: Vec::new(),
+            races: Vec::new(),
         }
     }
 
@@ -1376,6 +1379,29 @@ impl FakeCluster {
         }
         self.check_suspensions();
         self.check_attempts();
+        self.check_races();
+    }
+
+    /// Of two resumes racing with one ticket, the store takes at most one (the first it
+    /// runs), and at most one is told `resumed`; the other is refused like any spent
+    /// ticket (which `check_attempts` holds to `resume-failed` and 4001).
+    fn check_races(&self) {
+        for race in &self.races {
+            let accepted = race
+                .iter()
+                .filter(|(node, conn)| {
+                    self.attempts
+                        .iter()
+                        .any(|a| a.node == *node && a.conn == *conn && a.accepted.is_some())
+                })
+                .count();
+            assert!(accepted <= 1, "both racing resumes were accepted: {race:?}");
+            let resumed = race.iter().filter(|k| self.views[*k].resumed).count();
+            assert!(
+                resumed <= 1,
+                "both racing resumes were told resumed: {race:?}"
+            );
+        }
     }
 
     /// Every membership that was suspended: no client was shown it leave or join again
@@ -2030,6 +2056,30 @@ fn a_resume_whose_connection_drops_before_the_answer_stays_suspended_quietly() {
     c.check_converged();
 }
 
+#[test]
+fn a_resume_whose_connection_drops_before_a_snapshot_that_overtakes_the_answer_stays_quiet() {
+    let mut c = FakeCluster::new(2, 50);
+    let a = c.connect(0, "alice", "r");
+    c.settle();
+    let bob = c.connect(1, "bob", "r");
+    c.settle();
+    let resumed = c.resume(1, (0, a), usize::MAX).expect("a ticket");
+    c.lose(1, resumed);
+    c.connect(0, "carol", "r");
+    assert!(
+        c.deliver_from(1, false),
+        "carol's join reaches node 1 first"
+    );
+    c.settle();
+    assert!(store_member(&c, "r", "alice").suspended);
+    assert_eq!(
+        shown_about(&c, (1, bob), "alice"),
+        vec![],
+        "bob saw nothing"
+    );
+    c.check_converged();
+}
+
 // ---- properties ----------------------------------------------------------------------
 
 #[derive(Clone, Debug)]
@@ -2189,8 +2239,11 @@ fn run(steps: &[Step]) {
                     let first = live(&c, node);
                     let second = live(&c, first + 1);
                     let client = from[pick % from.len()];
-                    c.resume(first, client, usize::MAX);
-                    c.resume(second, client, usize::MAX);
+                    let a = c.resume(first, client, usize::MAX);
+                    let b = c.resume(second, client, usize::MAX);
+                    if let (Some(a), Some(b)) = (a, b) {
+                        c.races.push([(first, a), (second, b)]);
+                    }
                 }
             }
             Step::Advance { ms } => c.advance(ms),
