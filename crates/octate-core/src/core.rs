@@ -1417,9 +1417,10 @@ impl Core {
                         && c.identity.user_id == m.user_id
                         && c.identity.room_id == snapshot.room_id
                 });
-                let resuming = self.resuming.get(&m.conn).is_some_and(|p| {
-                    !p.gone && m.session.as_deref() == Some(p.ticket.session_id.as_str())
-                });
+                let resuming = self
+                    .resuming
+                    .get(&m.conn)
+                    .is_some_and(|p| m.session.as_deref() == Some(p.ticket.session_id.as_str()));
                 // This node suspended the member (its connection was lost) and the
                 // store's word on it has not come yet.
                 let suspending = old.iter().any(|o| {
@@ -1431,8 +1432,9 @@ impl Core {
                 if live {
                     PeerLocation::Local(m.conn)
                 } else if resuming || suspending {
-                    // Resumed here with the answer on its way, or suspended here: no
-                    // connection yet, or no more.
+                    // Resumed here with the answer on its way (if the connection went
+                    // away meanwhile, the answer suspends it again), or suspended here:
+                    // no connection yet, or no more.
                     PeerLocation::Suspended
                 } else {
                     continue;
