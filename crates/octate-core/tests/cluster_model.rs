@@ -13,11 +13,17 @@
 //! node (with their newest ticket, a spent one, or twice at once), the clock jumps past
 //! the resume grace, and nodes die and are reaped.
 //!
-//! After every step each replica is checked, and every `peer-left` a client is shown
-//! must name a membership the store ended, for the reason it ended; once everything is
-//! delivered, every node must agree with the store, and every client's own view (its
-//! `auth-ok` or `resumed` list, then every `peer-joined`, `peer-left` and `host-changed`
-//! it received) must equal the room's committed membership and host.
+//! After every step each replica and the store are checked (one host, each user once,
+//! no local member on a connection the core forgot or the client lost), and every
+//! `peer-left` a client is shown must name a membership the store ended: a suspension
+//! that ran out is told `timeout`, one a fresh login ended `replaced` (a node that
+//! missed the snapshot saying why may only say `disconnected`, or `replaced` when the
+//! user is back). Once everything is delivered, every node must agree with the store,
+//! and every client's own view (its `auth-ok` or `resumed` list, then every
+//! `peer-joined`, `peer-left` and `host-changed` it received) must equal the room's
+//! committed membership and host, suspended members included; a suspended membership
+//! was never shown leaving and joining again; every refused `resume` was told
+//! `resume-failed` and closed 4001, and of two racing ones at most one resumed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -679,6 +685,8 @@ struct FakeCluster {
     next_conn: u64,
     /// Relayed signals received per (node, conn): (from, seq).
     received: HashMap<(usize, ConnId), Vec<(UserId, u64)>>,
+    /// The same, by the connection that sent them (`n<node>c<conn>`): (sender, seq).
+    received_via: HashMap<(usize, ConnId), Vec<(String, u64)>>,
     /// Every `resume` the store answered, in order.
     attempts: Vec<Attempt>,
     /// Pairs of connections that resumed at once with one ticket.
@@ -723,6 +731,7 @@ impl FakeCluster {
             views: HashMap::new(),
             next_conn: 1,
             received: HashMap::new(),
+            received_via: HashMap::new(),
             attempts: Vec::new(),
             races: Vec::new(),
         }
@@ -881,7 +890,7 @@ impl FakeCluster {
     fn signal(&mut self, node: usize, conn: ConnId, target: &str, seq: u64) {
         self.now += 1;
         let json = format!(
-            r#"{{"type":"ice-candidate","data":{{"peer":"{target}","candidate":{{"seq":{seq}}}}}}}"#
+            r#"{{"type":"ice-candidate","data":{{"peer":"{target}","candidate":{{"seq":{seq},"via":"n{node}{conn}"}}}}}}"#
         );
         let msg = ClientMessage::decode(json.as_bytes(), 64 * 1024).expect("valid signal");
         self.nodes[node].core.handle_message(self.now, conn, msg);
@@ -999,10 +1008,15 @@ impl FakeCluster {
     fn record_signal(&mut self, node: usize, conn: ConnId, msg: &serde_json::Value) {
         let from = msg["userId"].as_str().expect("stamped sender");
         let seq = msg["data"]["candidate"]["seq"].as_u64().expect("seq");
+        let via = msg["data"]["candidate"]["via"].as_str().expect("via");
         self.received
             .entry((node, conn))
             .or_default()
             .push((uid(from), seq));
+        self.received_via
+            .entry((node, conn))
+            .or_default()
+            .push((via.to_owned(), seq));
     }
 
     fn command(&mut self, node: usize, cmd: ClusterCommand) {
@@ -2270,9 +2284,11 @@ fn run(steps: &[Step]) {
             .all(|r| r.members.iter().all(|m| !m.suspended)),
         "a suspension outlived its grace"
     );
-    // Signals between one sender and one receiver arrive in order and at most once.
-    for got in c.received.values() {
-        let mut last: HashMap<&UserId, u64> = HashMap::new();
+    // Signals between one sending and one receiving connection arrive in order and at
+    // most once (two connections of one user, an old one and the one that replaced or
+    // resumed it, are not ordered with each other).
+    for got in c.received_via.values() {
+        let mut last: HashMap<&String, u64> = HashMap::new();
         for (from, s) in got {
             if let Some(prev) = last.insert(from, *s) {
                 assert!(*s > prev, "out of order or repeated: {prev} then {s}");
