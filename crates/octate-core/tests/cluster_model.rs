@@ -690,20 +690,23 @@ enum Step {
     Reap,
 }
 
+/// Nodes of the modelled cluster: two may die and two still live.
+const NODES: usize = 4;
+
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        3 => (0..3usize, 0..5u8, 0..2u8).prop_map(|(node, user, room)| Step::Connect { node, user, room }),
+        3 => (0..NODES, 0..5u8, 0..2u8).prop_map(|(node, user, room)| Step::Connect { node, user, room }),
         1 => any::<usize>().prop_map(|pick| Step::Disconnect { pick }),
         2 => (any::<usize>(), 0..5u8).prop_map(|(pick, target)| Step::Signal { pick, target }),
         8 => (any::<usize>(), prop::bool::weighted(0.1), prop::bool::weighted(0.1))
             .prop_map(|(pick, lose, repeat)| Step::Deliver { pick, lose, repeat }),
         1 => (0..2u8).prop_map(|room| Step::Delete { room }),
         2 => any::<usize>().prop_map(|pick| Step::Lose { pick }),
-        3 => (any::<usize>(), 0..3usize, prop::option::weighted(0.2, any::<usize>()))
+        3 => (any::<usize>(), 0..NODES, prop::option::weighted(0.2, any::<usize>()))
             .prop_map(|(pick, node, stale)| Step::Resume { pick, node, stale }),
-        1 => (any::<usize>(), 0..3usize).prop_map(|(pick, node)| Step::Race { pick, node }),
+        1 => (any::<usize>(), 0..NODES).prop_map(|(pick, node)| Step::Race { pick, node }),
         1 => (0..2 * GRACE_MS).prop_map(|ms| Step::Advance { ms }),
-        1 => prop_oneof![20 => Just(None), 1 => (0..3usize).prop_map(Some)]
+        2 => prop_oneof![5 => Just(None), 1 => (0..NODES).prop_map(Some)]
             .prop_map(|node| node.map_or(Step::Reap, |node| Step::Kill { node })),
     ]
 }
@@ -748,7 +751,7 @@ fn resumable(c: &FakeCluster) -> Vec<(usize, ConnId)> {
 }
 
 fn run(steps: &[Step], pipelined: bool) {
-    let mut c = FakeCluster::new(3, 4);
+    let mut c = FakeCluster::new(NODES, 4);
     c.pipelined = pipelined;
     let mut seq = 0;
     for s in steps {
