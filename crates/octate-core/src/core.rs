@@ -156,6 +156,12 @@ pub struct Core {
     deadlines: BTreeSet<(UnixMillis, String)>,
     /// Resumes sent to the cluster and not answered yet, with the ticket to hand out.
     resuming: HashMap<ConnId, PendingResume>,
+    /// The newest snapshot of each room heard of while a resume is in flight: it may
+    /// overtake the resume's own answer, and then decides whether the resume still holds.
+    early_resumed: HashMap<RoomId, RoomSnapshot>,
+    /// The newest close of each room heard of while a resume is in flight, as (version,
+    /// reason): a resume committed before it is undone.
+    closed_resumed: HashMap<RoomId, (u64, RoomCloseReason)>,
 }
 
 /// A resume waiting for the cluster's answer.
@@ -206,6 +212,8 @@ impl Core {
             sessions: HashMap::new(),
             deadlines: BTreeSet::new(),
             resuming: HashMap::new(),
+            early_resumed: HashMap::new(),
+            closed_resumed: HashMap::new(),
         }
     }
 
@@ -551,17 +559,58 @@ impl Core {
         let Some(pending) = self.resuming.remove(&conn) else {
             return;
         };
+        // A newer snapshot of the room may have overtaken this answer: judge by the newest.
+        let snapshot = match self.early_resumed.get(&snapshot.room_id) {
+            Some(early) if early.ver > snapshot.ver => early.clone(),
+            _ => snapshot,
+        };
+        let closed = self.closed_resumed.get(&snapshot.room_id).copied();
+        if self.resuming.is_empty() {
+            self.early_resumed.clear();
+            self.closed_resumed.clear();
+        }
         let room_id = snapshot.room_id.clone();
+        if let Some((closed_ver, reason)) = closed
+            && closed_ver > snapshot.ver
+            && !pending.gone
+        {
+            // The room was closed after this resume was committed: the session is gone
+            // with it.
+            self.outputs.push_back(Output::Send {
+                to: conn,
+                msg: ServerMessage::RoomClosed { room_id, reason },
+            });
+            self.outputs.push_back(Output::Close {
+                conn,
+                code: CloseCode::RoomClosed,
+            });
+            return;
+        }
         let Some(entry) = snapshot
             .members
             .iter()
             .find(|m| m.user_id == user_id)
             .cloned()
         else {
+            // A newer snapshot no longer has the member: the session ended meanwhile.
+            if !pending.gone {
+                self.refuse_resume(conn, false);
+            }
             return;
         };
         if pending.gone {
             // The connection went away while the resume was in flight: suspend it again.
+            // Meanwhile the replica shows the member suspended, as the store soon will.
+            let mut snapshot = snapshot;
+            if let Some(m) = snapshot.members.iter_mut().find(|m| m.user_id == user_id) {
+                m.suspended = true;
+            }
+            self.apply_snapshot(
+                now,
+                snapshot,
+                &MembershipCause::Suspended(user_id.clone()),
+                None,
+            );
             self.outputs
                 .push_back(Output::Cluster(ClusterCommand::Suspend {
                     conn,
@@ -585,12 +634,27 @@ impl Core {
                 session: Some(pending.ticket.session_id.clone()),
             },
         );
+        let here =
+            Some(&entry.node) == self.node.as_ref() && entry.conn == conn && !entry.suspended;
+        let ver = snapshot.ver;
         self.apply_snapshot(
             now,
             snapshot,
             &MembershipCause::Resumed(user_id.clone()),
             Some(conn),
         );
+        if here
+            && let Some(member) = self
+                .rooms
+                .get_mut(&room_id)
+                .filter(|r| r.ver == ver)
+                .and_then(|r| r.member_mut(&user_id))
+            && member.location == PeerLocation::Suspended
+        {
+            // The replica was built from this snapshot before the answer came: the
+            // member waited there for this connection.
+            member.location = PeerLocation::Local(conn);
+        }
         let present = self
             .rooms
             .get(&room_id)
@@ -901,9 +965,12 @@ impl Core {
                 token,
             } => self.resume_committed(now, conn, user_id, snapshot, token),
             ClusterEvent::ResumeRejected { conn, unavailable } => {
-                if let Some(pending) = self.resuming.remove(&conn)
-                    && !pending.gone
-                {
+                let pending = self.resuming.remove(&conn);
+                if self.resuming.is_empty() {
+                    self.early_resumed.clear();
+                    self.closed_resumed.clear();
+                }
+                if pending.is_some_and(|p| !p.gone) {
                     self.refuse_resume(conn, unavailable);
                 }
             }
@@ -925,6 +992,16 @@ impl Core {
                 if self.pending.values().any(|p| p.room_id == room_id) {
                     // A join in flight may have been committed before this close.
                     let closed = self.closed.entry(room_id.clone()).or_insert((0, reason));
+                    if ver >= closed.0 {
+                        *closed = (ver, reason);
+                    }
+                }
+                if !self.resuming.is_empty() {
+                    // So may a resume in flight.
+                    let closed = self
+                        .closed_resumed
+                        .entry(room_id.clone())
+                        .or_insert((0, reason));
                     if ver >= closed.0 {
                         *closed = (ver, reason);
                     }
@@ -1332,6 +1409,15 @@ impl Core {
             self.early
                 .insert(snapshot.room_id.clone(), snapshot.clone());
         }
+        if !self.resuming.is_empty()
+            && self
+                .early_resumed
+                .get(&snapshot.room_id)
+                .is_none_or(|e| e.ver < snapshot.ver)
+        {
+            self.early_resumed
+                .insert(snapshot.room_id.clone(), snapshot.clone());
+        }
         let existing = self.rooms.get(&snapshot.room_id);
         if existing.is_some_and(|r| r.ver >= snapshot.ver) {
             return;
@@ -1349,10 +1435,28 @@ impl Core {
                         && c.identity.user_id == m.user_id
                         && c.identity.room_id == snapshot.room_id
                 });
-                if !live {
+                let resuming = self
+                    .resuming
+                    .get(&m.conn)
+                    .is_some_and(|p| m.session.as_deref() == Some(p.ticket.session_id.as_str()));
+                // This node suspended the member (its connection was lost) and the
+                // store's word on it has not come yet.
+                let suspending = old.iter().any(|o| {
+                    o.info.user_id == m.user_id
+                        && o.location == PeerLocation::Suspended
+                        && o.session.is_some()
+                        && o.session == m.session
+                });
+                if live {
+                    PeerLocation::Local(m.conn)
+                } else if resuming || suspending {
+                    // Resumed here with the answer on its way (if the connection went
+                    // away meanwhile, the answer suspends it again), or suspended here:
+                    // no connection yet, or no more.
+                    PeerLocation::Suspended
+                } else {
                     continue;
                 }
-                PeerLocation::Local(m.conn)
             } else {
                 PeerLocation::Remote {
                     node: m.node.clone(),
@@ -1490,8 +1594,12 @@ impl Core {
                 .get(&room_id)
                 .and_then(|r| r.member(&user))
                 .map(|m| m.location.clone());
+            let suspended = snapshot
+                .members
+                .iter()
+                .any(|m| m.user_id == user && m.suspended);
             let code = match now_there {
-                Some(PeerLocation::Suspended) => CloseCode::GoingAway,
+                Some(PeerLocation::Suspended) if suspended => CloseCode::GoingAway,
                 Some(_) => CloseCode::Replaced,
                 None if matches!(cause, MembershipCause::Replaced(_)) => CloseCode::Replaced,
                 None => CloseCode::TryAgainLater,
