@@ -74,6 +74,8 @@ pub(crate) struct RoomInfo {
     pub(crate) created_by: UserId,
     pub(crate) created_at: UnixMillis,
     pub(crate) file_id: Option<String>,
+    /// The host, as last seen.
+    pub(crate) host: Option<UserId>,
     /// Nodes with members in the room, as last seen.
     pub(crate) nodes: Vec<String>,
 }
@@ -151,6 +153,7 @@ impl Shared {
                 created_by: snapshot.created_by.clone(),
                 created_at: snapshot.created_at,
                 file_id: snapshot.file_id.clone(),
+                host: snapshot.host_id.clone(),
                 nodes: snapshot_nodes(snapshot),
             },
         );

@@ -638,7 +638,11 @@ impl Writer {
                     .arg(info.map_or("", |i| i.name.as_str()))
                     .arg(info.map_or(m.user_id.as_str(), |i| i.created_by.as_str()))
                     .arg(info.map_or(m.joined_at, |i| i.created_at))
-                    .arg(info.and_then(|i| i.file_id.as_deref()).unwrap_or(""));
+                    .arg(info.and_then(|i| i.file_id.as_deref()).unwrap_or(""))
+                    .arg(
+                        info.and_then(|i| i.host.as_ref())
+                            .map_or("", UserId::as_str),
+                    );
             }
             let result: Result<i64, ClusterError> =
                 bounded(c.command_timeout, invocation.invoke_async(conn)).await;

@@ -1,14 +1,17 @@
 -- Re-registers this node's live members after Redis lost them (or reaped this node).
 -- ARGV: prefix, node, announce (1: tell the rooms' other nodes), then per member: room,
--- user, name, conn, joined at, room name, created by, created at, file id.
+-- user, name, conn, joined at, room name, created by, created at, file id, host as the
+-- node last saw it ('' = unknown).
 -- A member now owned by another session is left alone. Returns how many were added.
 local node, announce = ARGV[2], ARGV[3]
 local touched, added = {}, 0
 -- Any reap of this node still running would remove the members restored here.
 redis.call('DEL', P .. 'reap:' .. node)
 redis.call('ZREM', K_REAPING, node)
-for i = 4, #ARGV - 8, 9 do
+local hints = {}
+for i = 4, #ARGV - 9, 10 do
   local r, user, uname, conn, joined = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  if ARGV[i + 9] ~= '' then hints[r] = ARGV[i + 9] end
   local mk = k_members(r)
   local m = decode_member(redis.call('HGET', mk, user))
   if m and m.n == node and m.c == conn then
@@ -37,6 +40,12 @@ end
 for r, _ in pairs(touched) do
   local meta = read_meta(r)
   local list = load_members(r)
+  -- Nodes restore one after the other: the host they saw wins once it is back, so the
+  -- host does not move to whoever was restored first.
+  local hint = hints[r]
+  for _, m in ipairs(list) do
+    if m.user == hint then meta.host = hint end
+  end
   meta.host = elect(meta, list)
   bump(meta)
   write_host_ver(r, meta)
