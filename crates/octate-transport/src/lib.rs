@@ -11,6 +11,7 @@
 
 mod app;
 mod assemble;
+mod audit;
 mod auth;
 mod cluster;
 mod config;
@@ -31,6 +32,7 @@ mod wire;
 mod writer;
 
 pub use app::App;
+pub use audit::AUDIT_TARGET;
 pub use cluster::{ClusterLink, ClusterStats, LinkError, LinkFuture};
 pub use config::{CorsOrigins, SessionExpiry, TransportConfig};
 pub use error::TransportError;

@@ -63,7 +63,7 @@ pub(crate) async fn route(
     {
         upgrade::upgrade(req, &app, origin.as_deref(), remote)
     } else {
-        api::handle(req, &app).await
+        api::handle(req, &app, remote).await
     };
     if let Some(origin) = origin.as_deref() {
         cors::add_cors(&app, origin, &mut resp);

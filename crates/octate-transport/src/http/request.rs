@@ -1,5 +1,7 @@
 //! Reading requests: the admin key check and JSON bodies under the size and time limits.
 
+use std::net::IpAddr;
+
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header;
@@ -10,11 +12,17 @@ use serde::de::DeserializeOwned;
 use super::body::Body;
 use super::response::error;
 use crate::app::App;
+use crate::audit::{self, AdminRefusal};
 use crate::auth::bearer_token;
 
-/// Checks `Authorization: Bearer <admin key>` when an admin key is configured.
+/// Checks `Authorization: Bearer <admin key>` when an admin key is configured; a refusal
+/// is audited.
 #[allow(clippy::result_large_err)]
-pub(super) fn require_admin(app: &App, req: &Request<Incoming>) -> Result<(), Response<Body>> {
+pub(super) fn require_admin(
+    app: &App,
+    req: &Request<Incoming>,
+    ip: IpAddr,
+) -> Result<(), Response<Body>> {
     let Some(key) = app.admin_key.as_ref() else {
         return Ok(());
     };
@@ -24,6 +32,7 @@ pub(super) fn require_admin(app: &App, req: &Request<Incoming>) -> Result<(), Re
         .and_then(|h| h.to_str().ok())
         .and_then(bearer_token)
     else {
+        audit::admin_auth_failed(ip, req.method(), req.uri().path(), AdminRefusal::MissingKey);
         return Err(error(
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthorized,
@@ -33,6 +42,7 @@ pub(super) fn require_admin(app: &App, req: &Request<Incoming>) -> Result<(), Re
     if key.matches(given) {
         Ok(())
     } else {
+        audit::admin_auth_failed(ip, req.method(), req.uri().path(), AdminRefusal::WrongKey);
         Err(error(
             StatusCode::FORBIDDEN,
             ErrorCode::Forbidden,

@@ -15,6 +15,7 @@ use tracing::debug;
 use super::body::Body;
 use super::response::{error, method_not_allowed, origin_refused};
 use crate::app::App;
+use crate::audit::{self, ConnectionLimit};
 use crate::session;
 
 /// Answers an upgrade request: `101` and a session task, or an error response.
@@ -42,6 +43,7 @@ pub(super) fn upgrade(
     }
     let Some(slot) = ConnectionSlot::acquire(app) else {
         app.metrics.connections_refused.inc();
+        audit::connection_refused(remote, ConnectionLimit::MaxConnections);
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::TooManyConnections,
@@ -50,6 +52,7 @@ pub(super) fn upgrade(
     };
     let Some(address) = AddressSlot::acquire(app, remote) else {
         app.metrics.connections_refused.inc();
+        audit::connection_refused(remote, ConnectionLimit::PerAddress);
         return error(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::TooManyConnections,
@@ -71,7 +74,8 @@ pub(super) fn upgrade(
                 };
                 match upgraded.downcast::<TokioIo<TcpStream>>() {
                     Ok(parts) => {
-                        session::run(parts.io.into_inner(), parts.read_buf, app, stop).await
+                        let tcp = parts.io.into_inner();
+                        session::run(tcp, remote, parts.read_buf, app, stop).await
                     }
                     Err(_) => debug!("upgraded connection is not a TCP stream"),
                 }
