@@ -364,6 +364,18 @@ mod tests {
     }
 
     #[test]
+    fn a_close_keeps_its_code_for_the_session() {
+        let reg = Registry::new(4, 1 << 20);
+        let (id, outbox) = reg.register();
+        assert_eq!(outbox.close_code(), None, "open");
+        reg.close(id, CloseCode::Replaced);
+        assert_eq!(outbox.ending(), Some(Ending::CloseQueued));
+        assert_eq!(outbox.close_code(), Some(4004));
+        reg.close(id, CloseCode::GoingAway);
+        assert_eq!(outbox.close_code(), Some(4004), "the first close stays");
+    }
+
+    #[test]
     fn an_idle_queue_holds_no_allocation() {
         let reg = Registry::new(8, 1 << 10);
         let (id, outbox) = reg.register();

@@ -74,8 +74,7 @@ pub(super) fn upgrade(
                 };
                 match upgraded.downcast::<TokioIo<TcpStream>>() {
                     Ok(parts) => {
-                        let tcp = parts.io.into_inner();
-                        session::run(tcp, remote, parts.read_buf, app, stop).await
+                        session::run(parts.io.into_inner(), remote, parts.read_buf, app, stop).await
                     }
                     Err(_) => debug!("upgraded connection is not a TCP stream"),
                 }
