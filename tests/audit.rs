@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use octate_test::binary::{RealServer, server_binary, server_command};
 use octate_test::peers::{self, WAIT, body, post, request};
-use octate_test::ws::{self, OP_PING, RawWs, Seen, Upgrade};
+use octate_test::ws::{self, OP_PING, OP_TEXT, RawWs, Seen, Upgrade};
 use serde_json::{Value, json};
 
 const SECRET: &str = "audit-test-secret-0123456789abcdef";
@@ -546,7 +546,8 @@ async fn rooms_the_server_closes_by_itself_are_audited() {
     .await;
     drop(inactive);
 
-    // Any heap is over a 1 MiB critical level: idle rooms are closed at the next check.
+    // A client holding 2 MiB in a frame still arriving puts the heap over a 1 MiB
+    // critical level: idle rooms are closed at the next check.
     let audit = dir.join("memory.log");
     let pressed = start(
         &audit,
@@ -555,10 +556,17 @@ async fn rooms_the_server_closes_by_itself_are_audited() {
             ("OCTATE_MEMORY_CRITICAL_MB", "1"),
             ("OCTATE_MEMORY_CHECK_INTERVAL_MS", "100"),
             ("OCTATE_ROOM_IDLE_AFTER_MS", "100"),
+            ("OCTATE_MAX_MESSAGE_BYTES", "4194304"),
+            ("OCTATE_OUTBOUND_QUEUE_BYTES", "4194304"),
         ],
     )
     .await;
     let mut idle = silent_peer(&pressed, "ida", "room-idle").await;
+    let mut hog = ws_from(&pressed, "127.0.0.6").await;
+    let held = vec![b' '; 2 << 20];
+    hog.send(&ws::raw_frame(0x80 | OP_TEXT, 4 << 20, &held))
+        .await
+        .unwrap();
     let closed = next_json(&mut idle, "ida").await;
     assert_eq!(closed["type"], "room-closed", "{closed}");
     expect_record(
