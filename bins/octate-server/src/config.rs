@@ -247,6 +247,9 @@ pub(crate) struct Config {
     /// Log format.
     #[arg(long, env = "OCTATE_LOG_FORMAT", value_enum, default_value = "text")]
     pub(crate) log_format: LogFormat,
+    /// File the audit records are also appended to, as JSON lines; reopened on SIGHUP.
+    #[arg(long, env = "OCTATE_AUDIT_LOG")]
+    pub(crate) audit_log: Option<PathBuf>,
     /// Cluster mode (with `--redis-url`).
     #[command(flatten)]
     pub(crate) cluster: crate::cluster::ClusterArgs,

@@ -1,5 +1,6 @@
 //! `octate-server`: configuration, logging, signals, and composition of the Octate crates.
 
+mod audit_log;
 mod cluster;
 mod config;
 mod heap;
@@ -12,8 +13,11 @@ use clap::Parser;
 use octate_transport::{App, Listeners, Tls, serve};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
+use crate::audit_log::AuditLog;
 use crate::config::{Config, LogFormat};
 
 #[cfg(not(target_env = "msvc"))]
@@ -48,7 +52,14 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let config = Config::parse();
-    init_logging(config.log_format);
+    let audit = match config.audit_log.as_deref().map(AuditLog::open).transpose() {
+        Ok(audit) => audit,
+        Err(err) => {
+            eprintln!("octate-server: OCTATE_AUDIT_LOG: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format, audit.as_ref());
     let built = match config.build() {
         Ok(built) => built,
         Err(message) => {
@@ -66,7 +77,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, built)) {
+    match runtime.block_on(run(config, built, audit)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             error!("{message}");
@@ -76,7 +87,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config, built: config::Built) -> Result<(), String> {
+async fn run(config: Config, built: config::Built, audit: Option<AuditLog>) -> Result<(), String> {
     let http_addr = SocketAddr::new(config.host, config.port);
     let http = TcpListener::bind(http_addr)
         .await
@@ -107,6 +118,10 @@ async fn run(config: Config, built: config::Built) -> Result<(), String> {
             (app, Some(cluster))
         }
     };
+    #[cfg(unix)]
+    if let Some(audit) = audit {
+        reopen_audit_log_on_hangup(audit)?;
+    }
     // One machine-readable line on stdout, for scripts and tests that pass port 0.
     match signaling_local {
         Some(sig) => println!("octate-server listening http={http_local} signaling={sig}"),
@@ -205,15 +220,42 @@ async fn shutdown_signal() {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Reopens the audit file on every SIGHUP, so that logrotate can move it away.
+///
+/// Installed before the server listens: from then on a SIGHUP no longer ends the process.
+#[cfg(unix)]
+fn reopen_audit_log_on_hangup(audit: AuditLog) -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups =
+        signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let path = audit.path().display();
+            match audit.reopen() {
+                Ok(()) => info!(%path, "audit log reopened"),
+                Err(err) => {
+                    error!(%path, %err, "cannot reopen the audit log; still writing to the old file")
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Logs to stderr, filtered by `RUST_LOG`; with `audit`, the audit records also go to
+/// that file, whatever `RUST_LOG` says.
+fn init_logging(format: LogFormat, audit: Option<&AuditLog>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let console = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let console = match format {
+        LogFormat::Text => console.boxed(),
+        LogFormat::Json => console.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(console.with_filter(filter))
+        .with(audit.map(AuditLog::layer))
+        .init();
 }

@@ -185,6 +185,10 @@ fn parse_forwarded(entry: &str) -> Option<IpAddr> {
 pub(crate) fn refused(app: &App, client: IpAddr, refusal: Refusal) {
     app.metrics.address_refused(refusal.as_str());
     info!(%client, list = refusal.as_str(), "connection refused by an address list");
+    crate::audit::connection_refused(
+        client,
+        crate::audit::ConnectionLimit::AddressList(refusal.as_str()),
+    );
 }
 
 #[cfg(test)]

@@ -10,13 +10,14 @@ use octate_auth::{AuthError, Claims, TokenAuthority};
 use octate_core::{
     ClusterEvent, ClusterMember, ConnId, Core, Identity, MemoryLevel, NodeId, Output, TokenRef,
 };
-use octate_protocol::{CloseCode, ErrorCode, RoomId, ServerMessage, UnixMillis};
+use octate_protocol::{CloseCode, ErrorCode, RoomCloseReason, RoomId, ServerMessage, UnixMillis};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::TransportConfig;
+use crate::audit;
 use crate::auth::AdminKey;
 use crate::cluster::ClusterLink;
 use crate::heap::{HeapProbe, HeapSample};
@@ -296,6 +297,14 @@ impl App {
             }
             Output::RoomRemoved { room_id, reason } => {
                 info!(room = %room_id, ?reason, "room removed");
+                // A deletion is audited where it was asked for, with its source; an
+                // empty room going is routine.
+                if matches!(
+                    reason,
+                    RoomCloseReason::Inactive | RoomCloseReason::MemoryPressure
+                ) {
+                    audit::room_closed(&room_id, reason);
+                }
             }
             Output::Forward { to, text } => {
                 let bytes = Bytes::from_owner(SharedText(text));

@@ -12,6 +12,7 @@
 mod access;
 mod app;
 mod assemble;
+mod audit;
 mod auth;
 mod cluster;
 mod config;
@@ -35,6 +36,7 @@ mod writer;
 
 pub use access::{AccessRules, AddressList, BadNetwork, Refusal};
 pub use app::App;
+pub use audit::AUDIT_TARGET;
 pub use cluster::{ClusterLink, ClusterStats, LinkError, LinkFuture};
 pub use config::{CorsOrigins, SessionExpiry, TransportConfig};
 pub use error::TransportError;

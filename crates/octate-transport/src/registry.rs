@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use octate_core::ConnId;
@@ -50,6 +50,8 @@ pub(crate) struct Outbox {
     ready: Notify,
     /// How the server ended the connection, if it did: an [`Ending`] as a number, 0 = open.
     ending: AtomicU8,
+    /// The code of the close frame the server queued, 0 = none.
+    close_code: AtomicU16,
 }
 
 /// How the server ended a connection, as its session finds out from the outbox.
@@ -114,6 +116,15 @@ impl Outbox {
     /// How the server ended the connection, if it did.
     pub(crate) fn ending(&self) -> Option<Ending> {
         Ending::from_u8(self.ending.load(Ordering::Acquire))
+    }
+
+    /// The code of the close frame the server queued, once the connection has
+    /// [`Ending::CloseQueued`].
+    pub(crate) fn close_code(&self) -> Option<u16> {
+        match self.close_code.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(code),
+        }
     }
 
     /// Records how the connection ended (the first ending stays) and wakes the session.
@@ -222,6 +233,7 @@ impl Registry {
         // session drops everything after it.
         queue.items.push_back(Outbound::Close(code));
         drop(queue);
+        outbox.close_code.store(code.code(), Ordering::Release);
         outbox.end(Ending::CloseQueued);
         Push::Queued
     }
@@ -349,6 +361,18 @@ mod tests {
         assert_eq!(outbox.ending(), Some(Ending::Overflowed));
         outbox.discard();
         assert!(drain(&outbox).is_empty());
+    }
+
+    #[test]
+    fn a_close_keeps_its_code_for_the_session() {
+        let reg = Registry::new(4, 1 << 20);
+        let (id, outbox) = reg.register();
+        assert_eq!(outbox.close_code(), None, "open");
+        reg.close(id, CloseCode::Replaced);
+        assert_eq!(outbox.ending(), Some(Ending::CloseQueued));
+        assert_eq!(outbox.close_code(), Some(4004));
+        reg.close(id, CloseCode::GoingAway);
+        assert_eq!(outbox.close_code(), Some(4004), "the first close stays");
     }
 
     #[test]

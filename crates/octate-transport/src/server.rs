@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::access;
 use crate::app::App;
+use crate::audit::{self, ConnectionLimit};
 use crate::http::{Listener, route};
 use crate::{TransportError, timers};
 
@@ -94,7 +95,8 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, kind: Listener) {
                 app.metrics.connections_refused.inc();
                 drop(reserve.take());
                 let next = tokio::time::timeout(Duration::from_millis(10), listener.accept()).await;
-                if let Ok(Ok((tcp, _))) = next {
+                if let Ok(Ok((tcp, remote))) = next {
+                    audit::connection_refused(remote.ip(), ConnectionLimit::OutOfDescriptors);
                     refuse(&tcp);
                 }
                 reserve = open_reserve();
@@ -119,6 +121,7 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, kind: Listener) {
         let open = app.http_sockets.load(Ordering::Relaxed) + app.ws_slots.load(Ordering::Relaxed);
         if open >= app.config.max_connections + HTTP_HEADROOM {
             app.metrics.connections_refused.inc();
+            audit::connection_refused(remote.ip(), ConnectionLimit::ServerFull);
             refuse(&tcp);
             continue;
         }

@@ -14,6 +14,7 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
+use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use tracing::{debug, info};
 
 use crate::app::App;
 use crate::assemble::{AssembleError, Assembler, Message};
+use crate::audit::{self, Endpoint};
 use crate::lifecycle::{Effect, Exit, Input, Lifecycle, Limits};
 use crate::limits::{MessageRate, Verdict};
 use crate::registry::{Ending, Outbound};
@@ -72,14 +74,16 @@ struct ReadReport {
 /// Runs a WebSocket session until it ends; the core hears of the disconnect as soon as
 /// the session stops being open.
 ///
-/// `early` holds bytes the client sent right behind its upgrade request.
+/// `ip` is the client's address; `early` holds bytes the client sent right behind its
+/// upgrade request.
 pub(crate) async fn run<S: SessionStream>(
     mut stream: S,
+    ip: IpAddr,
     early: Bytes,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut conn = Connection::new(app, Instant::now());
+    let mut conn = Connection::new(app, ip, Instant::now());
     debug!(conn = %conn.session.conn, "websocket open");
     let (mut rd, mut wr) = stream.split();
     if !early.is_empty() {
@@ -217,8 +221,8 @@ struct Connection {
 }
 
 impl Connection {
-    /// Registers a connection whose handshake completed at `now`.
-    fn new(app: Arc<App>, now: Instant) -> Self {
+    /// Registers a connection from `ip` whose handshake completed at `now`.
+    fn new(app: Arc<App>, ip: IpAddr, now: Instant) -> Self {
         let (conn, outbox) = app.registry.register();
         app.metrics.connections_opened.inc();
         let config = &app.config;
@@ -247,6 +251,7 @@ impl Connection {
                 ),
                 app: app.clone(),
                 conn,
+                ip,
                 identity: None,
                 token: None,
                 peer_close: None,
@@ -310,7 +315,10 @@ impl Connection {
         {
             self.ending_seen = true;
             let exit = match ending {
-                Ending::CloseQueued => Exit::ClosedByCore,
+                Ending::CloseQueued => {
+                    self.session.audit_close(self.writer.outbox.close_code());
+                    Exit::ClosedByCore
+                }
                 Ending::Overflowed => {
                     self.writer.close_now(CloseCode::SlowConsumer);
                     Exit::SlowConsumer
@@ -478,6 +486,8 @@ impl Reader {
 struct Session {
     app: Arc<App>,
     conn: ConnId,
+    /// The client's address, for the audit trail.
+    ip: IpAddr,
     identity: Option<Identity>,
     /// The token the session runs on, held for revocation and expiry.
     token: Option<TokenLease>,
@@ -508,11 +518,27 @@ impl Session {
                 );
                 Ok(false)
             }
-            Verdict::Close => Err(self.close_with(
-                ErrorCode::RateLimited,
-                "rate limit exceeded",
-                CloseCode::RateLimited,
-            )),
+            Verdict::Close => Err(self.close_flooding()),
+        }
+    }
+
+    /// Closes a connection that kept sending over its rate (4029).
+    fn close_flooding(&self) -> End {
+        audit::rate_limit_closed(self.ip, self.conn, self.identity.as_ref());
+        self.close_with(
+            ErrorCode::RateLimited,
+            "rate limit exceeded",
+            CloseCode::RateLimited,
+        )
+    }
+
+    /// Audits a close the server queued with `code`, when it says a newer connection of
+    /// the same user replaced this one (4004).
+    fn audit_close(&self, code: Option<u16>) {
+        if code == Some(CloseCode::Replaced.code())
+            && let Some(identity) = &self.identity
+        {
+            audit::peer_replaced(self.ip, self.conn, identity);
         }
     }
 
@@ -570,13 +596,7 @@ impl Session {
                 );
                 return None;
             }
-            Verdict::Close => {
-                return Some(self.close_with(
-                    ErrorCode::RateLimited,
-                    "rate limit exceeded",
-                    CloseCode::RateLimited,
-                ));
-            }
+            Verdict::Close => return Some(self.close_flooding()),
         }
         let app = &self.app;
         let conn = self.conn;
@@ -597,7 +617,7 @@ impl Session {
         }
         if let Some(identity) = &self.identity {
             if let ClientMessage::Refresh { token } = msg {
-                let goes_on = tokens::refresh(app, conn, identity, &token);
+                let goes_on = tokens::refresh(app, conn, self.ip, identity, &token);
                 return (!goes_on).then_some(End::Closed(CloseCode::AuthFailed));
             }
             app.drive(|core, now| core.handle_message(now, conn, msg));
@@ -632,6 +652,7 @@ impl Session {
             }
             Err((code, message)) => {
                 app.metrics.auth_failed(code);
+                audit::token_rejected(self.ip, Endpoint::WebSocketAuth, code, Some(conn));
                 info!(%conn, code = code.as_str(), "authentication failed");
                 Some(self.close_with(code, &message, CloseCode::AuthFailed))
             }
@@ -669,6 +690,7 @@ impl Session {
         };
         if let Err(refusal) = result {
             app.metrics.auth_failed(ErrorCode::ResumeFailed);
+            audit::resume_rejected(self.ip, refusal, conn);
             info!(%conn, ?refusal, "resume refused");
             return Some(End::Closed(CloseCode::AuthFailed));
         }
@@ -685,12 +707,14 @@ impl Session {
         match tokens::adopt(&app, conn, &token) {
             Ok(lease) => {
                 debug!(%conn, user = %identity.user_id, room = %identity.room_id, "resumed");
+                audit::session_resumed(self.ip, conn, &identity, token.token_id.as_deref());
                 self.identity = Some(identity);
                 self.token = Some(lease);
                 None
             }
             Err((code, message)) => {
                 // The session's token was revoked (or expired) while it was suspended.
+                audit::token_rejected(self.ip, Endpoint::Resume, code, Some(conn));
                 app.end_sessions(&[conn], code, &message);
                 Some(End::Closed(CloseCode::AuthFailed))
             }
@@ -709,6 +733,8 @@ mod tests {
     use crate::TransportConfig;
     use crate::heap::RssProbe;
     use crate::lifecycle::Phase;
+
+    const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     /// A masked client frame.
     fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
@@ -758,7 +784,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_of_many_pongs_drives_the_core_once_and_only_when_live() {
         let app = app(|c| c.message_burst = 10_000);
-        let mut conn = Connection::new(app.clone(), Instant::now());
+        let mut conn = Connection::new(app.clone(), LOOPBACK, Instant::now());
 
         let before = drives(&app);
         conn.on_bytes(&mut pongs(50));
@@ -791,7 +817,7 @@ mod tests {
             c.message_burst = 5;
             c.rate_limit_strikes = 3;
         });
-        let mut conn = Connection::new(app.clone(), Instant::now());
+        let mut conn = Connection::new(app.clone(), LOOPBACK, Instant::now());
         let mut read = frame(0x9, b"ping").repeat(5);
         read.extend(pongs(1));
         conn.on_bytes(&mut read);
@@ -830,7 +856,7 @@ mod tests {
             c.message_burst = 5;
             c.rate_limit_strikes = 3;
         });
-        let mut conn = Connection::new(app.clone(), Instant::now());
+        let mut conn = Connection::new(app.clone(), LOOPBACK, Instant::now());
         for _ in 0..20 {
             conn.on_bytes(&mut pongs(1));
             tokio::time::advance(Duration::from_millis(100)).await;

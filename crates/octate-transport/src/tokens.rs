@@ -8,6 +8,7 @@
 //! whose token has expired: one timer for all sessions, however many there are.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -22,6 +23,7 @@ use tracing::info;
 
 use crate::SessionExpiry;
 use crate::app::App;
+use crate::audit::{self, Endpoint};
 use crate::auth::auth_error_code;
 use crate::registry::Outbound;
 
@@ -287,8 +289,14 @@ pub(crate) fn check_resumable(app: &App, token: &TokenRef) -> Result<(), Refusal
 
 /// Answers `refresh`: a valid token for the same user and room replaces the session's
 /// token and is answered with `token-refreshed`; anything else is an error and
-/// changes nothing. Returns whether the session goes on.
-pub(crate) fn refresh(app: &Arc<App>, conn: ConnId, identity: &Identity, token: &str) -> bool {
+/// changes nothing. Returns whether the session goes on. A refusal is audited as from `ip`.
+pub(crate) fn refresh(
+    app: &Arc<App>,
+    conn: ConnId,
+    ip: IpAddr,
+    identity: &Identity,
+    token: &str,
+) -> bool {
     let checked = verify(app, token).and_then(|(new, claims)| {
         check_expected(&new, Some(&identity.room_id), Some(&identity.user_id))?;
         Ok(claims)
@@ -296,12 +304,14 @@ pub(crate) fn refresh(app: &Arc<App>, conn: ConnId, identity: &Identity, token: 
     let claims = match checked {
         Ok(claims) => claims,
         Err((code, message)) => {
+            audit::token_rejected(ip, Endpoint::Refresh, code, Some(conn));
             app.send_error(conn, code, message);
             return true;
         }
     };
     if let Err((code, message)) = hold_token(app, conn, &claims) {
         // The session's token is now one that has been revoked.
+        audit::token_rejected(ip, Endpoint::Refresh, code, Some(conn));
         app.end_sessions(&[conn], code, &message);
         return false;
     }

@@ -13,13 +13,8 @@ use super::response::{method_not_allowed, not_found};
 use super::{reports, rooms, static_files, tokens, turn};
 use crate::app::App;
 
-/// Answers an API request from `client`, or a static file for a `GET` or `HEAD` that is
-/// no route.
-pub(super) async fn handle(
-    req: Request<Incoming>,
-    app: &Arc<App>,
-    client: IpAddr,
-) -> Response<Body> {
+/// Answers an API request from `ip`, or a static file for a `GET` or `HEAD` that is no route.
+pub(super) async fn handle(req: Request<Incoming>, app: &Arc<App>, ip: IpAddr) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let segments = split(&path);
     let method = req.method().clone();
@@ -28,25 +23,25 @@ pub(super) async fn handle(
         (["stats"], &Method::GET) => reports::stats(app),
         (["info"], &Method::GET) => reports::info(app),
         (["metrics"], &Method::GET) => reports::metrics(app),
-        (["api", "auth", "token"], &Method::POST) => match require_admin(app, &req, client) {
+        (["api", "auth", "token"], &Method::POST) => match require_admin(app, &req, ip) {
             Err(resp) => resp,
-            Ok(()) => tokens::issue_token(app, req).await,
+            Ok(()) => tokens::issue_token(app, req, ip).await,
         },
-        (["api", "auth", "validate"], &Method::POST) => tokens::validate_token(app, req).await,
-        (["api", "auth", "revoke"], &Method::POST) => match require_admin(app, &req, client) {
+        (["api", "auth", "validate"], &Method::POST) => tokens::validate_token(app, req, ip).await,
+        (["api", "auth", "revoke"], &Method::POST) => match require_admin(app, &req, ip) {
             Err(resp) => resp,
-            Ok(()) => tokens::revoke_token(app, req).await,
+            Ok(()) => tokens::revoke_token(app, req, ip).await,
         },
-        (["api", "rooms"], &Method::POST) => match require_admin(app, &req, client) {
+        (["api", "rooms"], &Method::POST) => match require_admin(app, &req, ip) {
             Err(resp) => resp,
-            Ok(()) => rooms::create_room(app, req).await,
+            Ok(()) => rooms::create_room(app, req, ip).await,
         },
-        (["api", "turn", "credentials"], &Method::POST) => turn::credentials(app, &req),
+        (["api", "turn", "credentials"], &Method::POST) => turn::credentials(app, &req, ip),
         (["api", "rooms", id], &Method::GET) => rooms::get_room(app, id).await,
         (["api", "rooms", id, "peers"], &Method::GET) => rooms::room_peers(app, id).await,
-        (["api", "rooms", id], &Method::DELETE) => match require_admin(app, &req, client) {
+        (["api", "rooms", id], &Method::DELETE) => match require_admin(app, &req, ip) {
             Err(resp) => resp,
-            Ok(()) => rooms::delete_room(app, id).await,
+            Ok(()) => rooms::delete_room(app, id, ip).await,
         },
         _ => match route_methods(&segments) {
             Some(allow) => method_not_allowed(allow, "method not allowed"),

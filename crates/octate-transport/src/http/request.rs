@@ -12,18 +12,20 @@ use serde::de::DeserializeOwned;
 use super::body::Body;
 use super::response::{address_refused, error};
 use crate::app::App;
+use crate::audit::{self, AdminRefusal};
 use crate::auth::bearer_token;
 
-/// Checks that `client` is in the admin allow list (when there is one), then
-/// `Authorization: Bearer <admin key>` when an admin key is configured.
+/// Checks that `ip` is in the admin allow list (when there is one), then
+/// `Authorization: Bearer <admin key>` when an admin key is configured; a refusal is
+/// audited.
 #[allow(clippy::result_large_err)]
 pub(super) fn require_admin(
     app: &App,
     req: &Request<Incoming>,
-    client: IpAddr,
+    ip: IpAddr,
 ) -> Result<(), Response<Body>> {
-    if let Err(refusal) = app.config.access.admit_admin(client) {
-        crate::access::refused(app, client, refusal);
+    if let Err(refusal) = app.config.access.admit_admin(ip) {
+        crate::access::refused(app, ip, refusal);
         return Err(address_refused(refusal));
     }
     let Some(key) = app.admin_key.as_ref() else {
@@ -35,6 +37,7 @@ pub(super) fn require_admin(
         .and_then(|h| h.to_str().ok())
         .and_then(bearer_token)
     else {
+        audit::admin_auth_failed(ip, req.method(), req.uri().path(), AdminRefusal::MissingKey);
         return Err(error(
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthorized,
@@ -44,6 +47,7 @@ pub(super) fn require_admin(
     if key.matches(given) {
         Ok(())
     } else {
+        audit::admin_auth_failed(ip, req.method(), req.uri().path(), AdminRefusal::WrongKey);
         Err(error(
             StatusCode::FORBIDDEN,
             ErrorCode::Forbidden,

@@ -1,5 +1,7 @@
 //! The room endpoints: create, read, list peers, delete.
 
+use std::net::IpAddr;
+
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use octate_core::{CoreError, NewRoom};
@@ -10,10 +12,11 @@ use super::body::Body;
 use super::request::read_json;
 use super::response::{error, json};
 use crate::app::App;
+use crate::audit;
 use crate::cluster::{LinkError, metadata};
 
 /// `POST /api/rooms`: creates a room that waits for its host.
-pub(super) async fn create_room(app: &App, req: Request<Incoming>) -> Response<Body> {
+pub(super) async fn create_room(app: &App, req: Request<Incoming>, ip: IpAddr) -> Response<Body> {
     let body: CreateRoomRequest = match read_json(app, req).await {
         Ok(body) => body,
         Err(resp) => return resp,
@@ -36,7 +39,10 @@ pub(super) async fn create_room(app: &App, req: Request<Incoming>) -> Response<B
             .map_err(LinkError::Refused),
     };
     match created {
-        Ok(room) => json(StatusCode::CREATED, &room),
+        Ok(room) => {
+            audit::room_created(ip, &room.room_id, &room.host_id);
+            json(StatusCode::CREATED, &room)
+        }
         Err(err) => link_error(err),
     }
 }
@@ -76,13 +82,16 @@ pub(super) async fn room_peers(app: &App, id: &str) -> Response<Body> {
 }
 
 /// `DELETE /api/rooms/:id`: closes the room and everyone's connection to it.
-pub(super) async fn delete_room(app: &App, id: &str) -> Response<Body> {
+pub(super) async fn delete_room(app: &App, id: &str, ip: IpAddr) -> Response<Body> {
     let room_id = match parse_room(id) {
         Ok(room_id) => room_id,
         Err(resp) => return resp,
     };
     let deleted = match app.cluster() {
-        Some(cluster) => match cluster.close_room(room_id, RoomCloseReason::Deleted).await {
+        Some(cluster) => match cluster
+            .close_room(room_id.clone(), RoomCloseReason::Deleted)
+            .await
+        {
             Ok(true) => Ok(()),
             Ok(false) => Err(LinkError::Refused(CoreError::RoomNotFound)),
             Err(err) => Err(err),
@@ -92,7 +101,10 @@ pub(super) async fn delete_room(app: &App, id: &str) -> Response<Body> {
             .map_err(LinkError::Refused),
     };
     match deleted {
-        Ok(()) => json(StatusCode::OK, &SuccessResponse { success: true }),
+        Ok(()) => {
+            audit::room_deleted(ip, &room_id);
+            json(StatusCode::OK, &SuccessResponse { success: true })
+        }
         Err(err) => link_error(err),
     }
 }

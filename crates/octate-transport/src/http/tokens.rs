@@ -1,5 +1,7 @@
 //! The token endpoints: issue, validate and revoke.
 
+use std::net::IpAddr;
+
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use octate_protocol::ErrorCode;
@@ -11,10 +13,11 @@ use super::body::Body;
 use super::request::read_json;
 use super::response::{error, json};
 use crate::app::App;
+use crate::audit::{self, Endpoint};
 use crate::auth::auth_error_code;
 
 /// `POST /api/auth/token`: a signed token for a user in a room.
-pub(super) async fn issue_token(app: &App, req: Request<Incoming>) -> Response<Body> {
+pub(super) async fn issue_token(app: &App, req: Request<Incoming>, ip: IpAddr) -> Response<Body> {
     let body: TokenRequest = match read_json(app, req).await {
         Ok(body) => body,
         Err(resp) => return resp,
@@ -26,15 +29,18 @@ pub(super) async fn issue_token(app: &App, req: Request<Incoming>) -> Response<B
         .read()
         .issue(body.user_id.as_str(), body.room_id.as_str(), ttl, now);
     match issued {
-        Ok((token, claims)) => json(
-            StatusCode::OK,
-            &TokenResponse {
-                token,
-                token_id: claims.token_id,
-                issued_at: claims.issued_at,
-                expires_at: claims.expires_at,
-            },
-        ),
+        Ok((token, claims)) => {
+            audit::token_issued(ip, &claims.user_id, &claims.room_id, &claims.token_id);
+            json(
+                StatusCode::OK,
+                &TokenResponse {
+                    token,
+                    token_id: claims.token_id,
+                    issued_at: claims.issued_at,
+                    expires_at: claims.expires_at,
+                },
+            )
+        }
         Err(err) => error(
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidField,
@@ -44,7 +50,11 @@ pub(super) async fn issue_token(app: &App, req: Request<Incoming>) -> Response<B
 }
 
 /// `POST /api/auth/validate`: whether a token is valid for a user and room.
-pub(super) async fn validate_token(app: &App, req: Request<Incoming>) -> Response<Body> {
+pub(super) async fn validate_token(
+    app: &App,
+    req: Request<Incoming>,
+    ip: IpAddr,
+) -> Response<Body> {
     let body: ValidateRequest = match read_json(app, req).await {
         Ok(body) => body,
         Err(resp) => return resp,
@@ -59,16 +69,20 @@ pub(super) async fn validate_token(app: &App, req: Request<Incoming>) -> Respons
             valid: true,
             error: None,
         },
-        Err(err) => ValidateResponse {
-            valid: false,
-            error: Some(auth_error_code(&err)),
-        },
+        Err(err) => {
+            let code = auth_error_code(&err);
+            audit::token_rejected(ip, Endpoint::Validate, code, None);
+            ValidateResponse {
+                valid: false,
+                error: Some(code),
+            }
+        }
     };
     json(StatusCode::OK, &resp)
 }
 
 /// `POST /api/auth/revoke`: refuses a token from now until it would have expired.
-pub(super) async fn revoke_token(app: &App, req: Request<Incoming>) -> Response<Body> {
+pub(super) async fn revoke_token(app: &App, req: Request<Incoming>, ip: IpAddr) -> Response<Body> {
     let body: RevokeRequest = match read_json(app, req).await {
         Ok(body) => body,
         Err(resp) => return resp,
@@ -76,6 +90,7 @@ pub(super) async fn revoke_token(app: &App, req: Request<Incoming>) -> Response<
     let result = app.revoke_token(&body.token);
     match result {
         Ok(claims) => {
+            audit::token_revoked(ip, &claims.user_id, &claims.room_id, &claims.token_id);
             // Every other node of a cluster must refuse the token too, and end its sessions.
             if let Some(cluster) = app.cluster()
                 && let Err(err) = cluster.revoke(claims.token_id, claims.expires_at).await

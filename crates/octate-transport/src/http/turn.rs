@@ -1,5 +1,7 @@
 //! `POST /api/turn/credentials`: fresh STUN/TURN servers for the holder of a room token.
 
+use std::net::IpAddr;
+
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -9,6 +11,7 @@ use octate_protocol::http::TurnCredentialsResponse;
 use super::body::Body;
 use super::response::{error, json};
 use crate::app::App;
+use crate::audit::{self, Endpoint};
 use crate::auth::bearer_token;
 use crate::tokens;
 
@@ -17,13 +20,14 @@ use crate::tokens;
 /// `401` with `unauthorized` without a bearer token, or with the token's own code
 /// (expired, revoked, ...) when it does not verify against the wall clock; then
 /// `404 not-found` when the server hands out no TURN credentials.
-pub(super) fn credentials(app: &App, req: &Request<Incoming>) -> Response<Body> {
+pub(super) fn credentials(app: &App, req: &Request<Incoming>, ip: IpAddr) -> Response<Body> {
     let Some(token) = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(bearer_token)
     else {
+        audit::token_rejected(ip, Endpoint::TurnCredentials, ErrorCode::Unauthorized, None);
         return unauthorized(
             ErrorCode::Unauthorized,
             "a room token is required: Authorization: Bearer <token>",
@@ -31,7 +35,10 @@ pub(super) fn credentials(app: &App, req: &Request<Incoming>) -> Response<Body> 
     };
     let identity = match tokens::verify(app, token) {
         Ok((identity, _claims)) => identity,
-        Err((code, message)) => return unauthorized(code, message),
+        Err((code, message)) => {
+            audit::token_rejected(ip, Endpoint::TurnCredentials, code, None);
+            return unauthorized(code, message);
+        }
     };
     // Only the holder of a valid token learns whether TURN is configured.
     let Some(ice) = app

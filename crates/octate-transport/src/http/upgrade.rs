@@ -16,6 +16,7 @@ use tracing::debug;
 use super::body::Body;
 use super::response::{error, method_not_allowed, origin_refused};
 use crate::app::App;
+use crate::audit::{self, ConnectionLimit};
 use crate::session;
 use crate::stream::TlsSession;
 
@@ -45,6 +46,7 @@ pub(super) fn upgrade(
     }
     let Some(slot) = ConnectionSlot::acquire(app) else {
         app.metrics.connections_refused.inc();
+        audit::connection_refused(client, ConnectionLimit::MaxConnections);
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::TooManyConnections,
@@ -53,6 +55,7 @@ pub(super) fn upgrade(
     };
     let Some(address) = AddressSlot::acquire(app, client) else {
         app.metrics.connections_refused.inc();
+        audit::connection_refused(client, ConnectionLimit::PerAddress);
         return error(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::TooManyConnections,
@@ -74,15 +77,21 @@ pub(super) fn upgrade(
                 };
                 let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
                     Ok(parts) => {
-                        return session::run(parts.io.into_inner(), parts.read_buf, app, stop)
-                            .await;
+                        return session::run(
+                            parts.io.into_inner(),
+                            client,
+                            parts.read_buf,
+                            app,
+                            stop,
+                        )
+                        .await;
                     }
                     Err(upgraded) => upgraded,
                 };
                 match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
                     Ok(parts) => {
                         let stream = TlsSession::new(parts.io.into_inner());
-                        session::run(stream, parts.read_buf, app, stop).await
+                        session::run(stream, client, parts.read_buf, app, stop).await
                     }
                     Err(_) => debug!("upgraded connection is neither TCP nor TLS"),
                 }
