@@ -484,6 +484,24 @@ impl FakeCluster {
                     },
                 );
             }
+            ClusterCommand::Publish {
+                nodes,
+                room_id,
+                from,
+                text,
+            } => {
+                for node in nodes {
+                    self.publish(
+                        &node,
+                        ClusterEvent::Publish {
+                            room_id: room_id.clone(),
+                            from: from.clone(),
+                            from_node: this.clone(),
+                            text: text.clone(),
+                        },
+                    );
+                }
+            }
             ClusterCommand::Broadcast {
                 nodes,
                 room_id,
