@@ -305,6 +305,11 @@ impl Core {
         self.conns.contains_key(&conn)
     }
 
+    /// What a connection speaks, when it is authenticated here.
+    pub fn protocol(&self, conn: ConnId) -> Option<Protocol> {
+        self.conns.get(&conn).map(|c| c.protocol)
+    }
+
     /// Counters and gauges.
     pub fn stats(&self) -> CoreStats {
         CoreStats {

@@ -96,6 +96,8 @@ pub struct TransportConfig {
     pub static_dir: Option<PathBuf>,
     /// STUN/TURN servers handed to peers in `auth-ok` and `room-joined`, if any.
     pub ice: Option<IceConfig>,
+    /// Whether `/y-webrtc` serves Yjs's `y-webrtc` provider (see `docs/y-webrtc.md`).
+    pub ywebrtc: bool,
 }
 
 impl Default for TransportConfig {
@@ -121,6 +123,7 @@ impl Default for TransportConfig {
             shutdown_grace: Duration::from_secs(4),
             static_dir: None,
             ice: None,
+            ywebrtc: true,
         }
     }
 }

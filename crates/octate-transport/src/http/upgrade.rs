@@ -1,5 +1,8 @@
 //! The WebSocket upgrade: admission (shutdown, origin, connection limits), the handshake
 //! answered by fastwebsockets, and the hand-over of the socket to a session.
+//!
+//! A native session authenticates with its first message; a `y-webrtc` one (at
+//! [`YWEBRTC_PATH`]) with the token in its query string, checked before the `101`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,11 +18,15 @@ use tracing::debug;
 use super::body::Body;
 use super::response::{error, method_not_allowed, origin_refused};
 use crate::app::App;
-use crate::session;
+use crate::session::{self, Opening};
+use crate::tokens;
+
+/// Where Yjs's `y-webrtc` provider connects, on both ports.
+pub(super) const YWEBRTC_PATH: &str = "/y-webrtc";
 
 /// Answers an upgrade request: `101` and a session task, or an error response.
 pub(super) fn upgrade(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     app: &Arc<App>,
     origin: Option<&str>,
     remote: IpAddr,
@@ -28,6 +35,98 @@ pub(super) fn upgrade(
     if req.method() != Method::GET {
         return method_not_allowed("GET", "a WebSocket upgrade must use GET");
     }
+    admit(req, app, origin, remote, Opening::Native)
+}
+
+/// Answers a `y-webrtc` upgrade: the token of its query string must be valid (and not
+/// revoked) before anything else, so that a refused client sees an HTTP error and backs
+/// off instead of reconnecting at once.
+pub(super) fn upgrade_ywebrtc(
+    req: Request<Incoming>,
+    app: &Arc<App>,
+    origin: Option<&str>,
+    remote: IpAddr,
+) -> Response<Body> {
+    if !app.config.ywebrtc {
+        return error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "y-webrtc is turned off",
+        );
+    }
+    if req.method() != Method::GET {
+        return method_not_allowed("GET", "a WebSocket upgrade must use GET");
+    }
+    let Some(token) = req.uri().query().and_then(query_token) else {
+        app.metrics.auth_failed(ErrorCode::Unauthorized);
+        return unauthorized(ErrorCode::Unauthorized, "missing ?token= in the URL");
+    };
+    // Checked again when the session starts: a revocation in between ends it there.
+    if let Err((code, message)) = tokens::verify(app, &token) {
+        app.metrics.auth_failed(code);
+        debug!(code = code.as_str(), "y-webrtc upgrade refused");
+        return unauthorized(code, message);
+    }
+    admit(req, app, origin, remote, Opening::YWebrtc { token })
+}
+
+/// `401` with the token's error and `WWW-Authenticate: Bearer`.
+fn unauthorized(code: ErrorCode, message: impl Into<String>) -> Response<Body> {
+    let status = match code {
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    let mut resp = error(status, code, message);
+    resp.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Bearer"),
+    );
+    resp
+}
+
+/// The value of the first `token` parameter of a query string, percent-decoded.
+fn query_token(query: &str) -> Option<String> {
+    let raw = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))?;
+    let token = percent_decode(raw)?;
+    (!token.is_empty()).then_some(token)
+}
+
+/// Decodes `%XX` escapes and `+` (a space); `None` for a bad escape or non-UTF-8 result.
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Admits an upgrade (shutdown, origin, connection limits), answers the handshake and
+/// hands the socket to a session.
+fn admit(
+    mut req: Request<Incoming>,
+    app: &Arc<App>,
+    origin: Option<&str>,
+    remote: IpAddr,
+    opening: Opening,
+) -> Response<Body> {
     if app.stopping() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -71,7 +170,8 @@ pub(super) fn upgrade(
                 };
                 match upgraded.downcast::<TokioIo<TcpStream>>() {
                     Ok(parts) => {
-                        session::run(parts.io.into_inner(), parts.read_buf, app, stop).await
+                        let tcp = parts.io.into_inner();
+                        session::run(tcp, parts.read_buf, app, stop, opening).await;
                     }
                     Err(_) => debug!("upgraded connection is not a TCP stream"),
                 }
