@@ -225,7 +225,7 @@ fn a_publish_crosses_nodes_to_subscribers_only() {
     let [Output::Cluster(ClusterCommand::Publish { nodes, text, .. })] = outputs.as_slice() else {
         panic!("a publish for node b: {outputs:?}");
     };
-    assert_eq!(nodes, &[node_b.clone()]);
+    assert_eq!(nodes, std::slice::from_ref(&node_b));
     assert!(text.ends_with(r#","clients":0}"#), "{text}");
 
     let remote = |text: &str| ClusterEvent::Publish {
