@@ -480,7 +480,7 @@ mod tests {
         wire.sort_unstable();
         wire.dedup();
         assert_eq!(wire.len(), n);
-        assert_eq!(n, 36);
+        assert_eq!(n, 37);
     }
 
     #[test]
