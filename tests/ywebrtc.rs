@@ -210,6 +210,62 @@ async fn a_token_is_checked_before_the_upgrade() {
 }
 
 #[tokio::test]
+async fn a_full_room_is_refused_before_the_upgrade() {
+    let server = TestServer::start_tweaked(|c| c.core.max_peers_per_room = 1).await;
+    let mut alice = open(server.signaling, &server.token("alice", "doc").await).await;
+    ping(&mut alice).await;
+    let bob = server.token("bob", "doc").await;
+    let (status, body) = refusal(server.signaling, &format!("/y-webrtc?token={bob}")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("room-full")),
+        "{body}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_socket_per_user_and_room_and_a_quiet_one_is_replaced() {
+    let server = TestServer::start_tweaked(|c| {
+        c.core.ywebrtc_peer_timeout = Duration::from_millis(1200);
+    })
+    .await;
+    let token = server.token("alice", "doc").await;
+    let mut first = open(server.signaling, &token).await;
+    ping(&mut first).await;
+    // A second tab with the same user: refused before the upgrade, not a replacement
+    // (two tabs replacing each other would reconnect in a loop).
+    let (status, body) = refusal(server.signaling, &format!("/y-webrtc?token={token}")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("too-many-connections")),
+        "{body}"
+    );
+    // Once the first socket has missed its pings (its network dropped), a reconnection
+    // replaces it.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut second = open(server.signaling, &token).await;
+    ping(&mut second).await;
+    assert_eq!(closed(&mut first).await, 4004);
+    // A socket that closes is gone at once: the next one is admitted.
+    second.close(None).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let connect = tokio_tungstenite::connect_async(url(server.signaling, &token)).await;
+        if let Ok((mut third, _)) = connect {
+            ping(&mut third).await;
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "admitted after the close"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn the_endpoint_can_be_turned_off() {
     let server = TestServer::start_tweaked(|c| c.ywebrtc = false).await;
     let token = server.token("alice", "doc").await;

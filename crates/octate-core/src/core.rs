@@ -38,6 +38,17 @@ pub enum Protocol {
     YWebrtc,
 }
 
+/// Whether a room has a place for a new connection of a user: [`Core::vacancy`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vacancy {
+    /// It may join (replacing a quiet connection of the same user, if there is one).
+    Open,
+    /// The room is at its peer limit.
+    Full,
+    /// The user is in the room on a connection heard from lately.
+    Taken,
+}
+
 /// Room details for a room created through the HTTP API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewRoom {
@@ -303,6 +314,37 @@ impl Core {
     /// Whether a connection is authenticated in this core.
     pub fn is_authenticated(&self, conn: ConnId) -> bool {
         self.conns.contains_key(&conn)
+    }
+
+    /// Whether a new connection of `user` may join `room_id` at `now`, as far as this
+    /// node knows the room. A connection of the same user that has gone quiet (past its
+    /// ping interval) may be replaced; one heard from recently may not.
+    pub fn vacancy(&self, now: UnixMillis, room_id: &RoomId, user: &UserId) -> Vacancy {
+        let Some(room) = self.rooms.get(room_id) else {
+            return Vacancy::Open;
+        };
+        let Some(member) = room.member(user) else {
+            return if room.members.len() >= self.config.max_peers_per_room {
+                Vacancy::Full
+            } else {
+                Vacancy::Open
+            };
+        };
+        let heard_lately = member
+            .local()
+            .and_then(|conn| self.conns.get(&conn))
+            .is_some_and(|c| {
+                let quiet_after = match c.protocol {
+                    Protocol::Native => millis(self.config.heartbeat_interval).saturating_mul(2),
+                    Protocol::YWebrtc => millis(self.config.ywebrtc_peer_timeout) / 2,
+                };
+                now.saturating_sub(c.last_seen) < quiet_after
+            });
+        if heard_lately {
+            Vacancy::Taken
+        } else {
+            Vacancy::Open
+        }
     }
 
     /// What a connection speaks, when it is authenticated here.

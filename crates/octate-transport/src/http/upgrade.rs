@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use octate_core::Vacancy;
 use octate_protocol::ErrorCode;
 use tokio::net::TcpStream;
 use tracing::debug;
@@ -62,10 +63,34 @@ pub(super) fn upgrade_ywebrtc(
         return unauthorized(ErrorCode::Unauthorized, "missing ?token= in the URL");
     };
     // Checked again when the session starts: a revocation in between ends it there.
-    if let Err((code, message)) = tokens::verify(app, &token) {
-        app.metrics.auth_failed(code);
-        debug!(code = code.as_str(), "y-webrtc upgrade refused");
-        return unauthorized(code, message);
+    let identity = match tokens::verify(app, &token) {
+        Ok((identity, _)) => identity,
+        Err((code, message)) => {
+            app.metrics.auth_failed(code);
+            debug!(code = code.as_str(), "y-webrtc upgrade refused");
+            return unauthorized(code, message);
+        }
+    };
+    // Refusing here spares the client a socket that would open and close at once (and
+    // two tabs of one user replacing each other in a loop); the core checks the room
+    // again when the session joins.
+    let now = app.clock.now_ms();
+    match app.with_core(|core| core.vacancy(now, &identity.room_id, &identity.user_id)) {
+        Vacancy::Open => {}
+        Vacancy::Full => {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RoomFull,
+                "room is full",
+            );
+        }
+        Vacancy::Taken => {
+            return error(
+                StatusCode::CONFLICT,
+                ErrorCode::TooManyConnections,
+                "this user is connected to this room already: each tab needs its own user id",
+            );
+        }
     }
     admit(req, app, origin, remote, Opening::YWebrtc { token })
 }
@@ -228,5 +253,26 @@ impl AddressSlot {
 impl Drop for AddressSlot {
     fn drop(&mut self) {
         self.app.per_address.release(self.ip);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_read_from_the_query_string_as_browsers_encode_it() {
+        assert_eq!(query_token("token=a.b-c_d"), Some("a.b-c_d".to_owned()));
+        assert_eq!(
+            query_token("x=1&token=a%2Eb%3d&y=2"),
+            Some("a.b=".to_owned())
+        );
+        assert_eq!(query_token("token=a+b"), Some("a b".to_owned()));
+        assert_eq!(query_token("mytoken=a"), None);
+        assert_eq!(query_token("token="), None);
+        assert_eq!(query_token("token=%"), None);
+        assert_eq!(query_token("token=%zz"), None);
+        assert_eq!(query_token("token=%ff"), None, "not UTF-8");
+        assert_eq!(query_token(""), None);
     }
 }
