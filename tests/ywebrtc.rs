@@ -266,6 +266,21 @@ async fn one_socket_per_user_and_room_and_a_quiet_one_is_replaced() {
 }
 
 #[tokio::test]
+async fn the_per_address_connection_limit_counts_ywebrtc_sockets() {
+    let server = TestServer::start_tweaked(|c| c.max_connections_per_ip = 1).await;
+    let mut alice = open(server.signaling, &server.token("alice", "doc").await).await;
+    ping(&mut alice).await;
+    let bob = server.token("bob", "doc").await;
+    let (status, body) = refusal(server.signaling, &format!("/y-webrtc?token={bob}")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("too-many-connections")),
+        "{body}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn the_endpoint_can_be_turned_off() {
     let server = TestServer::start_tweaked(|c| c.ywebrtc = false).await;
     let token = server.token("alice", "doc").await;
