@@ -436,15 +436,17 @@ impl Core {
         };
         room.touch(now);
         let conns = &self.conns;
-        let subscribers: Vec<ConnId> = room
+        let mut subscribers = 0;
+        let to: Vec<ConnId> = room
             .ywebrtc_conns()
             .filter(|c| conns.get(c).is_some_and(|s| s.subscribed))
+            .inspect(|_| subscribers += 1)
+            .filter(|c| *c != conn)
             .collect();
-        let to: Vec<ConnId> = subscribers.iter().copied().filter(|c| *c != conn).collect();
         if to.is_empty() && room.remote_nodes.is_empty() {
             return;
         }
-        let text = octate_protocol::ywebrtc::with_clients(text, subscribers.len());
+        let text = octate_protocol::ywebrtc::with_clients(text, subscribers);
         if !room.remote_nodes.is_empty() {
             self.outputs
                 .push_back(Output::Cluster(ClusterCommand::Publish {

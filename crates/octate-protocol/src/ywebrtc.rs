@@ -9,6 +9,7 @@
 //! checked to be JSON and never re-serialized.
 
 use std::borrow::Cow;
+use std::fmt::Write;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -106,11 +107,10 @@ fn topics(raw: Option<&RawValue>) -> Result<Vec<Cow<'_, str>>, YError> {
 pub fn with_clients(publish: &str, clients: usize) -> Arc<str> {
     let body = publish.trim_end();
     let body = body.strip_suffix('}').unwrap_or(body).trim_end();
-    let mut out = String::with_capacity(body.len() + 24);
+    let mut out = String::with_capacity(body.len() + 32);
     out.push_str(body);
-    out.push_str(",\"clients\":");
-    out.push_str(&clients.to_string());
-    out.push('}');
+    // Writing to a String cannot fail.
+    let _ = write!(out, ",\"clients\":{clients}}}");
     Arc::from(out)
 }
 
