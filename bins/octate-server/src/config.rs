@@ -499,6 +499,21 @@ mod tests {
     }
 
     #[test]
+    fn ywebrtc_is_on_unless_turned_off() {
+        let default = parse(&[]).build().expect("defaults are valid");
+        assert!(default.transport.ywebrtc);
+        let off = parse(&["--ywebrtc", "false", "--ywebrtc-peer-timeout-ms", "60000"])
+            .build()
+            .expect("valid");
+        assert!(!off.transport.ywebrtc);
+        assert_eq!(
+            off.transport.core.ywebrtc_peer_timeout,
+            Duration::from_secs(60)
+        );
+        assert!(parse(&["--ywebrtc-peer-timeout-ms", "0"]).build().is_err());
+    }
+
+    #[test]
     fn session_expiry_defaults_to_ignore() {
         let default = parse(&[]).build().expect("defaults are valid");
         assert_eq!(default.transport.session_expiry, SessionExpiry::Ignore);

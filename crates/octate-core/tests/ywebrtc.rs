@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use octate_core::{
     ClusterCommand, ClusterEvent, ClusterMember, ConnId, Core, CoreConfig, Identity, Login, NodeId,
-    Output, RoomSnapshot, TokenRef,
+    Output, RoomSnapshot, TokenRef, Vacancy,
 };
 use octate_protocol::{ClientMessage, ErrorCode, RoomId, ServerMessage, UserId};
 
@@ -255,4 +255,33 @@ fn a_publish_crosses_nodes_to_subscribers_only() {
         },
     );
     assert!(drain(&mut core).is_empty());
+}
+
+#[test]
+fn a_room_has_no_place_for_a_second_live_socket_of_a_user_or_past_its_limit() {
+    let config = CoreConfig {
+        max_peers_per_room: 3,
+        ..CoreConfig::default()
+    };
+    let quiet_after = config.ywebrtc_peer_timeout.as_millis() as u64 / 2;
+    let mut core = Core::new(config, T0);
+    core.handle_login(T0, ConnId(1), login("n"));
+    core.handle_ywebrtc_login(T0, ConnId(2), login("a"));
+    let (doc, other) = (rid("doc"), rid("other"));
+    assert_eq!(core.vacancy(T0, &other, &uid("a")), Vacancy::Open);
+    assert_eq!(core.vacancy(T0 + 1, &doc, &uid("a")), Vacancy::Taken);
+    assert_eq!(core.vacancy(T0 + 1, &doc, &uid("b")), Vacancy::Open);
+    // Quiet past half its timeout: a reconnection may replace it.
+    assert_eq!(
+        core.vacancy(T0 + quiet_after, &doc, &uid("a")),
+        Vacancy::Open
+    );
+    core.handle_ywebrtc_publish(T0 + quiet_after, ConnId(2), PUBLISH);
+    assert_eq!(
+        core.vacancy(T0 + quiet_after, &doc, &uid("a")),
+        Vacancy::Taken
+    );
+    core.handle_ywebrtc_login(T0, ConnId(3), login("b"));
+    assert_eq!(core.vacancy(T0 + 1, &doc, &uid("c")), Vacancy::Full);
+    assert_eq!(core.vacancy(T0 + 1, &doc, &uid("n")), Vacancy::Taken);
 }

@@ -745,6 +745,8 @@ mod tests {
 
     use octate_auth::{KeyRing, TokenAuthority};
 
+    use octate_protocol::ywebrtc::PONG;
+
     use super::*;
     use crate::TransportConfig;
     use crate::heap::RssProbe;
@@ -861,6 +863,50 @@ mod tests {
             Some(&Outbound::Close(CloseCode::RateLimited)),
             "no pong for a ping over the rate"
         );
+    }
+
+    #[tokio::test]
+    async fn ywebrtc_pings_are_answered_and_a_read_refreshes_liveness_once() {
+        let app = app(|c| c.message_burst = 10_000);
+        let mut conn = Connection::new(app.clone(), Instant::now(), Protocol::YWebrtc);
+        let (token, _) = app
+            .auth
+            .read()
+            .issue("alice", "room", None, app.clock.now_ms())
+            .expect("token");
+        let end = conn.session.login_ywebrtc(&token);
+        assert_eq!(end, None);
+        conn.after_read(ReadReport::default());
+        assert!(conn.life.is_live());
+        assert!(queued(&conn).is_empty(), "no native auth-ok");
+
+        let before = drives(&app);
+        conn.on_bytes(&mut frame(0x1, br#"{"type":"ping"}"#).repeat(20));
+        assert_eq!(drives(&app), before + 1, "one liveness update for the read");
+        let pong = Outbound::Text(Bytes::from_static(PONG.as_bytes()));
+        let items = queued(&conn);
+        assert_eq!(items.len(), 20);
+        assert!(items.iter().all(|i| *i == pong), "{items:?}");
+
+        let mut read = frame(0x1, br#"{"type":"subscribe","topics":["room"]}"#);
+        read.extend(frame(
+            0x1,
+            br#"{"type":"publish","topic":"room","data":{}}"#,
+        ));
+        read.extend(frame(
+            0x1,
+            br#"{"type":"publish","topic":"elsewhere","data":{}}"#,
+        ));
+        read.extend(frame(0x1, b"not json"));
+        let before = drives(&app);
+        conn.on_bytes(&mut read);
+        assert_eq!(
+            drives(&app),
+            before + 2,
+            "subscribe and publish; they are the sign of life"
+        );
+        assert!(conn.life.is_live());
+        assert!(queued(&conn).is_empty(), "nothing answers ignored input");
     }
 
     #[tokio::test(start_paused = true)]
