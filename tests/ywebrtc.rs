@@ -507,5 +507,16 @@ async fn a_publish_reaches_subscribers_on_another_node() {
     send(&mut bob, &back).await;
     let got = recv(&mut alice).await;
     assert!(got.starts_with(back.strip_suffix('}').unwrap()), "{got}");
-    drop((alice, bob, carol, a, b, redis));
+
+    // A client announces itself as soon as it subscribes, before its join is committed
+    // by the cluster: the announce still reaches the others.
+    let mut dave = open(b.signaling, &b.token("dave", "doc").await).await;
+    send(&mut dave, r#"{"type":"subscribe","topics":["doc"]}"#).await;
+    let hello = publish("doc", "d");
+    send(&mut dave, &hello).await;
+    let got = recv(&mut alice).await;
+    assert!(got.starts_with(hello.strip_suffix('}').unwrap()), "{got}");
+    let got = recv(&mut bob).await;
+    assert!(got.starts_with(hello.strip_suffix('}').unwrap()), "{got}");
+    drop((alice, bob, carol, dave, a, b, redis));
 }

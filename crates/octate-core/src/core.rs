@@ -205,6 +205,8 @@ struct PendingJoin {
     held: Vec<Arc<str>>,
     /// A `join-room` arrived while this join was in flight: it is answered too.
     also_room_joined: bool,
+    /// `publish`es of a `y-webrtc` joiner, sent once its join is committed.
+    published: Vec<String>,
 }
 
 /// Most bytes of signals held for one join in flight; more are dropped.
@@ -421,15 +423,35 @@ impl Core {
 
     /// A `y-webrtc` connection published `text` (a whole `publish` message, already
     /// checked to name its room's topic): it goes, with `clients` added, to the topic's
-    /// other subscribers here and on every other node of the room.
+    /// other subscribers here and on every other node of the room. On a cluster, what a
+    /// connection publishes before its join is committed is sent once it is (the client
+    /// announces itself as soon as it subscribes).
     pub fn handle_ywebrtc_publish(&mut self, now: UnixMillis, conn: ConnId, text: &str) {
         self.handle_pong(now, conn);
         let Some(state) = self.conns.get(&conn) else {
             return;
         };
-        if state.protocol != Protocol::YWebrtc || !state.joined {
+        if state.protocol != Protocol::YWebrtc {
             return;
         }
+        if !state.joined {
+            if let Some(pending) = self.pending.get_mut(&conn) {
+                let held: usize = pending.held.iter().map(|t| t.len()).sum::<usize>()
+                    + pending.published.iter().map(String::len).sum::<usize>();
+                if held + text.len() <= MAX_HELD_BYTES {
+                    pending.published.push(text.to_owned());
+                }
+            }
+            return;
+        }
+        self.publish(now, conn, text);
+    }
+
+    /// Sends a joined `y-webrtc` connection's `publish` to the topic's other subscribers.
+    fn publish(&mut self, now: UnixMillis, conn: ConnId, text: &str) {
+        let Some(state) = self.conns.get(&conn) else {
+            return;
+        };
         let (user, room_id) = (&state.identity.user_id, &state.identity.room_id);
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
@@ -1272,6 +1294,7 @@ impl Core {
                 user_id: user_id.clone(),
                 held: Vec::new(),
                 also_room_joined: false,
+                published: Vec::new(),
             },
         );
         let resumable = self.resume_enabled() && !self.speaks_ywebrtc(conn);
@@ -1381,6 +1404,9 @@ impl Core {
                 to: vec![conn],
                 text,
             });
+        }
+        for text in pending.published {
+            self.publish(now, conn, &text);
         }
     }
 

@@ -180,6 +180,8 @@ fn a_publish_crosses_nodes_to_subscribers_only() {
     let node_b = NodeId::new("b").expect("node");
     let mut core = Core::clustered(CoreConfig::default(), T0, node_a.clone());
     core.handle_ywebrtc_login(T0, ConnId(2), login("a"));
+    // The client announces itself at once, before its join is committed.
+    core.handle_ywebrtc_publish(T0, ConnId(2), PUBLISH);
     let join = drain(&mut core);
     assert!(
         join.iter().all(|o| matches!(
@@ -219,6 +221,11 @@ fn a_publish_crosses_nodes_to_subscribers_only() {
     );
     let outputs = drain(&mut core);
     assert!(addressed(&outputs).is_empty(), "{outputs:?}");
+    let [Output::Cluster(ClusterCommand::Publish { nodes, text, .. })] = outputs.as_slice() else {
+        panic!("the early announce goes out once the join is committed: {outputs:?}");
+    };
+    assert_eq!(nodes, std::slice::from_ref(&node_b));
+    assert!(text.ends_with(r#","clients":0}"#), "{text}");
 
     core.handle_ywebrtc_publish(T0 + 1, ConnId(2), PUBLISH);
     let outputs = drain(&mut core);
