@@ -97,11 +97,7 @@ pub(super) fn upgrade_ywebrtc(
 
 /// `401` with the token's error and `WWW-Authenticate: Bearer`.
 fn unauthorized(code: ErrorCode, message: impl Into<String>) -> Response<Body> {
-    let status = match code {
-        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-        _ => StatusCode::UNAUTHORIZED,
-    };
-    let mut resp = error(status, code, message);
+    let mut resp = error(StatusCode::UNAUTHORIZED, code, message);
     resp.headers_mut().insert(
         hyper::header::WWW_AUTHENTICATE,
         hyper::header::HeaderValue::from_static("Bearer"),
