@@ -194,5 +194,7 @@ status=0
 (cd "$HERE" && OCTATE_URL="http://$HTTP_ADDR" OCTATE_URL_B="http://$HTTP_ADDR_B" OCTATE_URL_SOLO="http://$HTTP_ADDR_SOLO" E2E_TURN=1 \
   E2E_TURN_RELAY="127.0.0.1:$RELAY_MIN-$((RELAY_MIN + 31))" \
   CHROMIUM="$CHROMIUM" RUST_PEER="$RUST_PEER_BIN" timeout 180 node e2e.mjs) || status=$?
+# The y-webrtc endpoint with the real y-webrtc client (ywebrtc.mjs, examples/ywebrtc).
+(cd "$HERE" && OCTATE_URL="http://$HTTP_ADDR" OCTATE_URL_B="http://$HTTP_ADDR_B" CHROMIUM="$CHROMIUM" timeout 180 node ywebrtc.mjs) || status=1
 if [ "$status" -ne 0 ]; then show_logs; fi
 exit "$status"

@@ -111,6 +111,13 @@ pub(crate) struct Config {
     /// Silence after which a peer is removed, in milliseconds.
     #[arg(long, env = "OCTATE_PEER_TIMEOUT_MS", default_value_t = 300_000)]
     pub(crate) peer_timeout_ms: u64,
+    /// Silence after which a y-webrtc peer is removed, in milliseconds (its client pings
+    /// every 15 s).
+    #[arg(long, env = "OCTATE_YWEBRTC_PEER_TIMEOUT_MS", default_value_t = 45_000)]
+    pub(crate) ywebrtc_peer_timeout_ms: u64,
+    /// Serve Yjs's y-webrtc provider at /y-webrtc on both ports (`false` turns it off).
+    #[arg(long, env = "OCTATE_YWEBRTC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) ywebrtc: bool,
     /// How long a peer whose connection dropped stays suspended, waiting for `resume`,
     /// in milliseconds (at most 60000; 0 turns resume off).
     #[arg(long, env = "OCTATE_RESUME_GRACE_MS", default_value_t = 15_000)]
@@ -279,6 +286,10 @@ impl Config {
         for (name, v) in [
             ("OCTATE_HEARTBEAT_INTERVAL_MS", self.heartbeat_interval_ms),
             ("OCTATE_PEER_TIMEOUT_MS", self.peer_timeout_ms),
+            (
+                "OCTATE_YWEBRTC_PEER_TIMEOUT_MS",
+                self.ywebrtc_peer_timeout_ms,
+            ),
             ("OCTATE_CLEANUP_INTERVAL_MS", self.cleanup_interval_ms),
             (
                 "OCTATE_MEMORY_CHECK_INTERVAL_MS",
@@ -399,6 +410,7 @@ impl Config {
         let core = CoreConfig {
             heartbeat_interval: ms(self.heartbeat_interval_ms),
             peer_timeout: ms(self.peer_timeout_ms),
+            ywebrtc_peer_timeout: ms(self.ywebrtc_peer_timeout_ms),
             cleanup_interval: ms(self.cleanup_interval_ms),
             room_inactive_timeout: ms(self.room_inactive_timeout_ms),
             room_idle_after: ms(self.room_idle_after_ms),
@@ -436,6 +448,7 @@ impl Config {
             ice,
             access,
             tls,
+            ywebrtc: self.ywebrtc,
             ..TransportConfig::default()
         };
         Ok(Built {
@@ -572,6 +585,21 @@ mod tests {
             "--behind-proxy",
         ]);
         assert!(ok.build().is_ok());
+    }
+
+    #[test]
+    fn ywebrtc_is_on_unless_turned_off() {
+        let default = parse(&[]).build().expect("defaults are valid");
+        assert!(default.transport.ywebrtc);
+        let off = parse(&["--ywebrtc", "false", "--ywebrtc-peer-timeout-ms", "60000"])
+            .build()
+            .expect("valid");
+        assert!(!off.transport.ywebrtc);
+        assert_eq!(
+            off.transport.core.ywebrtc_peer_timeout,
+            Duration::from_secs(60)
+        );
+        assert!(parse(&["--ywebrtc-peer-timeout-ms", "0"]).build().is_err());
     }
 
     #[test]

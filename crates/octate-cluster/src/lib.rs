@@ -330,6 +330,27 @@ impl ClusterLink for Cluster {
                 }
                 return;
             }
+            ClusterCommand::Publish {
+                nodes,
+                room_id,
+                from,
+                text,
+            } => {
+                for node in nodes {
+                    let frame = RelayFrame::publish(
+                        &sh.config.node_id,
+                        sh.boot,
+                        &room_id,
+                        &from,
+                        text.as_bytes(),
+                    );
+                    if let Some(frame) = self.admit(frame) {
+                        // The writer only stops at shutdown.
+                        let _ = sh.jobs.send(Job::Relay { node, frame });
+                    }
+                }
+                return;
+            }
             ClusterCommand::CloseRoom { room_id, reason } => Job::Close { room_id, reason },
             ClusterCommand::Ticket {
                 conn,

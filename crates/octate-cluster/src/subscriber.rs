@@ -19,7 +19,7 @@ use redis::aio::{PubSubSink, PubSubStream};
 use crate::config::Backoff;
 use crate::conn::bounded;
 use crate::state::{Counters, Shared, Trigger};
-use crate::wire::{Inbound, RelayIn, payload_text};
+use crate::wire::{Inbound, RelayIn, RelayKind, payload_text};
 use crate::{ClusterError, NodeEvent};
 
 /// Most sending nodes whose sequence is tracked.
@@ -203,13 +203,22 @@ impl Receiver {
             return;
         };
         Counters::add(&sh.counters.messages_in, 1);
-        sh.emit(NodeEvent::Core(ClusterEvent::Relay {
-            room_id,
-            from,
-            from_node,
-            to,
-            text,
-        }));
+        let event = match frame.kind {
+            RelayKind::Message => ClusterEvent::Relay {
+                room_id,
+                from,
+                from_node,
+                to,
+                text,
+            },
+            RelayKind::Publish => ClusterEvent::Publish {
+                room_id,
+                from,
+                from_node,
+                text,
+            },
+        };
+        sh.emit(NodeEvent::Core(event));
     }
 
     /// Whether a frame is new; counts and reports gaps.

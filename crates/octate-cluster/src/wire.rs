@@ -1,8 +1,8 @@
 //! The bytes on the nodes' channels: relay frames (binary, built here) and membership,
 //! room-closed and revocation events (JSON, mostly built by the Lua scripts).
 //!
-//! Every message starts with one tag byte: `R` relay, `M` membership, `C` room closed,
-//! `V` token revoked. A relay frame is
+//! Every message starts with one tag byte: `R` relay, `P` y-webrtc publish, `M`
+//! membership, `C` room closed, `V` token revoked. A relay (or publish) frame is
 //! `R | node len u8 | node | boot u64 | seq u64 | room len u8 | room | from len u8 | from |
 //! to len u8 (0: everyone) | to | payload`, integers big-endian, the payload being the
 //! message's JSON exactly as the recipients get it.
@@ -15,6 +15,17 @@ use serde::{Deserialize, Serialize};
 
 /// Tag of a relay frame.
 pub(crate) const TAG_RELAY: u8 = b'R';
+/// Tag of a relay frame carrying a `y-webrtc` `publish` (for the topic's subscribers).
+pub(crate) const TAG_PUBLISH: u8 = b'P';
+
+/// What a relay frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RelayKind {
+    /// A native message for the room's native peers (or one of them).
+    Message,
+    /// A `y-webrtc` `publish` for the room topic's subscribers.
+    Publish,
+}
 /// Tag of a revocation.
 pub(crate) const TAG_REVOKED: u8 = b'V';
 
@@ -44,11 +55,32 @@ impl RelayFrame {
         to: Option<&UserId>,
         payload: &[u8],
     ) -> Self {
+        Self::framed(TAG_RELAY, node, boot, (room, from, to), payload)
+    }
+
+    /// Frames one `y-webrtc` `publish` for another node's subscribers of `room`.
+    pub(crate) fn publish(
+        node: &NodeId,
+        boot: u64,
+        room: &RoomId,
+        from: &UserId,
+        payload: &[u8],
+    ) -> Self {
+        Self::framed(TAG_PUBLISH, node, boot, (room, from, None), payload)
+    }
+
+    fn framed(
+        tag: u8,
+        node: &NodeId,
+        boot: u64,
+        (room, from, to): (&RoomId, &UserId, Option<&UserId>),
+        payload: &[u8],
+    ) -> Self {
         let (node, room, from) = (node.as_str(), room.as_str(), from.as_str());
         let to = to.map_or("", UserId::as_str);
         let len = 1 + 1 + node.len() + 16 + 3 + room.len() + from.len() + to.len() + payload.len();
         let mut bytes = Vec::with_capacity(len);
-        bytes.push(TAG_RELAY);
+        bytes.push(tag);
         push_short(&mut bytes, node);
         bytes.extend_from_slice(&boot.to_be_bytes());
         let seq_at = bytes.len();
@@ -78,6 +110,7 @@ fn push_short(out: &mut Vec<u8>, s: &str) {
 /// A relay frame as received, borrowing the message.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct RelayIn<'a> {
+    pub(crate) kind: RelayKind,
     pub(crate) node: &'a str,
     pub(crate) boot: u64,
     pub(crate) seq: u64,
@@ -118,9 +151,11 @@ impl<'a> RelayIn<'a> {
     /// Parses a relay frame, tag included.
     pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, BadMessage> {
         let mut r = Reader { rest: bytes };
-        if r.take(1)? != [TAG_RELAY] {
-            return Err(bad("not a relay frame"));
-        }
+        let kind = match r.take(1)? {
+            [TAG_RELAY] => RelayKind::Message,
+            [TAG_PUBLISH] => RelayKind::Publish,
+            _ => return Err(bad("not a relay frame")),
+        };
         let node = r.short()?;
         let boot = r.u64()?;
         let seq = r.u64()?;
@@ -128,6 +163,7 @@ impl<'a> RelayIn<'a> {
         let from = r.short()?;
         let to = r.short()?;
         Ok(Self {
+            kind,
             node,
             boot,
             seq,
@@ -298,7 +334,7 @@ impl<'a> Inbound<'a> {
         let (tag, body) = bytes.split_first().ok_or_else(|| bad("empty message"))?;
         let json = |what| bad(format!("bad {what} event"));
         match tag {
-            b'R' => RelayIn::parse(bytes).map(Self::Relay),
+            b'R' | b'P' => RelayIn::parse(bytes).map(Self::Relay),
             b'M' => {
                 let m: MembershipJson =
                     serde_json::from_slice(body).map_err(|_| json("membership"))?;
@@ -359,6 +395,7 @@ mod tests {
         assert_eq!(
             got,
             RelayIn {
+                kind: RelayKind::Message,
                 node: "node-a",
                 boot: 7,
                 seq: 42,
@@ -370,6 +407,12 @@ mod tests {
         );
         let broadcast = RelayFrame::new(&node, 7, &room, &from, None, b"{}");
         assert_eq!(RelayIn::parse(&broadcast.bytes).expect("parses").to, None);
+        let publish = RelayFrame::publish(&node, 7, &room, &from, b"{}");
+        let got = RelayIn::parse(&publish.bytes).expect("parses");
+        assert_eq!(
+            (got.kind, got.to, got.payload),
+            (RelayKind::Publish, None, &b"{}"[..])
+        );
     }
 
     #[test]

@@ -217,6 +217,17 @@ pub enum ClusterCommand {
         /// The message, ready to encode once.
         msg: ServerMessage,
     },
+    /// Deliver a `y-webrtc` `publish` to the topic's subscribers on other nodes.
+    Publish {
+        /// The nodes to deliver to.
+        nodes: Vec<NodeId>,
+        /// The room (the topic).
+        room_id: RoomId,
+        /// The publisher.
+        from: UserId,
+        /// The message as subscribers get it, `clients` included.
+        text: Arc<str>,
+    },
     /// Record the digest of the ticket just handed to a session of this node (the one
     /// before is spent), and the token the session runs on.
     Ticket {
@@ -317,6 +328,17 @@ pub enum ClusterEvent {
         /// The one recipient, or every local peer of the room but the sender.
         to: Option<UserId>,
         /// The JSON text to send as is.
+        text: Arc<str>,
+    },
+    /// A `y-webrtc` `publish` from a peer on another node, for this node's subscribers.
+    Publish {
+        /// The room (the topic).
+        room_id: RoomId,
+        /// The publisher.
+        from: UserId,
+        /// The node the publisher's session is on.
+        from_node: NodeId,
+        /// The message as subscribers get it.
         text: Arc<str>,
     },
     /// A room was closed by any node (or over HTTP).

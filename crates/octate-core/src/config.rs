@@ -9,6 +9,8 @@ pub struct CoreConfig {
     pub heartbeat_interval: Duration,
     /// Silence after which a peer is removed (seed: 5 min).
     pub peer_timeout: Duration,
+    /// Silence after which a `y-webrtc` peer is removed: its client pings every 15 s.
+    pub ywebrtc_peer_timeout: Duration,
     /// How often rooms are cleaned up (seed: 60 s).
     pub cleanup_interval: Duration,
     /// Inactivity after which a room is closed (seed: 3 h).
@@ -39,6 +41,7 @@ impl Default for CoreConfig {
         Self {
             heartbeat_interval: Duration::from_secs(30),
             peer_timeout: Duration::from_secs(5 * 60),
+            ywebrtc_peer_timeout: Duration::from_secs(45),
             cleanup_interval: Duration::from_secs(60),
             room_inactive_timeout: Duration::from_secs(3 * 60 * 60),
             room_idle_after: Duration::from_secs(10 * 60),

@@ -25,6 +25,30 @@ pub struct Identity {
     pub room_id: RoomId,
 }
 
+/// Which signaling protocol a connection speaks.
+///
+/// Both kinds are peers of their room (presence, limits, `/stats`), but a message of one
+/// protocol never reaches a connection of the other: their formats differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// Octate's own protocol (`docs/protocol.md`).
+    #[default]
+    Native,
+    /// The protocol of Yjs's `y-webrtc` provider: one topic, the room, fanned out verbatim.
+    YWebrtc,
+}
+
+/// Whether a room has a place for a new connection of a user: [`Core::vacancy`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vacancy {
+    /// It may join (replacing a quiet connection of the same user, if there is one).
+    Open,
+    /// The room is at its peer limit.
+    Full,
+    /// The user is in the room on a connection heard from lately.
+    Taken,
+}
+
 /// Room details for a room created through the HTTP API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewRoom {
@@ -81,6 +105,10 @@ struct Conn {
     token: TokenRef,
     /// The connection's resumable session, once it has been handed a ticket.
     session: Option<String>,
+    /// What the connection speaks.
+    protocol: Protocol,
+    /// A `y-webrtc` connection subscribed to its room's topic: it gets the room's `publish`es.
+    subscribed: bool,
 }
 
 /// The whole signaling state of one server process, driven by its caller.
@@ -183,6 +211,8 @@ struct PendingJoin {
     held: Vec<Arc<str>>,
     /// A `join-room` arrived while this join was in flight: it is answered too.
     also_room_joined: bool,
+    /// `publish`es of a `y-webrtc` joiner, sent once its join is committed.
+    published: Vec<String>,
 }
 
 /// Most bytes of signals held for one join in flight; more are dropped.
@@ -296,6 +326,42 @@ impl Core {
         self.conns.contains_key(&conn)
     }
 
+    /// Whether a new connection of `user` may join `room_id` at `now`, as far as this
+    /// node knows the room. A connection of the same user that has gone quiet (past its
+    /// ping interval) may be replaced; one heard from recently may not.
+    pub fn vacancy(&self, now: UnixMillis, room_id: &RoomId, user: &UserId) -> Vacancy {
+        let Some(room) = self.rooms.get(room_id) else {
+            return Vacancy::Open;
+        };
+        let Some(member) = room.member(user) else {
+            return if room.members.len() >= self.config.max_peers_per_room {
+                Vacancy::Full
+            } else {
+                Vacancy::Open
+            };
+        };
+        let heard_lately = member
+            .local()
+            .and_then(|conn| self.conns.get(&conn))
+            .is_some_and(|c| {
+                let quiet_after = match c.protocol {
+                    Protocol::Native => millis(self.config.heartbeat_interval).saturating_mul(2),
+                    Protocol::YWebrtc => millis(self.config.ywebrtc_peer_timeout) / 2,
+                };
+                now.saturating_sub(c.last_seen) < quiet_after
+            });
+        if heard_lately {
+            Vacancy::Taken
+        } else {
+            Vacancy::Open
+        }
+    }
+
+    /// What a connection speaks, when it is authenticated here.
+    pub fn protocol(&self, conn: ConnId) -> Option<Protocol> {
+        self.conns.get(&conn).map(|c| c.protocol)
+    }
+
     /// Counters and gauges.
     pub fn stats(&self) -> CoreStats {
         CoreStats {
@@ -344,6 +410,89 @@ impl Core {
     /// A connection proved who it is with a verified token: it joins its room, and its
     /// session remembers the token for a later `resume`.
     pub fn handle_login(&mut self, now: UnixMillis, conn: ConnId, login: Login) {
+        self.login(now, conn, login, Protocol::Native);
+    }
+
+    /// A `y-webrtc` connection was upgraded with a verified token: it joins its room as a
+    /// peer that is never sent native messages. It is not subscribed to its room's topic yet.
+    pub fn handle_ywebrtc_login(&mut self, now: UnixMillis, conn: ConnId, login: Login) {
+        self.login(now, conn, login, Protocol::YWebrtc);
+    }
+
+    /// A `y-webrtc` connection subscribed to its room's topic (`true`) or unsubscribed.
+    pub fn handle_ywebrtc_subscription(&mut self, now: UnixMillis, conn: ConnId, subscribed: bool) {
+        self.handle_pong(now, conn);
+        if let Some(state) = self.conns.get_mut(&conn)
+            && state.protocol == Protocol::YWebrtc
+        {
+            state.subscribed = subscribed;
+        }
+    }
+
+    /// A `y-webrtc` connection published `text` (a whole `publish` message, already
+    /// checked to name its room's topic): it goes, with `clients` added, to the topic's
+    /// other subscribers here and on every other node of the room. On a cluster, what a
+    /// connection publishes before its join is committed is sent once it is (the client
+    /// announces itself as soon as it subscribes).
+    pub fn handle_ywebrtc_publish(&mut self, now: UnixMillis, conn: ConnId, text: &str) {
+        self.handle_pong(now, conn);
+        let Some(state) = self.conns.get(&conn) else {
+            return;
+        };
+        if state.protocol != Protocol::YWebrtc {
+            return;
+        }
+        if !state.joined {
+            if let Some(pending) = self.pending.get_mut(&conn) {
+                let held: usize = pending.held.iter().map(|t| t.len()).sum::<usize>()
+                    + pending.published.iter().map(String::len).sum::<usize>();
+                if held + text.len() <= MAX_HELD_BYTES {
+                    pending.published.push(text.to_owned());
+                }
+            }
+            return;
+        }
+        self.publish(now, conn, text);
+    }
+
+    /// Sends a joined `y-webrtc` connection's `publish` to the topic's other subscribers.
+    fn publish(&mut self, now: UnixMillis, conn: ConnId, text: &str) {
+        let Some(state) = self.conns.get(&conn) else {
+            return;
+        };
+        let (user, room_id) = (&state.identity.user_id, &state.identity.room_id);
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        room.touch(now);
+        let conns = &self.conns;
+        let mut subscribers = 0;
+        let to: Vec<ConnId> = room
+            .ywebrtc_conns()
+            .filter(|c| conns.get(c).is_some_and(|s| s.subscribed))
+            .inspect(|_| subscribers += 1)
+            .filter(|c| *c != conn)
+            .collect();
+        if to.is_empty() && room.remote_nodes.is_empty() {
+            return;
+        }
+        let text = octate_protocol::ywebrtc::with_clients(text, subscribers);
+        if !room.remote_nodes.is_empty() {
+            self.outputs
+                .push_back(Output::Cluster(ClusterCommand::Publish {
+                    nodes: room.remote_nodes.clone(),
+                    room_id: room_id.clone(),
+                    from: user.clone(),
+                    text: text.clone(),
+                }));
+        }
+        if !to.is_empty() {
+            self.stats.messages_relayed += to.len() as u64;
+            self.outputs.push_back(Output::Forward { to, text });
+        }
+    }
+
+    fn login(&mut self, now: UnixMillis, conn: ConnId, login: Login, protocol: Protocol) {
         let Login {
             identity,
             user_name,
@@ -374,6 +523,8 @@ impl Core {
                 last_seen: now,
                 token,
                 session: None,
+                protocol,
+                subscribed: false,
             },
         );
         if let Err(err) = self.join(now, conn, JoinKind::Auth) {
@@ -463,6 +614,8 @@ impl Core {
                 last_seen: now,
                 token: session.token.clone(),
                 session: Some(session_id.to_owned()),
+                protocol: Protocol::Native,
+                subscribed: false,
             },
         );
         self.stats.sessions_resumed += 1;
@@ -632,6 +785,8 @@ impl Core {
                 last_seen: now,
                 token: token.clone(),
                 session: Some(pending.ticket.session_id.clone()),
+                protocol: Protocol::Native,
+                subscribed: false,
             },
         );
         let here =
@@ -984,6 +1139,12 @@ impl Core {
                 to,
                 text,
             } => self.deliver_remote(now, &room_id, (&from, &from_node), to.as_ref(), text),
+            ClusterEvent::Publish {
+                room_id,
+                from,
+                from_node,
+                text,
+            } => self.deliver_remote_publish(now, &room_id, (&from, &from_node), text),
             ClusterEvent::RoomClosed {
                 room_id,
                 reason,
@@ -1055,10 +1216,20 @@ impl Core {
     // ---- Internals -------------------------------------------------------------------
 
     fn send_error(&mut self, conn: ConnId, code: ErrorCode, message: impl Into<String>) {
+        if self.speaks_ywebrtc(conn) {
+            return;
+        }
         self.outputs.push_back(Output::Send {
             to: conn,
             msg: ServerMessage::error(code, message),
         });
+    }
+
+    /// Whether `conn` is a `y-webrtc` connection, which is never sent native messages.
+    fn speaks_ywebrtc(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.protocol == Protocol::YWebrtc)
     }
 
     /// A connection that authenticated cannot be in its room: tell it why and close it.
@@ -1104,10 +1275,11 @@ impl Core {
 
     fn join(&mut self, now: UnixMillis, conn: ConnId, mode: JoinKind) -> Result<(), CoreError> {
         let state = self.conns.get(&conn).ok_or(CoreError::NotAuthenticated)?;
-        let (user, room_id, name) = (
+        let (user, room_id, name, protocol) = (
             state.identity.user_id.clone(),
             state.identity.room_id.clone(),
             state.user_name.clone(),
+            state.protocol,
         );
         if state.joined {
             return match mode {
@@ -1170,7 +1342,7 @@ impl Core {
             .rooms
             .get_mut(&room_id)
             .ok_or(CoreError::RoomNotFound)?;
-        room.add(user.clone(), name, conn, now);
+        room.add(user.clone(), name, (conn, protocol), now);
         let others = room.conns_except(Some(&user));
         let joined = room.member(&user).map(|m| m.info.clone());
         if let Some(state) = self.conns.get_mut(&conn) {
@@ -1217,9 +1389,11 @@ impl Core {
                 user_id: user_id.clone(),
                 held: Vec::new(),
                 also_room_joined: false,
+                published: Vec::new(),
             },
         );
-        let session_id = match (self.resume_enabled(), self.issuer.as_deref_mut()) {
+        let resumable = self.resume_enabled() && !self.speaks_ywebrtc(conn);
+        let session_id = match (resumable, self.issuer.as_deref_mut()) {
             (true, Some(issuer)) => self.conns.get_mut(&conn).map(|state| {
                 state
                     .session
@@ -1318,12 +1492,16 @@ impl Core {
         if pending.also_room_joined {
             self.reply_joined(conn, &user, &room_id, Reply::RoomJoined);
         }
-        for text in pending.held {
+        let native = !self.speaks_ywebrtc(conn);
+        for text in pending.held.into_iter().filter(|_| native) {
             self.stats.messages_relayed += 1;
             self.outputs.push_back(Output::Forward {
                 to: vec![conn],
                 text,
             });
+        }
+        for text in pending.published {
+            self.publish(now, conn, &text);
         }
     }
 
@@ -1335,6 +1513,11 @@ impl Core {
         entry: &ClusterMember,
         conn: ConnId,
     ) {
+        let protocol = self
+            .conns
+            .get(&conn)
+            .map(|c| c.protocol)
+            .unwrap_or_default();
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
@@ -1356,6 +1539,7 @@ impl Core {
                 info: info.clone(),
                 location: PeerLocation::Local(conn),
                 session: None,
+                protocol,
             },
         );
         let others = room.conns_except(Some(&entry.user_id));
@@ -1426,6 +1610,7 @@ impl Core {
         let old_host = existing.map(|r| r.host_id.clone());
         let mut members = Vec::with_capacity(snapshot.members.len());
         for m in &snapshot.members {
+            let mut protocol = Protocol::Native;
             let location = if m.suspended {
                 PeerLocation::Suspended
             } else if m.node == this_node {
@@ -1448,6 +1633,11 @@ impl Core {
                         && o.session == m.session
                 });
                 if live {
+                    protocol = self
+                        .conns
+                        .get(&m.conn)
+                        .map(|c| c.protocol)
+                        .unwrap_or_default();
                     PeerLocation::Local(m.conn)
                 } else if resuming || suspending {
                     // Resumed here with the answer on its way (if the connection went
@@ -1477,6 +1667,7 @@ impl Core {
                 },
                 location,
                 session: m.session.clone(),
+                protocol,
             });
         }
         if existing.is_none() && !members.iter().any(|m| m.local().is_some()) {
@@ -1660,11 +1851,42 @@ impl Core {
         let to = match to {
             Some(user) => room
                 .member(user)
+                .filter(|m| m.protocol == Protocol::Native)
                 .and_then(Member::local)
                 .into_iter()
                 .collect(),
             None => room.conns_except(Some(from)),
         };
+        if !to.is_empty() {
+            self.stats.messages_relayed += to.len() as u64;
+            self.outputs.push_back(Output::Forward { to, text });
+        }
+    }
+
+    /// Delivers a `y-webrtc` `publish` from another node to this node's subscribers of
+    /// the room's topic.
+    fn deliver_remote_publish(
+        &mut self,
+        now: UnixMillis,
+        room_id: &RoomId,
+        (from, from_node): (&UserId, &NodeId),
+        text: Arc<str>,
+    ) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let current = room.member(from).is_some_and(
+            |m| matches!(&m.location, PeerLocation::Remote { node, .. } if node == from_node),
+        );
+        if !current {
+            return;
+        }
+        room.touch(now);
+        let conns = &self.conns;
+        let to: Vec<ConnId> = room
+            .ywebrtc_conns()
+            .filter(|c| conns.get(c).is_some_and(|s| s.subscribed))
+            .collect();
         if !to.is_empty() {
             self.stats.messages_relayed += to.len() as u64;
             self.outputs.push_back(Output::Forward { to, text });
@@ -1710,6 +1932,9 @@ impl Core {
     }
 
     fn reply_joined(&mut self, conn: ConnId, user: &UserId, room_id: &RoomId, reply: Reply) {
+        if self.speaks_ywebrtc(conn) {
+            return;
+        }
         let Some(room) = self.rooms.get(room_id).map(Room::metadata) else {
             return;
         };
@@ -1993,10 +2218,11 @@ impl Core {
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
-        let conns = room.conns_except(None);
-        if !conns.is_empty() {
+        let conns = room.local_conns();
+        let native = room.conns_except(None);
+        if !native.is_empty() {
             self.outputs.push_back(Output::Broadcast {
-                to: conns.clone(),
+                to: native,
                 msg: ServerMessage::RoomClosed {
                     room_id: room_id.clone(),
                     reason,
@@ -2031,10 +2257,11 @@ impl Core {
         if &target == user {
             return Err(CoreError::PeerNotFound);
         }
-        let location = &room
-            .member(&target)
-            .ok_or(CoreError::PeerNotFound)?
-            .location;
+        let member = room.member(&target).ok_or(CoreError::PeerNotFound)?;
+        if member.protocol == Protocol::YWebrtc {
+            return Err(CoreError::PeerIncompatible);
+        }
+        let location = &member.location;
         let out = match location {
             PeerLocation::Local(to) => {
                 debug_assert_ne!(*to, conn);
@@ -2112,8 +2339,14 @@ impl Core {
 
     fn heartbeat(&mut self, now: UnixMillis) {
         self.drop_silent_peers(now);
-        if !self.conns.is_empty() {
-            let mut to: Vec<ConnId> = self.conns.keys().copied().collect();
+        // `y-webrtc` clients ping the server themselves.
+        let mut to: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.protocol == Protocol::Native)
+            .map(|(conn, _)| *conn)
+            .collect();
+        if !to.is_empty() {
             to.sort_unstable();
             self.outputs.push_back(Output::Heartbeat { to });
         }
@@ -2121,8 +2354,13 @@ impl Core {
 
     /// Closes every connection silent for longer than the peer timeout.
     fn drop_silent_peers(&mut self, now: UnixMillis) {
-        let timeout = millis(self.config.peer_timeout);
+        let native = millis(self.config.peer_timeout);
+        let ywebrtc = millis(self.config.ywebrtc_peer_timeout);
         self.close_where(now, CloseCode::HeartbeatTimeout, |c| {
+            let timeout = match c.protocol {
+                Protocol::Native => native,
+                Protocol::YWebrtc => ywebrtc,
+            };
             now.saturating_sub(c.last_seen) > timeout
         });
     }

@@ -36,6 +36,9 @@ pub enum CoreError {
     /// The target's connection dropped and it may come back soon.
     #[error("the peer is briefly unreachable; try again after it is back")]
     PeerUnavailable,
+    /// The target speaks `y-webrtc`, which has no native signals.
+    #[error("the peer speaks y-webrtc and cannot receive native signals")]
+    PeerIncompatible,
     /// The connection is not in a room.
     #[error("not in a room")]
     NotInRoom,
@@ -58,6 +61,7 @@ impl CoreError {
             Self::TooManyRoomsForUser => ErrorCode::TooManyRoomsForUser,
             Self::PeerNotFound => ErrorCode::PeerNotFound,
             Self::PeerUnavailable => ErrorCode::PeerUnavailable,
+            Self::PeerIncompatible => ErrorCode::PeerIncompatible,
             Self::NotInRoom => ErrorCode::NotInRoom,
             Self::Unavailable => ErrorCode::Unavailable,
         }

@@ -27,7 +27,7 @@ pub use crate::cluster::{
     MembershipCause, NodeId, PeerLocation, RoomSnapshot,
 };
 pub use crate::config::CoreConfig;
-pub use crate::core::{Core, CoreStats, Identity, NewRoom};
+pub use crate::core::{Core, CoreStats, Identity, NewRoom, Protocol, Vacancy};
 pub use crate::error::CoreError;
 pub use crate::memory::MemoryLevel;
 pub use crate::output::{ConnId, Output};

@@ -6,7 +6,7 @@
 
 use octate_protocol::{PeerInfo, RoomId, RoomMetadata, RoomState, UnixMillis, UserId};
 
-use crate::{ConnId, NodeId, PeerLocation};
+use crate::{ConnId, NodeId, PeerLocation, Protocol};
 
 /// A user in a room and where the connection that reaches it lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,6 +15,8 @@ pub(crate) struct Member {
     pub(crate) location: PeerLocation,
     /// The member's resumable session on this process, if it has one.
     pub(crate) session: Option<String>,
+    /// What its connection speaks ([`Protocol::Native`] for members of other nodes).
+    pub(crate) protocol: Protocol,
 }
 
 impl Member {
@@ -85,7 +87,13 @@ impl Room {
     }
 
     /// Adds a member; the first member of an empty room becomes its host.
-    pub(crate) fn add(&mut self, user: UserId, user_name: String, conn: ConnId, now: UnixMillis) {
+    pub(crate) fn add(
+        &mut self,
+        user: UserId,
+        user_name: String,
+        (conn, protocol): (ConnId, Protocol),
+        now: UnixMillis,
+    ) {
         let is_host = self.members.is_empty();
         if is_host {
             self.host_id = user.clone();
@@ -102,6 +110,7 @@ impl Room {
             info,
             location: PeerLocation::Local(conn),
             session: None,
+            protocol,
         });
         self.touch(now);
     }
@@ -127,13 +136,27 @@ impl Room {
         Some((member, new_host))
     }
 
-    /// Local connections of every member except `except`.
+    /// Local connections of every native member except `except`: who gets the room's
+    /// native events and messages.
     pub(crate) fn conns_except(&self, except: Option<&UserId>) -> Vec<ConnId> {
         self.members
             .iter()
-            .filter(|m| Some(&m.info.user_id) != except)
+            .filter(|m| m.protocol == Protocol::Native && Some(&m.info.user_id) != except)
             .filter_map(Member::local)
             .collect()
+    }
+
+    /// Local connections of every member, whatever it speaks.
+    pub(crate) fn local_conns(&self) -> Vec<ConnId> {
+        self.members.iter().filter_map(Member::local).collect()
+    }
+
+    /// Local connections of the `y-webrtc` members.
+    pub(crate) fn ywebrtc_conns(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.members
+            .iter()
+            .filter(|m| m.protocol == Protocol::YWebrtc)
+            .filter_map(Member::local)
     }
 
     /// Whether any member's connection is one of this process.
@@ -193,9 +216,9 @@ mod tests {
             "A".into(),
             0,
         );
-        room.add(uid("a"), "A".into(), ConnId(1), 1);
-        room.add(uid("b"), "B".into(), ConnId(2), 2);
-        room.add(uid("c"), "C".into(), ConnId(3), 3);
+        room.add(uid("a"), "A".into(), (ConnId(1), Protocol::Native), 1);
+        room.add(uid("b"), "B".into(), (ConnId(2), Protocol::Native), 2);
+        room.add(uid("c"), "C".into(), (ConnId(3), Protocol::Native), 3);
         assert!(room.members[0].info.is_host);
         let (gone, new_host) = room.remove(&uid("a"), 4).expect("a is a member");
         assert_eq!(gone.local(), Some(ConnId(1)));

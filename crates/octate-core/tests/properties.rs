@@ -126,6 +126,7 @@ fn config() -> impl Strategy<Value = CoreConfig> {
             |(peers, rooms, per_user, peer_timeout, idle, inactive, cleanup)| CoreConfig {
                 heartbeat_interval: Duration::from_secs(30),
                 peer_timeout: Duration::from_secs(peer_timeout * 60),
+                ywebrtc_peer_timeout: Duration::from_secs(45),
                 cleanup_interval: Duration::from_secs(cleanup),
                 room_inactive_timeout: Duration::from_secs(inactive * 60),
                 room_idle_after: Duration::from_secs(idle * 60),

@@ -165,6 +165,8 @@ pub enum ErrorCode {
     PeerNotFound,
     /// The target peer's connection dropped and may come back soon: retry later.
     PeerUnavailable,
+    /// The target peer speaks another protocol (`y-webrtc`): it cannot receive this signal.
+    PeerIncompatible,
     /// The session cannot be resumed: authenticate afresh.
     ResumeFailed,
     /// The connection is not in a room.
@@ -216,6 +218,7 @@ impl ErrorCode {
             Self::TooManyConnections => "too-many-connections",
             Self::PeerNotFound => "peer-not-found",
             Self::PeerUnavailable => "peer-unavailable",
+            Self::PeerIncompatible => "peer-incompatible",
             Self::ResumeFailed => "resume-failed",
             Self::NotInRoom => "not-in-room",
             Self::RateLimited => "rate-limited",
@@ -257,6 +260,7 @@ impl ErrorCode {
         Self::TooManyConnections,
         Self::PeerNotFound,
         Self::PeerUnavailable,
+        Self::PeerIncompatible,
         Self::ResumeFailed,
         Self::NotInRoom,
         Self::RateLimited,
@@ -476,7 +480,7 @@ mod tests {
         wire.sort_unstable();
         wire.dedup();
         assert_eq!(wire.len(), n);
-        assert_eq!(n, 36);
+        assert_eq!(n, 37);
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod ids;
 mod model;
 mod raw;
 mod server;
+pub mod ywebrtc;
 
 pub use client::{
     ClientMessage, DEFAULT_MAX_MESSAGE_BYTES, MAX_FILE_ID_LEN, MAX_NAME_CHARS,

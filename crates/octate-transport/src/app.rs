@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use octate_auth::{AuthError, Claims, TokenAuthority};
 use octate_core::{
-    ClusterEvent, ClusterMember, ConnId, Core, Identity, MemoryLevel, NodeId, Output, TokenRef,
+    ClusterEvent, ClusterMember, ConnId, Core, Identity, MemoryLevel, NodeId, Output, Protocol,
+    TokenRef,
 };
 use octate_protocol::{CloseCode, ErrorCode, RoomCloseReason, RoomId, ServerMessage, UnixMillis};
 use parking_lot::{Mutex, RwLock};
@@ -460,7 +461,10 @@ impl App {
     /// at once, so its room sees it leave without waiting for the socket to drain.
     pub(crate) fn end_sessions(&self, conns: &[ConnId], code: ErrorCode, message: &str) {
         for &conn in conns {
-            self.send_error(conn, code, message);
+            // A `y-webrtc` client has no `error` message: the close code tells it.
+            if self.with_core(|core| core.protocol(conn)) != Some(Protocol::YWebrtc) {
+                self.send_error(conn, code, message);
+            }
             self.close(conn, CloseCode::AuthFailed);
         }
         // The sessions report their own end later; the core has forgotten them by then.

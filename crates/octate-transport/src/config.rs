@@ -100,6 +100,8 @@ pub struct TransportConfig {
     pub access: AccessRules,
     /// The certificate served over TLS on both ports; plain TCP when `None`.
     pub tls: Option<Tls>,
+    /// Whether `/y-webrtc` serves Yjs's `y-webrtc` provider (see `docs/y-webrtc.md`).
+    pub ywebrtc: bool,
 }
 
 impl Default for TransportConfig {
@@ -127,6 +129,7 @@ impl Default for TransportConfig {
             ice: None,
             access: AccessRules::default(),
             tls: None,
+            ywebrtc: true,
         }
     }
 }

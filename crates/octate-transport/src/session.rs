@@ -10,6 +10,11 @@
 //! bytes of its own only for a frame still arriving. Writing is [`crate::writer`]'s.
 //! Every control frame and every message counts against the connection's rate limit;
 //! a read's frames refresh the connection's liveness in the core once at most.
+//!
+//! A session speaks Octate's protocol, or `y-webrtc` ([`ywebrtc`]): the same framing,
+//! limits and life, with its own messages.
+
+mod ywebrtc;
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -21,7 +26,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use octate_core::{ConnId, Identity, Login, TokenRef};
+use octate_core::{ConnId, Identity, Login, Protocol, TokenRef};
 use octate_protocol::{ClientMessage, CloseCode, ErrorCode, RoomId, UserId};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::watch;
@@ -71,6 +76,18 @@ struct ReadReport {
     to_core: bool,
 }
 
+/// How a session proves who it is, and which protocol it speaks.
+#[derive(Debug)]
+pub(crate) enum Opening {
+    /// Octate's protocol: the first message is `auth` (or `resume`).
+    Native,
+    /// Yjs's `y-webrtc`: authenticated by the token of its upgrade URL.
+    YWebrtc {
+        /// The token, checked once before the upgrade and again here.
+        token: String,
+    },
+}
+
 /// Runs a WebSocket session until it ends; the core hears of the disconnect as soon as
 /// the session stops being open.
 ///
@@ -82,9 +99,21 @@ pub(crate) async fn run<S: SessionStream>(
     early: Bytes,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
+    opening: Opening,
 ) {
-    let mut conn = Connection::new(app, ip, Instant::now());
-    debug!(conn = %conn.session.conn, "websocket open");
+    let protocol = match opening {
+        Opening::Native => Protocol::Native,
+        Opening::YWebrtc { .. } => Protocol::YWebrtc,
+    };
+    let mut conn = Connection::new(app, ip, Instant::now(), protocol);
+    debug!(conn = %conn.session.conn, ?protocol, "websocket open");
+    if let Opening::YWebrtc { token } = opening {
+        let end = conn.session.login_ywebrtc(&token);
+        conn.after_read(ReadReport {
+            end,
+            ..ReadReport::default()
+        });
+    }
     let (mut rd, mut wr) = stream.split();
     if !early.is_empty() {
         conn.on_bytes(&mut early.to_vec());
@@ -221,8 +250,9 @@ struct Connection {
 }
 
 impl Connection {
-    /// Registers a connection from `ip` whose handshake completed at `now`.
-    fn new(app: Arc<App>, ip: IpAddr, now: Instant) -> Self {
+    /// Registers a connection from `ip`, speaking `protocol`, whose handshake completed
+    /// at `now`.
+    fn new(app: Arc<App>, ip: IpAddr, now: Instant, protocol: Protocol) -> Self {
         let (conn, outbox) = app.registry.register();
         app.metrics.connections_opened.inc();
         let config = &app.config;
@@ -256,6 +286,8 @@ impl Connection {
                 token: None,
                 peer_close: None,
                 resuming: false,
+                protocol,
+                reached_core: false,
             },
         }
     }
@@ -455,7 +487,7 @@ impl Reader {
             Ok(None) => None,
             Ok(Some(Message::Text(text))) => {
                 let end = session.on_text(text);
-                report.to_core |= session.identity.is_some();
+                report.to_core |= session.took_to_core();
                 end
             }
             Ok(Some(Message::Binary)) => Some(session.close_with(
@@ -496,13 +528,36 @@ struct Session {
     peer_close: Option<u16>,
     /// A `resume` is waiting for the cluster's answer.
     resuming: bool,
+    /// What the client speaks.
+    protocol: Protocol,
+    /// A `y-webrtc` message went to the core since the last look (which notes it alive).
+    reached_core: bool,
 }
 
 impl Session {
     fn close_with(&self, code: ErrorCode, message: &str, close: CloseCode) -> End {
-        self.app.send_error(self.conn, code, message);
+        self.tell(code, message);
         self.app.close(self.conn, close);
         End::Closed(close)
+    }
+
+    /// Sends the client an `error`, in the protocols that have one (`y-webrtc` has none:
+    /// its client is told by the close code alone).
+    fn tell(&self, code: ErrorCode, message: &str) {
+        match self.protocol {
+            Protocol::Native => self.app.send_error(self.conn, code, message),
+            Protocol::YWebrtc => {
+                debug!(conn = %self.conn, code = code.as_str(), message, "y-webrtc refusal")
+            }
+        }
+    }
+
+    /// Whether the message just handled went to the core, and refreshed liveness there.
+    fn took_to_core(&mut self) -> bool {
+        match self.protocol {
+            Protocol::Native => self.identity.is_some(),
+            Protocol::YWebrtc => std::mem::take(&mut self.reached_core),
+        }
     }
 
     /// Counts one control frame against the rate limit: `Ok(true)`
@@ -511,11 +566,7 @@ impl Session {
         match self.rate.check() {
             Verdict::Allow => Ok(true),
             Verdict::Reject => {
-                self.app.send_error(
-                    self.conn,
-                    ErrorCode::RateLimited,
-                    "slow down: frame dropped",
-                );
+                self.tell(ErrorCode::RateLimited, "slow down: frame dropped");
                 Ok(false)
             }
             Verdict::Close => Err(self.close_flooding()),
@@ -586,6 +637,9 @@ impl Session {
 
     /// Handles one text message; returns how the session ends, if it does.
     fn on_text(&mut self, text: &str) -> Option<End> {
+        if self.protocol == Protocol::YWebrtc {
+            return self.on_ywebrtc_text(text);
+        }
         match self.rate.check() {
             Verdict::Allow => {}
             Verdict::Reject => {
@@ -729,6 +783,8 @@ mod tests {
 
     use octate_auth::{KeyRing, TokenAuthority};
 
+    use octate_protocol::ywebrtc::PONG;
+
     use super::*;
     use crate::TransportConfig;
     use crate::heap::RssProbe;
@@ -784,7 +840,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_of_many_pongs_drives_the_core_once_and_only_when_live() {
         let app = app(|c| c.message_burst = 10_000);
-        let mut conn = Connection::new(app.clone(), LOOPBACK, Instant::now());
+        let mut conn = Connection::new(app.clone(), LOOPBACK, Instant::now(), Protocol::Native);
 
         let before = drives(&app);
         conn.on_bytes(&mut pongs(50));
@@ -817,7 +873,7 @@ mod tests {
             c.message_burst = 5;
             c.rate_limit_strikes = 3;
         });
-        let mut conn = Connection::new(app.clone(), LOOPBACK, Instant::now());
+        let mut conn = Connection::new(app.clone(), LOOPBACK, Instant::now(), Protocol::Native);
         let mut read = frame(0x9, b"ping").repeat(5);
         read.extend(pongs(1));
         conn.on_bytes(&mut read);
@@ -849,6 +905,50 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn ywebrtc_pings_are_answered_and_a_read_refreshes_liveness_once() {
+        let app = app(|c| c.message_burst = 10_000);
+        let mut conn = Connection::new(app.clone(), LOOPBACK, Instant::now(), Protocol::YWebrtc);
+        let (token, _) = app
+            .auth
+            .read()
+            .issue("alice", "room", None, app.clock.now_ms())
+            .expect("token");
+        let end = conn.session.login_ywebrtc(&token);
+        assert_eq!(end, None);
+        conn.after_read(ReadReport::default());
+        assert!(conn.life.is_live());
+        assert!(queued(&conn).is_empty(), "no native auth-ok");
+
+        let before = drives(&app);
+        conn.on_bytes(&mut frame(0x1, br#"{"type":"ping"}"#).repeat(20));
+        assert_eq!(drives(&app), before + 1, "one liveness update for the read");
+        let pong = Outbound::Text(Bytes::from_static(PONG.as_bytes()));
+        let items = queued(&conn);
+        assert_eq!(items.len(), 20);
+        assert!(items.iter().all(|i| *i == pong), "{items:?}");
+
+        let mut read = frame(0x1, br#"{"type":"subscribe","topics":["room"]}"#);
+        read.extend(frame(
+            0x1,
+            br#"{"type":"publish","topic":"room","data":{}}"#,
+        ));
+        read.extend(frame(
+            0x1,
+            br#"{"type":"publish","topic":"elsewhere","data":{}}"#,
+        ));
+        read.extend(frame(0x1, b"not json"));
+        let before = drives(&app);
+        conn.on_bytes(&mut read);
+        assert_eq!(
+            drives(&app),
+            before + 2,
+            "subscribe and publish; they are the sign of life"
+        );
+        assert!(conn.life.is_live());
+        assert!(queued(&conn).is_empty(), "nothing answers ignored input");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_pong_flood_within_the_rate_is_never_closed() {
         let app = app(|c| {
@@ -856,7 +956,7 @@ mod tests {
             c.message_burst = 5;
             c.rate_limit_strikes = 3;
         });
-        let mut conn = Connection::new(app.clone(), LOOPBACK, Instant::now());
+        let mut conn = Connection::new(app.clone(), LOOPBACK, Instant::now(), Protocol::Native);
         for _ in 0..20 {
             conn.on_bytes(&mut pongs(1));
             tokio::time::advance(Duration::from_millis(100)).await;

@@ -56,6 +56,7 @@ fn config(b: &mut Bytes<'_>) -> CoreConfig {
     CoreConfig {
         heartbeat_interval: Duration::from_secs(pick(t, &[30, 10])),
         peer_timeout: Duration::from_secs(pick(t >> 1, &[120, 300])),
+        ywebrtc_peer_timeout: Duration::from_secs(45),
         cleanup_interval: Duration::from_secs(pick(t >> 2, &[30, 60, 90])),
         room_inactive_timeout: Duration::from_secs(pick(t >> 4, &[15 * 60, 3 * 3600])),
         room_idle_after: Duration::from_secs(pick(t >> 5, &[3 * 60, 10 * 60])),

@@ -641,6 +641,24 @@ impl FakeCluster {
                     );
                 }
             }
+            ClusterCommand::Publish {
+                nodes,
+                room_id,
+                from,
+                text,
+            } => {
+                for node in nodes {
+                    self.publish(
+                        &node,
+                        ClusterEvent::Publish {
+                            room_id: room_id.clone(),
+                            from: from.clone(),
+                            from_node: this.clone(),
+                            text: text.clone(),
+                        },
+                    );
+                }
+            }
             ClusterCommand::CloseRoom { .. } => {}
             ClusterCommand::Ticket {
                 conn,

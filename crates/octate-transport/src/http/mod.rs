@@ -2,7 +2,8 @@
 //! upgrade or the API (with static files behind it), and its answer gets CORS headers.
 //!
 //! - [`api`]: the routing table; [`reports`], [`tokens`], [`rooms`], [`turn`]: the handlers.
-//! - [`upgrade`]: WebSocket admission and hand-over to a session.
+//! - [`upgrade`]: WebSocket admission (native, and `y-webrtc` at `/y-webrtc` with its
+//!   token checked first) and hand-over to a session.
 //! - [`cors`]: origins, preflights and `Access-Control-Allow-Origin`.
 //! - [`request`] and [`response`]: reading bodies and the admin key; building answers.
 //! - [`body`]: the response body type; [`static_files`]: the demo's files.
@@ -33,7 +34,7 @@ use crate::app::App;
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
-    /// The HTTP port: the API, plus WebSocket upgrades at `/ws`.
+    /// The HTTP port: the API, plus WebSocket upgrades at `/ws` and `/y-webrtc`.
     Http,
     /// The signaling port: WebSocket upgrades on any path, and the API.
     Signaling,
@@ -69,6 +70,10 @@ pub(crate) async fn route(
             origin.as_deref(),
             api::allowed_methods(req.uri().path()),
         )
+    } else if fastwebsockets::upgrade::is_upgrade_request(&req)
+        && req.uri().path() == upgrade::YWEBRTC_PATH
+    {
+        upgrade::upgrade_ywebrtc(req, &app, origin.as_deref(), client)
     } else if fastwebsockets::upgrade::is_upgrade_request(&req)
         && (listener == Listener::Signaling || req.uri().path() == "/ws")
     {

@@ -1,5 +1,8 @@
 //! The WebSocket upgrade: admission (shutdown, origin, connection limits), the handshake
 //! answered by fastwebsockets, and the hand-over of the socket (TCP or TLS) to a session.
+//!
+//! A native session authenticates with its first message; a `y-webrtc` one (at
+//! [`YWEBRTC_PATH`]) with the token in its query string, checked before the `101`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,6 +11,7 @@ use std::sync::atomic::Ordering;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use octate_core::Vacancy;
 use octate_protocol::ErrorCode;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -17,13 +21,17 @@ use super::body::Body;
 use super::response::{error, method_not_allowed, origin_refused};
 use crate::app::App;
 use crate::audit::{self, ConnectionLimit};
-use crate::session;
+use crate::session::{self, Opening};
 use crate::stream::TlsSession;
+use crate::tokens;
+
+/// Where Yjs's `y-webrtc` provider connects, on both ports.
+pub(super) const YWEBRTC_PATH: &str = "/y-webrtc";
 
 /// Answers an upgrade request from `client`: `101` and a session task, or an error
 /// response.
 pub(super) fn upgrade(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     app: &Arc<App>,
     origin: Option<&str>,
     client: IpAddr,
@@ -32,6 +40,118 @@ pub(super) fn upgrade(
     if req.method() != Method::GET {
         return method_not_allowed("GET", "a WebSocket upgrade must use GET");
     }
+    admit(req, app, origin, client, Opening::Native)
+}
+
+/// Answers a `y-webrtc` upgrade: the token of its query string must be valid (and not
+/// revoked) before anything else, so that a refused client sees an HTTP error and backs
+/// off instead of reconnecting at once.
+pub(super) fn upgrade_ywebrtc(
+    req: Request<Incoming>,
+    app: &Arc<App>,
+    origin: Option<&str>,
+    client: IpAddr,
+) -> Response<Body> {
+    if !app.config.ywebrtc {
+        return error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "y-webrtc is turned off",
+        );
+    }
+    if req.method() != Method::GET {
+        return method_not_allowed("GET", "a WebSocket upgrade must use GET");
+    }
+    let Some(token) = req.uri().query().and_then(query_token) else {
+        app.metrics.auth_failed(ErrorCode::Unauthorized);
+        return unauthorized(ErrorCode::Unauthorized, "missing ?token= in the URL");
+    };
+    // Checked again when the session starts: a revocation in between ends it there.
+    let identity = match tokens::verify(app, &token) {
+        Ok((identity, _)) => identity,
+        Err((code, message)) => {
+            app.metrics.auth_failed(code);
+            debug!(code = code.as_str(), "y-webrtc upgrade refused");
+            return unauthorized(code, message);
+        }
+    };
+    // Refusing here spares the client a socket that would open and close at once (and
+    // two tabs of one user replacing each other in a loop); the core checks the room
+    // again when the session joins.
+    let now = app.clock.now_ms();
+    match app.with_core(|core| core.vacancy(now, &identity.room_id, &identity.user_id)) {
+        Vacancy::Open => {}
+        Vacancy::Full => {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RoomFull,
+                "room is full",
+            );
+        }
+        Vacancy::Taken => {
+            return error(
+                StatusCode::CONFLICT,
+                ErrorCode::TooManyConnections,
+                "this user is connected to this room already: each tab needs its own user id",
+            );
+        }
+    }
+    admit(req, app, origin, client, Opening::YWebrtc { token })
+}
+
+/// `401` with the token's error and `WWW-Authenticate: Bearer`.
+fn unauthorized(code: ErrorCode, message: impl Into<String>) -> Response<Body> {
+    let mut resp = error(StatusCode::UNAUTHORIZED, code, message);
+    resp.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Bearer"),
+    );
+    resp
+}
+
+/// The value of the first `token` parameter of a query string, percent-decoded.
+fn query_token(query: &str) -> Option<String> {
+    let raw = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))?;
+    let token = percent_decode(raw)?;
+    (!token.is_empty()).then_some(token)
+}
+
+/// Decodes `%XX` escapes and `+` (a space); `None` for a bad escape or non-UTF-8 result.
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Admits an upgrade (shutdown, origin, connection limits), answers the handshake and
+/// hands the socket to a session.
+fn admit(
+    mut req: Request<Incoming>,
+    app: &Arc<App>,
+    origin: Option<&str>,
+    client: IpAddr,
+    opening: Opening,
+) -> Response<Body> {
     if app.stopping() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -83,6 +203,7 @@ pub(super) fn upgrade(
                             parts.read_buf,
                             app,
                             stop,
+                            opening,
                         )
                         .await;
                     }
@@ -91,7 +212,7 @@ pub(super) fn upgrade(
                 match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
                     Ok(parts) => {
                         let stream = TlsSession::new(parts.io.into_inner());
-                        session::run(stream, client, parts.read_buf, app, stop).await
+                        session::run(stream, client, parts.read_buf, app, stop, opening).await
                     }
                     Err(_) => debug!("upgraded connection is neither TCP nor TLS"),
                 }
@@ -148,5 +269,26 @@ impl AddressSlot {
 impl Drop for AddressSlot {
     fn drop(&mut self) {
         self.app.per_address.release(self.ip);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_read_from_the_query_string_as_browsers_encode_it() {
+        assert_eq!(query_token("token=a.b-c_d"), Some("a.b-c_d".to_owned()));
+        assert_eq!(
+            query_token("x=1&token=a%2Eb%3d&y=2"),
+            Some("a.b=".to_owned())
+        );
+        assert_eq!(query_token("token=a+b"), Some("a b".to_owned()));
+        assert_eq!(query_token("mytoken=a"), None);
+        assert_eq!(query_token("token="), None);
+        assert_eq!(query_token("token=%"), None);
+        assert_eq!(query_token("token=%zz"), None);
+        assert_eq!(query_token("token=%ff"), None, "not UTF-8");
+        assert_eq!(query_token(""), None);
     }
 }
