@@ -50,6 +50,14 @@ if ! command -v turnserver >/dev/null 2>&1 || ! command -v turnutils_uclient >/d
 fi
 turnserver --version
 
+step "test tools: curl (tests/tls.rs checks the binary with curl and Python's ssl)"
+if ! command -v curl >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y curl || { apt-get update && apt-get install -y curl; } \
+        || { echo "could not install curl with apt-get" >&2; exit 1; }
+fi
+curl --version | head -n 1
+
 step "unit, property and integration tests"
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
