@@ -56,7 +56,7 @@ if ! command -v curl >/dev/null 2>&1; then
     apt-get install -y curl || { apt-get update && apt-get install -y curl; } \
         || { echo "could not install curl with apt-get" >&2; exit 1; }
 fi
-curl --version | head -n 1
+curl --version | sed -n 1p
 
 step "unit, property and integration tests"
 cargo test --workspace --all-targets --locked
