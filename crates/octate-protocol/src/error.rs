@@ -171,6 +171,8 @@ pub enum ErrorCode {
     ResumeFailed,
     /// The connection is not in a room.
     NotInRoom,
+    /// An administrator removed the peer from its room; the connection will be closed.
+    Kicked,
     /// Too many messages too fast.
     RateLimited,
     /// No such HTTP route.
@@ -221,6 +223,7 @@ impl ErrorCode {
             Self::PeerIncompatible => "peer-incompatible",
             Self::ResumeFailed => "resume-failed",
             Self::NotInRoom => "not-in-room",
+            Self::Kicked => "kicked",
             Self::RateLimited => "rate-limited",
             Self::NotFound => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
@@ -263,6 +266,7 @@ impl ErrorCode {
         Self::PeerIncompatible,
         Self::ResumeFailed,
         Self::NotInRoom,
+        Self::Kicked,
         Self::RateLimited,
         Self::NotFound,
         Self::MethodNotAllowed,
@@ -311,6 +315,8 @@ pub enum CloseCode {
     RoomClosed,
     /// 4004: the same user connected to the same room again elsewhere.
     Replaced,
+    /// 4005: an administrator removed the peer through the server API.
+    Kicked,
     /// 4008: the client does not read fast enough; its queue overflowed.
     SlowConsumer,
     /// 4029: the client kept sending after `rate-limited` errors.
@@ -337,6 +343,7 @@ impl CloseCode {
             Self::AuthTimeout => 4002,
             Self::RoomClosed => 4003,
             Self::Replaced => 4004,
+            Self::Kicked => 4005,
             Self::SlowConsumer => 4008,
             Self::MemoryPressure => 4010,
             Self::RateLimited => 4029,
@@ -360,6 +367,7 @@ impl CloseCode {
             Self::AuthTimeout => "authentication timeout",
             Self::RoomClosed => "room closed",
             Self::Replaced => "replaced by a newer connection",
+            Self::Kicked => "kicked",
             Self::SlowConsumer => "slow consumer",
             Self::MemoryPressure => "memory pressure",
             Self::RateLimited => "rate limited",
@@ -399,6 +407,7 @@ mod tests {
             CloseCode::AuthTimeout,
             CloseCode::RoomClosed,
             CloseCode::Replaced,
+            CloseCode::Kicked,
             CloseCode::SlowConsumer,
             CloseCode::MemoryPressure,
             CloseCode::RateLimited,
@@ -480,7 +489,7 @@ mod tests {
         wire.sort_unstable();
         wire.dedup();
         assert_eq!(wire.len(), n);
-        assert_eq!(n, 37);
+        assert_eq!(n, 38);
     }
 
     #[test]
@@ -500,6 +509,7 @@ mod tests {
             (CloseCode::AuthTimeout, 4002),
             (CloseCode::RoomClosed, 4003),
             (CloseCode::Replaced, 4004),
+            (CloseCode::Kicked, 4005),
             (CloseCode::SlowConsumer, 4008),
             (CloseCode::MemoryPressure, 4010),
             (CloseCode::RateLimited, 4029),

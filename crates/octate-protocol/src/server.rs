@@ -25,6 +25,8 @@ pub enum LeaveReason {
     MemoryPressure,
     /// The cluster node holding the peer's connection died.
     NodeDown,
+    /// An administrator removed the peer through the server API.
+    Kicked,
 }
 
 /// Why a room was closed.
@@ -145,6 +147,13 @@ pub enum ServerMessage {
         /// When the new token expires, in Unix milliseconds.
         expires_at: u64,
     },
+    /// `server-message`: a message from the app's backend, sent through the server API.
+    ServerMessage {
+        /// The room.
+        room_id: RoomId,
+        /// The backend's `data`, byte for byte.
+        data: RawJson,
+    },
     /// `error`: a request failed; the connection stays open unless a close follows.
     Error {
         /// Stable machine-readable code.
@@ -259,6 +268,7 @@ impl ServerMessage {
             Self::Update { kind, .. } => kind.as_str(),
             Self::Heartbeat => "heartbeat",
             Self::TokenRefreshed { .. } => "token-refreshed",
+            Self::ServerMessage { .. } => "server-message",
             Self::Error { .. } => "error",
         }
     }
@@ -335,6 +345,10 @@ impl ServerMessage {
                 ..
             } => OutEnvelope::new(kind)
                 .user(Some(from))
+                .room(Some(room_id))
+                .data(data)
+                .to_vec_sized(data.get().len()),
+            Self::ServerMessage { room_id, data } => OutEnvelope::new(kind)
                 .room(Some(room_id))
                 .data(data)
                 .to_vec_sized(data.get().len()),
@@ -442,6 +456,10 @@ impl ServerMessage {
                     UpdateKind::Cursor
                 },
                 from: from()?,
+                room_id: room_id()?,
+                data: RawJson::from_raw(data()?),
+            },
+            "server-message" => Self::ServerMessage {
                 room_id: room_id()?,
                 data: RawJson::from_raw(data()?),
             },

@@ -61,6 +61,7 @@ fn every_close_code_is_documented() {
         CloseCode::AuthTimeout,
         CloseCode::RoomClosed,
         CloseCode::Replaced,
+        CloseCode::Kicked,
         CloseCode::SlowConsumer,
         CloseCode::MemoryPressure,
         CloseCode::RateLimited,

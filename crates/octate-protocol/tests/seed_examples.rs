@@ -449,6 +449,7 @@ fn golden_room_left_peer_joined_peer_left() {
         (LeaveReason::Timeout, "timeout"),
         (LeaveReason::Replaced, "replaced"),
         (LeaveReason::MemoryPressure, "memory-pressure"),
+        (LeaveReason::Kicked, "kicked"),
     ] {
         golden(
             &ServerMessage::PeerLeft {
@@ -488,6 +489,17 @@ fn golden_host_changed_and_room_closed() {
             &format!(r#"{{"type":"room-closed","roomId":"room456","data":{{"reason":"{wire}"}}}}"#),
         );
     }
+}
+
+#[test]
+fn golden_server_message() {
+    golden(
+        &ServerMessage::ServerMessage {
+            room_id: RoomId::new("room456").unwrap(),
+            data: octate_protocol::RawJson::from_string(r#"{"notice":"bye soon"}"#.into()).unwrap(),
+        },
+        r#"{"type":"server-message","roomId":"room456","data":{"notice":"bye soon"}}"#,
+    );
 }
 
 #[test]

@@ -114,6 +114,10 @@ fn every_server_message() -> Vec<ServerMessage> {
             data: raw(r#"{"line":1,"column":2}"#),
         },
         ServerMessage::Heartbeat,
+        ServerMessage::ServerMessage {
+            room_id: room_id(),
+            data: raw(r#"{"notice":"closing soon"}"#),
+        },
         ServerMessage::TokenRefreshed {
             expires_at: 1_700_000_060_000,
         },
@@ -124,6 +128,8 @@ fn every_server_message() -> Vec<ServerMessage> {
         LeaveReason::Timeout,
         LeaveReason::Replaced,
         LeaveReason::MemoryPressure,
+        LeaveReason::NodeDown,
+        LeaveReason::Kicked,
     ] {
         msgs.push(ServerMessage::PeerLeft {
             room_id: room_id(),
@@ -151,7 +157,7 @@ fn every_server_message() -> Vec<ServerMessage> {
 #[test]
 fn every_variant_round_trips() {
     let msgs = every_server_message();
-    assert_eq!(msgs.len(), 14 + 5 + 4 + ErrorCode::ALL.len());
+    assert_eq!(msgs.len(), 15 + 7 + 4 + ErrorCode::ALL.len());
     for msg in msgs {
         let bytes = msg.encode();
         let text = std::str::from_utf8(&bytes).unwrap();
