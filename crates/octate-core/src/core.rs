@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use octate_protocol::{
-    ClientMessage, CloseCode, ErrorCode, LeaveReason, PeerInfo, RoomCloseReason, RoomId,
+    ClientMessage, CloseCode, ErrorCode, LeaveReason, PeerInfo, RawJson, RoomCloseReason, RoomId,
     RoomMetadata, RoomState, ServerMessage, UnixMillis, UserId,
 };
 
@@ -1206,6 +1206,107 @@ impl Core {
         Ok(())
     }
 
+    /// Removes a user from a room on an administrator's order: a connected member is sent
+    /// `error` `kicked` and closed with 4005, a suspended one loses its session; the others
+    /// are told `peer-left` with reason `kicked`. Returns the member's token, for revocation.
+    pub fn kick(
+        &mut self,
+        now: UnixMillis,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<TokenRef, CoreError> {
+        let room = self.rooms.get(room_id).ok_or(CoreError::RoomNotFound)?;
+        let member = room.member(user).ok_or(CoreError::PeerNotFound)?;
+        match &member.location {
+            PeerLocation::Local(conn) => {
+                let conn = *conn;
+                let token = self
+                    .conns
+                    .get(&conn)
+                    .map(|c| c.token.clone())
+                    .unwrap_or_default();
+                self.send_error(
+                    conn,
+                    ErrorCode::Kicked,
+                    "removed from the room by an administrator",
+                );
+                self.close(now, conn, CloseCode::Kicked);
+                Ok(token)
+            }
+            // A clustered session lives in the cluster's store, not here.
+            PeerLocation::Suspended if self.node.is_some() => Err(CoreError::Unavailable),
+            PeerLocation::Suspended => {
+                let token = member
+                    .session
+                    .as_ref()
+                    .and_then(|id| self.sessions.get(id))
+                    .map(|s| s.token.clone())
+                    .unwrap_or_default();
+                self.remove_member(now, room_id, user, LeaveReason::Kicked);
+                Ok(token)
+            }
+            // Held by another node: that node's replica has to evict it.
+            PeerLocation::Remote { .. } => Err(CoreError::Unavailable),
+        }
+    }
+
+    /// Sends `server-message` with `data` to one member of a room, or to every member when
+    /// `to` is `None`. Only members of this process that speak the native protocol receive
+    /// it. Returns how many connections it was sent to.
+    pub fn server_message(
+        &mut self,
+        room_id: &RoomId,
+        to: Option<&UserId>,
+        data: RawJson,
+    ) -> Result<usize, CoreError> {
+        let room = self.rooms.get(room_id).ok_or(CoreError::RoomNotFound)?;
+        let conns = match to {
+            None => room.conns_except(None),
+            Some(user) => {
+                let member = room.member(user).ok_or(CoreError::PeerNotFound)?;
+                match (&member.location, member.protocol) {
+                    (_, Protocol::YWebrtc) => return Err(CoreError::PeerIncompatible),
+                    (PeerLocation::Local(conn), Protocol::Native) => vec![*conn],
+                    (PeerLocation::Suspended, _) => return Err(CoreError::PeerUnavailable),
+                    (PeerLocation::Remote { .. }, _) => return Err(CoreError::Unavailable),
+                }
+            }
+        };
+        let sent = conns.len();
+        if sent > 0 {
+            self.outputs.push_back(Output::Broadcast {
+                to: conns,
+                msg: ServerMessage::ServerMessage {
+                    room_id: room_id.clone(),
+                    data,
+                },
+            });
+        }
+        Ok(sent)
+    }
+
+    /// Up to `limit` rooms in the order of their ids, starting after the room `after`, and
+    /// only those in `state` when given; each with its peers.
+    pub fn rooms_page(
+        &self,
+        state: Option<RoomState>,
+        after: Option<&RoomId>,
+        limit: usize,
+    ) -> Vec<RoomMetadata> {
+        let mut ids: Vec<&RoomId> = self
+            .rooms
+            .values()
+            .filter(|r| state.is_none_or(|s| r.state == s))
+            .filter(|r| after.is_none_or(|a| &r.id > a))
+            .map(|r| &r.id)
+            .collect();
+        ids.sort_unstable();
+        ids.truncate(limit);
+        ids.into_iter()
+            .filter_map(|id| self.rooms.get(id).map(Room::metadata))
+            .collect()
+    }
+
     // ---- D. Output -------------------------------------------------------------------
 
     /// The next effect to carry out, if any.
@@ -2113,6 +2214,7 @@ impl Core {
         let reason = match code {
             CloseCode::HeartbeatTimeout => LeaveReason::Timeout,
             CloseCode::MemoryPressure => LeaveReason::MemoryPressure,
+            CloseCode::Kicked => LeaveReason::Kicked,
             _ => LeaveReason::Disconnected,
         };
         self.outputs.push_back(Output::Close { conn, code });
