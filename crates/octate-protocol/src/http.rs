@@ -237,3 +237,52 @@ impl HttpError {
         }
     }
 }
+
+/// `POST /api/rooms/:roomId/peers/:userId/kick` request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KickRequest {
+    /// Why, for the audit trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Also revoke the token the peer's session runs on.
+    #[serde(default)]
+    pub revoke_token: bool,
+}
+
+/// `POST /api/rooms/:roomId/peers/:userId/kick` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KickResponse {
+    /// The peer was removed.
+    pub success: bool,
+    /// Its token was revoked (asked for, and the token has an id).
+    pub token_revoked: bool,
+}
+
+/// `POST /api/rooms/:roomId/broadcast` and `.../peers/:userId/message` request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerMessageRequest {
+    /// The JSON object every recipient gets as `data` of `server-message`.
+    pub data: Box<serde_json::value::RawValue>,
+}
+
+/// `POST /api/rooms/:roomId/broadcast` and `.../peers/:userId/message` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerMessageResponse {
+    /// How many connections the message was sent to.
+    pub delivered: usize,
+}
+
+/// `GET /api/rooms` response: one page of rooms, in the order of their ids.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomListResponse {
+    /// The rooms of this page, each with its peers and peer count.
+    pub rooms: Vec<crate::RoomMetadata>,
+    /// The `cursor` of the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<RoomId>,
+}

@@ -235,6 +235,29 @@ pub(crate) fn room_deleted(ip: IpAddr, room_id: &RoomId) {
     );
 }
 
+/// `peer-kicked`: `POST /api/rooms/:roomId/peers/:userId/kick` removed a peer.
+pub(crate) fn peer_kicked(
+    ip: IpAddr,
+    room_id: &RoomId,
+    user_id: &UserId,
+    reason: Option<&str>,
+    revoked_token_id: Option<&str>,
+) {
+    info!(
+        target: AUDIT_TARGET,
+        {
+            event.action = "peer-kicked",
+            event.outcome = SUCCESS,
+            event.reason = reason,
+            source.ip = %ip,
+            user.id = user_id.as_str(),
+            octate.room_id = room_id.as_str(),
+            octate.token_id = revoked_token_id,
+        },
+        "peer kicked"
+    );
+}
+
 /// `room-closed`: the server closed a room by itself (inactivity, memory pressure).
 pub(crate) fn room_closed(room_id: &RoomId, reason: RoomCloseReason) {
     info!(

@@ -10,7 +10,7 @@ use hyper::{Method, Request, Response};
 use super::body::Body;
 use super::request::require_admin;
 use super::response::{method_not_allowed, not_found};
-use super::{reports, rooms, static_files, tokens, turn};
+use super::{reports, rooms, server_api, static_files, tokens, turn};
 use crate::app::App;
 
 /// Answers an API request from `ip`, or a static file for a `GET` or `HEAD` that is no route.
@@ -36,6 +36,28 @@ pub(super) async fn handle(req: Request<Incoming>, app: &Arc<App>, ip: IpAddr) -
             Err(resp) => resp,
             Ok(()) => rooms::create_room(app, req, ip).await,
         },
+        (["api", "rooms"], &Method::GET) => match require_admin(app, &req, ip) {
+            Err(resp) => resp,
+            Ok(()) => server_api::list_rooms(app, req.uri().query()),
+        },
+        (["api", "rooms", room, "peers", user, "kick"], &Method::POST) => {
+            match require_admin(app, &req, ip) {
+                Err(resp) => resp,
+                Ok(()) => server_api::kick(app, req, (room, user), ip).await,
+            }
+        }
+        (["api", "rooms", room, "broadcast"], &Method::POST) => {
+            match require_admin(app, &req, ip) {
+                Err(resp) => resp,
+                Ok(()) => server_api::message(app, req, room, None).await,
+            }
+        }
+        (["api", "rooms", room, "peers", user, "message"], &Method::POST) => {
+            match require_admin(app, &req, ip) {
+                Err(resp) => resp,
+                Ok(()) => server_api::message(app, req, room, Some(user)).await,
+            }
+        }
         (["api", "turn", "credentials"], &Method::POST) => turn::credentials(app, &req, ip),
         (["api", "rooms", id], &Method::GET) => rooms::get_room(app, id).await,
         (["api", "rooms", id, "peers"], &Method::GET) => rooms::room_peers(app, id).await,
@@ -72,8 +94,10 @@ fn route_methods(segments: &[&str]) -> Option<&'static str> {
             Some("GET, OPTIONS")
         }
         ["api", "auth", "token" | "validate" | "revoke"]
-        | ["api", "rooms"]
-        | ["api", "turn", "credentials"] => Some("POST, OPTIONS"),
+        | ["api", "turn", "credentials"]
+        | ["api", "rooms", _, "broadcast"]
+        | ["api", "rooms", _, "peers", _, "kick" | "message"] => Some("POST, OPTIONS"),
+        ["api", "rooms"] => Some("GET, POST, OPTIONS"),
         ["api", "rooms", _] => Some("GET, DELETE, OPTIONS"),
         _ => None,
     }
@@ -88,7 +112,15 @@ mod tests {
         assert_eq!(allowed_methods("/health"), Some("GET, OPTIONS"));
         assert_eq!(allowed_methods("/metrics/"), Some("GET, OPTIONS"));
         assert_eq!(allowed_methods("/api/auth/token"), Some("POST, OPTIONS"));
-        assert_eq!(allowed_methods("/api/rooms"), Some("POST, OPTIONS"));
+        assert_eq!(allowed_methods("/api/rooms"), Some("GET, POST, OPTIONS"));
+        assert_eq!(
+            allowed_methods("/api/rooms/r1/peers/u1/kick"),
+            Some("POST, OPTIONS")
+        );
+        assert_eq!(
+            allowed_methods("/api/rooms/r1/broadcast"),
+            Some("POST, OPTIONS")
+        );
         assert_eq!(
             allowed_methods("/api/turn/credentials"),
             Some("POST, OPTIONS")

@@ -1,7 +1,8 @@
 //! The HTTP side of the server: each request goes to a CORS preflight, a WebSocket
 //! upgrade or the API (with static files behind it), and its answer gets CORS headers.
 //!
-//! - [`api`]: the routing table; [`reports`], [`tokens`], [`rooms`], [`turn`]: the handlers.
+//! - [`api`]: the routing table; [`reports`], [`tokens`], [`rooms`], [`server_api`],
+//!   [`turn`]: the handlers.
 //! - [`upgrade`]: WebSocket admission (native, and `y-webrtc` at `/y-webrtc` with its
 //!   token checked first) and hand-over to a session.
 //! - [`cors`]: origins, preflights and `Access-Control-Allow-Origin`.
@@ -15,6 +16,7 @@ mod reports;
 mod request;
 mod response;
 mod rooms;
+mod server_api;
 mod static_files;
 mod tokens;
 mod turn;

@@ -128,7 +128,7 @@ fn link_error(err: LinkError) -> Response<Body> {
     }
 }
 
-fn core_error(err: CoreError) -> Response<Body> {
+pub(super) fn core_error(err: CoreError) -> Response<Body> {
     let status = match err {
         CoreError::RoomNotFound | CoreError::PeerNotFound => StatusCode::NOT_FOUND,
         CoreError::RoomExists => StatusCode::CONFLICT,
@@ -143,14 +143,14 @@ fn core_error(err: CoreError) -> Response<Body> {
 
 /// A room id from a path segment, or the 400 to answer.
 #[allow(clippy::result_large_err)]
-fn parse_room(id: &str) -> Result<RoomId, Response<Body>> {
+pub(super) fn parse_room(id: &str) -> Result<RoomId, Response<Body>> {
     // Clients may percent-encode characters an id allows (`:` and `@` often are).
     let decoded = percent_decode(id).unwrap_or_else(|| id.to_owned());
     RoomId::new(decoded).map_err(|err| error(StatusCode::BAD_REQUEST, err.code(), err.to_string()))
 }
 
 /// Percent-decodes a path segment; `None` when an escape is malformed or the result is not UTF-8.
-fn percent_decode(segment: &str) -> Option<String> {
+pub(super) fn percent_decode(segment: &str) -> Option<String> {
     fn hex(b: u8) -> Option<u8> {
         char::from(b)
             .to_digit(16)
