@@ -21,8 +21,8 @@ use super::rooms::{core_error, parse_room, percent_decode};
 use crate::app::App;
 use crate::audit;
 
-/// Longest `reason` a kick may give, in bytes.
-const MAX_REASON_BYTES: usize = 256;
+/// Longest `reason` a kick may give, in characters.
+const MAX_REASON_CHARS: usize = 256;
 /// Rooms per page when `limit` is absent, and the most a page may hold.
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
@@ -45,12 +45,12 @@ pub(super) async fn kick(
     if body
         .reason
         .as_ref()
-        .is_some_and(|r| r.len() > MAX_REASON_BYTES)
+        .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
     {
         return error(
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidField,
-            format!("reason exceeds {MAX_REASON_BYTES} bytes"),
+            format!("reason exceeds {MAX_REASON_CHARS} characters"),
         );
     }
     let token = match app.drive(|core, now| core.kick(now, &room_id, &user_id)) {
