@@ -192,7 +192,6 @@ impl Page {
             let value = percent_decode(&raw.replace('+', " "))
                 .ok_or_else(|| format!("{key}: malformed percent-encoding"))?;
             match key {
-                "state" if value.is_empty() => {}
                 "state" => {
                     page.state = Some(
                         serde_json::from_value(serde_json::Value::String(value))
@@ -206,7 +205,6 @@ impl Page {
                         .filter(|n| (1..=MAX_PAGE).contains(n))
                         .ok_or_else(|| format!("limit must be 1 to {MAX_PAGE}"))?;
                 }
-                "cursor" if value.is_empty() => {}
                 "cursor" => {
                     page.cursor = Some(
                         octate_protocol::RoomId::new(value).map_err(|e| format!("cursor: {e}"))?,
