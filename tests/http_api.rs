@@ -332,7 +332,8 @@ async fn unknown_routes_and_wrong_methods_get_json_errors() {
     let cases = [
         ("DELETE", "/health", "GET, OPTIONS"),
         ("POST", "/stats", "GET, OPTIONS"),
-        ("PUT", "/api/rooms", "POST, OPTIONS"),
+        ("PUT", "/api/rooms", "GET, POST, OPTIONS"),
+        ("GET", "/api/rooms/r1/peers/u1/kick", "POST, OPTIONS"),
         ("GET", "/api/auth/token", "POST, OPTIONS"),
         ("POST", "/api/rooms/r1", "GET, DELETE, OPTIONS"),
         ("DELETE", "/api/rooms/r1/peers", "GET, OPTIONS"),
