@@ -144,6 +144,8 @@ export interface OctateEventMap {
   message: { from: string; data: any };
   presence: { from: string; status: 'active' | 'idle' | 'away' };
   'cursor-update': { from: string; line: number; column: number };
+  /** A message from the app's backend (`POST /api/rooms/:roomId/broadcast` or `.../peers/:userId/message`). */
+  'server-message': { roomId: string; data: any };
   /** A raw signal from `from` (also handled by the client when it manages RTCPeerConnections). */
   signal: { from: string; type: 'sdp-offer' | 'sdp-answer' | 'ice-candidate'; data: any };
   /** New ICE servers from the server (a join, a resume or a TURN refresh, with its `ttl` in seconds). */

@@ -128,6 +128,7 @@ export const TERMINAL_CLOSE_CODES = Object.freeze({
   4001: 'auth-failed',
   4003: 'room-closed',
   4004: 'replaced',
+  4005: 'kicked',
 });
 
 /** Token errors that one fresh token from `getToken` may cure. */
@@ -757,6 +758,9 @@ export class OctateClient extends EventTarget {
         return;
       case 'cursor-update':
         this._emit('cursor-update', { from: msg.userId, line: data.line, column: data.column });
+        return;
+      case 'server-message':
+        this._emit('server-message', { roomId: msg.roomId, data: msg.data });
         return;
       default:
         // Unknown types are ignored (protocol section 11).

@@ -177,6 +177,7 @@ export async function startProxy(port) {
 const EVENTS = [
   'state', 'connecting', 'resuming', 'connected', 'resumed', 'open', 'disconnected', 'reconnecting', 'closed',
   'peer-joined', 'peer-left', 'host-changed', 'room-closed', 'signal', 'presence', 'cursor-update', 'ice-servers', 'error',
+  'server-message',
 ];
 
 /**
