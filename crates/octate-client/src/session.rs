@@ -329,7 +329,7 @@ mod tests {
 
     #[test]
     fn deliberate_ends_do_not_reconnect() {
-        for code in [1000, 1002, 1008, 1009, 4001, 4002, 4003, 4004, 4029] {
+        for code in [1000, 1002, 1008, 1009, 4001, 4002, 4003, 4004, 4005, 4029] {
             assert!(!should_reconnect(&closed(code)), "close {code}");
         }
         assert!(!should_reconnect(&ClientError::NotConnected));

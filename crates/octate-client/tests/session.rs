@@ -21,6 +21,9 @@ use tokio::task::JoinHandle;
 
 const ROOM: &str = "room-1";
 
+/// The admin key of the servers that have one.
+const ADMIN_KEY: &str = "admin-key-0123456789";
+
 /// How long the server holds a dropped session: longer than any step of these tests.
 const GRACE: Duration = Duration::from_secs(10);
 
@@ -101,13 +104,15 @@ fn quick_backoff(max_attempts: u32) -> Backoff {
 /// Alice's tokens from the server's HTTP API, counted.
 struct AliceTokens {
     http: SocketAddr,
+    /// The server's admin key, when it has one (token issuance then needs it).
+    admin_key: Option<&'static str>,
     fetched: Arc<AtomicUsize>,
 }
 
 impl TokenSource for AliceTokens {
     async fn token(&mut self) -> Result<String, ClientError> {
         self.fetched.fetch_add(1, Ordering::SeqCst);
-        fetch_token(self.http, "alice", ROOM, None).await
+        fetch_token(self.http, "alice", ROOM, self.admin_key).await
     }
 }
 
@@ -117,9 +122,20 @@ async fn alice_session(
     relay: &Relay,
     backoff: Backoff,
 ) -> (Session<AliceTokens>, Arc<AtomicUsize>) {
+    alice_session_with_key(server, relay, backoff, None).await
+}
+
+/// [`alice_session`] on a server with an admin key.
+async fn alice_session_with_key(
+    server: &TestServer,
+    relay: &Relay,
+    backoff: Backoff,
+    admin_key: Option<&'static str>,
+) -> (Session<AliceTokens>, Arc<AtomicUsize>) {
     let fetched = Arc::new(AtomicUsize::new(0));
     let tokens = AliceTokens {
         http: server.http,
+        admin_key,
         fetched: fetched.clone(),
     };
     let mut config = SessionConfig::new(relay.url());
@@ -457,6 +473,59 @@ async fn a_replaced_session_ends_without_reconnecting() {
             "alice: expected the session to end, got {}",
             peers::brief(&other)
         ),
+    }
+    assert_eq!(fetched.load(Ordering::SeqCst), 1, "no reconnect");
+    assert!(matches!(
+        alice.next_event().await,
+        Err(ClientError::NotConnected)
+    ));
+    server.stop().await;
+}
+
+/// The app's backend talks to the session through the server API: its messages arrive as
+/// `server-message`, and a kick (4005) ends the session without a reconnect.
+#[tokio::test]
+async fn server_messages_arrive_and_a_kick_ends_the_session_without_reconnecting() {
+    let mut config = resume_config(GRACE);
+    config.admin_key = Some(ADMIN_KEY.to_owned());
+    let server = TestServer::start(config).await;
+    let relay = Relay::start(server.signaling).await;
+    let (mut alice, fetched) =
+        alice_session_with_key(&server, &relay, quick_backoff(3), Some(ADMIN_KEY)).await;
+    let path = format!("/api/rooms/{ROOM}/peers/alice/message");
+    let sent = peers::post(
+        server.http,
+        &path,
+        &json!({"data": {"n": 1}}),
+        Some(ADMIN_KEY),
+    )
+    .await;
+    assert_eq!(sent.status, 200);
+    match next_event(&mut alice).await {
+        SessionEvent::Message(ServerMessage::ServerMessage { room_id, data }) => {
+            assert_eq!(room_id.as_str(), ROOM);
+            assert_eq!(data.get(), r#"{"n":1}"#);
+        }
+        other => panic!(
+            "alice: expected server-message, got {}",
+            peers::brief(&other)
+        ),
+    }
+    let path = format!("/api/rooms/{ROOM}/peers/alice/kick");
+    let kicked = peers::post(server.http, &path, &json!({}), Some(ADMIN_KEY)).await;
+    assert_eq!(kicked.status, 200);
+    loop {
+        match next_event(&mut alice).await {
+            SessionEvent::Message(ServerMessage::Error { .. }) => continue,
+            SessionEvent::Ended(Some((code, _))) => {
+                assert_eq!(code, 4005);
+                break;
+            }
+            other => panic!(
+                "alice: expected the session to end, got {}",
+                peers::brief(&other)
+            ),
+        }
     }
     assert_eq!(fetched.load(Ordering::SeqCst), 1, "no reconnect");
     assert!(matches!(
