@@ -207,6 +207,7 @@ async fn the_page_and_its_files_come_with_a_strict_policy_and_are_never_stored()
         ("/admin/", "text/html"),
         ("/admin/app.js", "text/javascript"),
         ("/admin/style.css", "text/css"),
+        ("/admin/icon.svg", "image/svg+xml"),
     ];
     for (path, content_type) in files {
         let resp = get(server.http, path).await;

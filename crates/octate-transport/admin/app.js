@@ -344,9 +344,16 @@ async function loadRooms() {
   $("prev").disabled = state.cursors.length < 2;
   $("page").textContent = `page ${state.cursors.length}`;
   const body = $("rooms");
+  // Opened rooms keep their peer lists on screen until the fresh ones arrive.
+  const shown = new Map(
+    [...body.querySelectorAll("tr.peers-row")].map((tr) => [tr.dataset.room, tr.firstElementChild]),
+  );
   body.replaceChildren();
   for (const room of page.rooms) {
-    body.append(...roomRows(room));
+    const [tr, peersRow] = roomRows(room);
+    const previous = shown.get(room.roomId);
+    if (previous && state.open.has(room.roomId)) peersRow.firstElementChild.replaceChildren(...previous.childNodes);
+    body.append(tr, peersRow);
   }
   applyFilter();
   for (const id of state.open) {

@@ -31,6 +31,8 @@ const PAGE: &str = include_str!("../../admin/index.html");
 const SCRIPT: &str = include_str!("../../admin/app.js");
 /// The dashboard's style sheet.
 const STYLE: &str = include_str!("../../admin/style.css");
+/// The dashboard's icon.
+const ICON: &str = include_str!("../../admin/icon.svg");
 
 /// What the dashboard's files may load: their own script, style and API, nothing inline,
 /// nothing from elsewhere, and no framing.
@@ -44,8 +46,8 @@ pub(crate) const MAX_STREAMS: usize = 8;
 /// Time between two events of a stats stream.
 const EVENT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// `GET /admin` (`name` is `None`), `/admin/app.js` and `/admin/style.css`: 404 unless an
-/// admin key is configured, and refused outside the admin allow list.
+/// `GET /admin` (`name` is `None`) and its files `app.js`, `style.css` and `icon.svg`:
+/// 404 unless an admin key is configured, and refused outside the admin allow list.
 pub(super) fn asset(app: &App, name: Option<&str>, ip: IpAddr) -> Response<Body> {
     if app.admin_key.is_none() {
         return not_found();
@@ -58,6 +60,7 @@ pub(super) fn asset(app: &App, name: Option<&str>, ip: IpAddr) -> Response<Body>
         None | Some("index.html") => (PAGE, "text/html; charset=utf-8"),
         Some("app.js") => (SCRIPT, "text/javascript; charset=utf-8"),
         Some("style.css") => (STYLE, "text/css; charset=utf-8"),
+        Some("icon.svg") => (ICON, "image/svg+xml"),
         Some(_) => return not_found(),
     };
     let mut resp = Response::new(Body::from(text));
