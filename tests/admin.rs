@@ -1,8 +1,8 @@
 //! The admin dashboard over real sockets: the page and its files exist only with an admin
 //! key and come with a strict Content-Security-Policy and `no-store`; the stats stream
 //! refuses without the key, sends one JSON event a second with the server's figures,
-//! holds no more than its cap of streams open, frees a slot when its client goes, and
-//! ends cleanly when the server shuts down.
+//! holds no more than its cap of streams open, frees a slot when its client goes, ends
+//! cleanly when the server shuts down, and on a cluster node lists the live nodes.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use octate_protocol::{ServerMessage, SignalKind};
+use octate_test::binary::{RealServer, server_command};
 use octate_test::peers::{self, assert_http_error, expect_peer_joined, get, request};
+use octate_test::redis::Redis;
 use octate_test::server::TestServer;
 use octate_transport::AddressList;
 use serde_json::{Value, json};
@@ -178,12 +180,17 @@ impl EventStream {
     /// Reads events until one satisfies `done`, for at most `wait`; returns it.
     async fn until(&mut self, wait: Duration, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + wait;
+        let mut last = Value::Null;
         loop {
-            assert!(Instant::now() < deadline, "no such event in {wait:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no such event in {wait:?}; the last was {last}"
+            );
             let event = self.next().await.expect("the stream goes on");
             if done(&event) {
                 return event;
             }
+            last = event;
         }
     }
 }
@@ -403,4 +410,40 @@ async fn a_stream_ends_cleanly_when_the_server_shuts_down() {
         .await
         .expect("the server stopped")
         .unwrap();
+}
+
+/// A node of a two-node cluster over a Redis of the test's own, with the admin key.
+fn cluster_node(redis: &Redis, id: &str) -> RealServer {
+    let mut cmd = server_command();
+    cmd.env("OCTATE_REDIS_URL", redis.url())
+        .env("OCTATE_NODE_ID", id)
+        .env("OCTATE_ADMIN_KEY", ADMIN_KEY)
+        .env("OCTATE_CLUSTER_HEARTBEAT_MS", "100")
+        .env("OCTATE_CLUSTER_NODE_TTL_MS", "1000")
+        .env("OCTATE_CLUSTER_REAP_INTERVAL_MS", "100");
+    RealServer::start_command(cmd, "admin-cluster-secret-0123456789abcdef")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_stream_lists_the_live_nodes() {
+    let redis = Redis::start();
+    let a = cluster_node(&redis, "node-a");
+    let mut b = cluster_node(&redis, "node-b");
+    let mut stream = open_stream(a.http, Some(ADMIN_KEY)).await.stream();
+    let both = stream
+        .until(Duration::from_secs(5), |e| {
+            e["clusterNodes"] == json!(["node-a", "node-b"])
+        })
+        .await;
+    assert_eq!(both["nodeId"], "node-a", "{both}");
+
+    // Node b dies: once its heartbeat expires, node a's list no longer has it.
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    let alone = stream
+        .until(Duration::from_secs(10), |e| {
+            e["clusterNodes"] == json!(["node-a"])
+        })
+        .await;
+    assert_eq!(alone["nodeId"], "node-a", "{alone}");
 }
