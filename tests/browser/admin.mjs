@@ -8,8 +8,8 @@
 // with the admin key typed into its form, shows the room and its two peers; while one
 // client relays messages to the other, the messages chart shows them; the Kick button,
 // with its confirmation accepted, removes a peer, whose client sees its socket closed with
-// 4005. No Content-Security-Policy violation or page error may happen. Exits non-zero on
-// failure.
+// 4005; Close room, confirmed, closes the room. No Content-Security-Policy violation, page
+// error or failed request may happen. Exits non-zero on failure.
 
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -264,7 +264,20 @@ async function main() {
     assert(alice.closed === null, 'alice was closed');
   });
 
-  await scenario('5. no page error and no Content-Security-Policy violation', async () => {
+
+  await scenario('5. close room, once confirmed, sends room-closed and 4003 and drops the row', async () => {
+    await roomRow(page).locator('button.close-room').click();
+    await page.locator('#confirm[open]').waitFor({ timeout: WAIT_MS });
+    const question = await page.textContent('#confirm-text');
+    assert(question.includes(ROOM), `confirmation: ${question}`);
+    await page.click('#confirm-ok');
+    const closed = await Promise.race([alice.closedAt, sleep(WAIT_MS).then(() => null)]);
+    assert(closed && closed.code === 4003, `alice's socket: ${JSON.stringify(closed)}`);
+    assert(alice.messages.some((m) => m.type === 'room-closed'), 'alice got no room-closed');
+    await roomRow(page).waitFor({ state: 'detached', timeout: WAIT_MS });
+  });
+
+  await scenario('6. no page error and no Content-Security-Policy violation', async () => {
     assert(pageProblems.length === 0, `page problems:\n${pageProblems.join('\n')}`);
   });
 }

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use octate_protocol::ErrorCode;
@@ -41,7 +41,7 @@ style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; \
 form-action 'none'; frame-ancestors 'none'";
 
 /// Most stats streams open at once.
-pub(crate) const MAX_STREAMS: usize = 8;
+const MAX_STREAMS: usize = 8;
 
 /// Time between two events of a stats stream.
 const EVENT_INTERVAL: Duration = Duration::from_secs(1);
@@ -156,7 +156,7 @@ struct StatsEvent {
 
 /// A stats stream's body: an event at each tick, ending at shutdown. It holds one of the
 /// [`MAX_STREAMS`] slots until dropped (when the response ends or the client goes).
-pub(crate) struct EventStream {
+struct EventStream {
     app: Arc<App>,
     ticks: Interval,
     /// Completes when the server begins to shut down.
@@ -270,9 +270,5 @@ impl hyper::body::Body for EventStream {
 
     fn is_end_stream(&self) -> bool {
         self.ended
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
