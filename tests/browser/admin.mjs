@@ -21,6 +21,8 @@ const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const SCREENSHOTS = process.env.ADMIN_SCREENSHOTS ?? '';
 const WAIT_MS = 15_000;
 const OVERALL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_MS ?? 90_000);
+// Rooms created for the pagination scenario: three pages of 50.
+const MANY_ROOMS = 120;
 const ROOM = `admin-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
 
 if (!BASE || !ADMIN_KEY) {
@@ -277,7 +279,47 @@ async function main() {
     await roomRow(page).waitFor({ state: 'detached', timeout: WAIT_MS });
   });
 
-  await scenario('6. no page error and no Content-Security-Policy violation', async () => {
+  await scenario('6. many rooms: one page of 50 rows at a time, peers never listed', async () => {
+    // The closed room is gone; 120 empty rooms of this run (each with its own host,
+    // under the per-user room limit) make three pages.
+    const created = await Promise.all(
+      Array.from({ length: MANY_ROOMS }, (_, i) =>
+        fetch(`${BASE}/api/rooms`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${ADMIN_KEY}` },
+          body: JSON.stringify({
+            roomId: `${ROOM}-${String(i).padStart(3, '0')}`,
+            roomName: `Room ${i}`,
+            hostId: `host-${i}`,
+            hostName: `Host ${i}`,
+          }),
+        }).then((r) => r.status),
+      ),
+    );
+    assert(created.every((status) => status === 201), `room creation: ${JSON.stringify([...new Set(created)])}`);
+    await page.fill('#find', '');
+    await page.click('#refresh');
+    const pageSizes = [];
+    for (;;) {
+      const rows = await waitFor('a page of rooms', async () => {
+        const n = await page.locator('tr.room-row').count();
+        return n > 0 ? n : null;
+      });
+      pageSizes.push(rows);
+      assert((await page.locator('li[data-user]').count()) === 0, 'peers listed without opening a room');
+      if (await page.locator('#next').isDisabled()) break;
+      const first = await page.locator('tr.room-row').first().getAttribute('data-room');
+      await page.click('#next');
+      await waitFor('the next page', async () => (await page.locator('tr.room-row').first().getAttribute('data-room')) !== first);
+      assert(pageSizes.length < 10, `too many pages: ${pageSizes}`);
+    }
+    assert(JSON.stringify(pageSizes) === '[50,50,20]', `page sizes: ${JSON.stringify(pageSizes)}`);
+    await page.click('#prev');
+    await waitFor('the previous page', async () => (await page.locator('tr.room-row').count()) === 50);
+    assert((await page.textContent('#page')) === 'page 2', `pager: ${await page.textContent('#page')}`);
+  });
+
+  await scenario('7. no page error and no Content-Security-Policy violation', async () => {
     assert(pageProblems.length === 0, `page problems:\n${pageProblems.join('\n')}`);
   });
 }
