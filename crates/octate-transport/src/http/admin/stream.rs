@@ -1,11 +1,9 @@
-//! The admin dashboard: its page, script and style sheet at `/admin`, and the stats
-//! stream the page reads (`GET /api/admin/stream`, server-sent events, one JSON event a
-//! second). Both exist only when an admin key is configured; the files are built into
-//! the binary and served with a Content-Security-Policy that allows no inline script.
+//! The admin stats stream's body: one server-sent event of the server's figures a
+//! second, from when the stream opens until the client goes or the server shuts down,
+//! holding one of a few stream slots meanwhile.
 
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,115 +11,26 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Frame, Incoming};
-use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Request, Response, StatusCode};
-use octate_protocol::ErrorCode;
+use hyper::body::Frame;
 use serde::Serialize;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use super::body::Body;
-use super::request::require_admin;
-use super::response::{address_refused, error, not_found};
 use crate::app::App;
 
-/// The dashboard's page.
-const PAGE: &str = include_str!("../../admin/index.html");
-/// The dashboard's script.
-const SCRIPT: &str = include_str!("../../admin/app.js");
-/// The dashboard's style sheet.
-const STYLE: &str = include_str!("../../admin/style.css");
-/// The dashboard's icon.
-const ICON: &str = include_str!("../../admin/icon.svg");
-
-/// What the dashboard's files may load: their own script, style and API, nothing inline,
-/// nothing from elsewhere, and no framing.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; \
-form-action 'none'; frame-ancestors 'none'";
-
 /// Most stats streams open at once.
-const MAX_STREAMS: usize = 8;
+pub(super) const MAX_STREAMS: usize = 8;
 
 /// Time between two events of a stats stream.
 const EVENT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// `GET /admin` (`name` is `None`) and its files `app.js`, `style.css` and `icon.svg`:
-/// 404 unless an admin key is configured, and refused outside the admin allow list.
-pub(super) fn asset(app: &App, name: Option<&str>, ip: IpAddr) -> Response<Body> {
-    if app.admin_key.is_none() {
-        return not_found();
+/// `count` things over `elapsed`, per second, to one decimal; 0 over no time.
+fn per_second(count: u64, elapsed: Duration) -> f64 {
+    let seconds = elapsed.as_secs_f64();
+    if seconds > 0.0 {
+        (count as f64 / seconds * 10.0).round() / 10.0
+    } else {
+        0.0
     }
-    if let Err(refusal) = app.config.access.admit_admin(ip) {
-        crate::access::refused(app, ip, refusal);
-        return address_refused(refusal);
-    }
-    let (text, content_type) = match name {
-        None | Some("index.html") => (PAGE, "text/html; charset=utf-8"),
-        Some("app.js") => (SCRIPT, "text/javascript; charset=utf-8"),
-        Some("style.css") => (STYLE, "text/css; charset=utf-8"),
-        Some("icon.svg") => (ICON, "image/svg+xml"),
-        Some(_) => return not_found(),
-    };
-    let mut resp = Response::new(Body::from(text));
-    let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    not_stored(headers);
-    resp
-}
-
-/// `GET /api/admin/stream`: 404 unless an admin key is configured; with the key, a
-/// `text/event-stream` of one [`StatsEvent`] a second until the client goes or the
-/// server shuts down; 503 when [`MAX_STREAMS`] are open already.
-pub(super) fn stream(app: &Arc<App>, req: &Request<Incoming>, ip: IpAddr) -> Response<Body> {
-    if app.admin_key.is_none() {
-        return not_found();
-    }
-    if let Err(resp) = require_admin(app, req, ip) {
-        return resp;
-    }
-    if app.stopping() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable,
-            "the server is shutting down",
-        );
-    }
-    let Some(events) = EventStream::open(app.clone()) else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::TooManyConnections,
-            format!("{MAX_STREAMS} stats streams are open already"),
-        );
-    };
-    let mut resp = Response::new(Body::streamed(events));
-    let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    // Proxies that buffer responses would hold the events back.
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    not_stored(headers);
-    resp
-}
-
-/// Marks a response as never to be cached, nor its type guessed.
-fn not_stored(headers: &mut HeaderMap) {
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
 }
 
 /// One event of the stats stream.
@@ -156,7 +65,7 @@ struct StatsEvent {
 
 /// A stats stream's body: an event at each tick, ending at shutdown. It holds one of the
 /// [`MAX_STREAMS`] slots until dropped (when the response ends or the client goes).
-struct EventStream {
+pub(super) struct EventStream {
     app: Arc<App>,
     ticks: Interval,
     /// Completes when the server begins to shut down.
@@ -176,7 +85,7 @@ impl std::fmt::Debug for EventStream {
 
 impl EventStream {
     /// Takes a stream slot, or `None` when none is free.
-    fn open(app: Arc<App>) -> Option<Self> {
+    pub(super) fn open(app: Arc<App>) -> Option<Self> {
         app.admin_streams
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
                 (open < MAX_STREAMS).then_some(open + 1)
@@ -202,18 +111,9 @@ impl EventStream {
     fn event(&mut self, now: Instant) -> Bytes {
         let app = &self.app;
         let core = app.with_core(|core| core.stats());
-        let messages_per_second = match self.previous {
-            Some((at, relayed)) => {
-                let seconds = now.duration_since(at).as_secs_f64();
-                let delta = core.messages_relayed.saturating_sub(relayed) as f64;
-                if seconds > 0.0 {
-                    (delta / seconds * 10.0).round() / 10.0
-                } else {
-                    0.0
-                }
-            }
-            None => 0.0,
-        };
+        let messages_per_second = self.previous.map_or(0.0, |(at, relayed)| {
+            per_second(core.messages_relayed.saturating_sub(relayed), now - at)
+        });
         self.previous = Some((now, core.messages_relayed));
         let cluster = app.cluster();
         let event = StatsEvent {
@@ -270,5 +170,19 @@ impl hyper::body::Body for EventStream {
 
     fn is_end_stream(&self) -> bool {
         self.ended
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_is_per_second_to_one_decimal() {
+        assert_eq!(per_second(20, Duration::from_secs(1)), 20.0);
+        assert_eq!(per_second(25, Duration::from_millis(1500)), 16.7);
+        assert_eq!(per_second(3, Duration::from_secs(2)), 1.5);
+        assert_eq!(per_second(0, Duration::from_secs(1)), 0.0);
+        assert_eq!(per_second(7, Duration::ZERO), 0.0);
     }
 }
