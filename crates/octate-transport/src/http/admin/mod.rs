@@ -1,8 +1,8 @@
 //! The admin dashboard: its page, script and style sheet at `/admin`, and the stats
 //! stream the page reads (`GET /api/admin/stream`, server-sent events, one JSON event a
-//! second, made in [`mod@stream`]). Both exist only when an admin key is configured; the files
-//! are built into the binary and served with a Content-Security-Policy that allows no
-//! inline script.
+//! second, made in [`mod@stream`]). Both exist only when an admin key is configured; the
+//! files are built into the binary and served with a Content-Security-Policy that allows
+//! no inline script.
 
 mod stream;
 
