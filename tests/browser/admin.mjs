@@ -317,6 +317,11 @@ async function main() {
     await page.click('#prev');
     await waitFor('the previous page', async () => (await page.locator('tr.room-row').count()) === 50);
     assert((await page.textContent('#page')) === 'page 2', `pager: ${await page.textContent('#page')}`);
+    // Enter in Find opens a room by its exact id, wherever it is in the list.
+    const wanted = `${ROOM}-007`;
+    await page.fill('#find', wanted);
+    await page.press('#find', 'Enter');
+    await page.locator(`tr.peers-row[data-room="${wanted}"]`).getByText('No peers.').waitFor({ timeout: WAIT_MS });
   });
 
   await scenario('7. no page error and no Content-Security-Policy violation', async () => {
