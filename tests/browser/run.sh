@@ -147,10 +147,10 @@ PIDS+=($!)
 TOKEN_SECRET="browser-e2e-token-secret-$RANDOM$RANDOM$RANDOM$RANDOM-0123456789"
 start_node() {
   local id="$1"; shift
-  # Node "solo" is a single server of its own, for the resume scenario.
+  # Nodes "solo" and "admin" are single servers of their own (resume; admin dashboard).
   local cluster=(OCTATE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" OCTATE_NODE_ID="$id"
     OCTATE_CLUSTER_HEARTBEAT_MS=100 OCTATE_CLUSTER_NODE_TTL_MS=1000 OCTATE_CLUSTER_REAP_INTERVAL_MS=100)
-  if [ "$id" = solo ]; then cluster=(); fi
+  if [ "$id" = solo ] || [ "$id" = admin ]; then cluster=(); fi
   mkdir -p "$WORK/node-$id"
   (
     cd "$WORK/node-$id"
@@ -183,6 +183,10 @@ HTTP_ADDR_B="$NODE_ADDR"
 # A single server, for the resume scenario: its grace outlasts the scenario's 5 s cut.
 start_node solo OCTATE_RESUME_GRACE_MS=8000
 HTTP_ADDR_SOLO="$NODE_ADDR"
+# A single server with an admin key, for the admin dashboard (admin.mjs).
+ADMIN_KEY="browser-e2e-admin-key-$RANDOM$RANDOM$RANDOM"
+start_node admin OCTATE_ADMIN_KEY="$ADMIN_KEY"
+HTTP_ADDR_ADMIN="$NODE_ADDR"
 
 # coturn is up once it accepts TCP on its port (it opens UDP on the same port with it).
 turn_listens() { (exec 3<>"/dev/tcp/127.0.0.1/$TURN_PORT") 2>/dev/null; }
@@ -196,5 +200,10 @@ status=0
   CHROMIUM="$CHROMIUM" RUST_PEER="$RUST_PEER_BIN" timeout 180 node e2e.mjs) || status=$?
 # The y-webrtc endpoint with the real y-webrtc client (ywebrtc.mjs, examples/ywebrtc).
 (cd "$HERE" && OCTATE_URL="http://$HTTP_ADDR" OCTATE_URL_B="http://$HTTP_ADDR_B" CHROMIUM="$CHROMIUM" timeout 180 node ywebrtc.mjs) || status=1
+# The admin dashboard (admin.mjs); Node before 22 needs its WebSocket switched on.
+ws_flag=()
+node -e 'process.exit(typeof WebSocket === "function" ? 0 : 1)' || ws_flag=(--experimental-websocket)
+(cd "$HERE" && OCTATE_URL="http://$HTTP_ADDR_ADMIN" OCTATE_ADMIN_KEY="$ADMIN_KEY" CHROMIUM="$CHROMIUM" \
+  timeout 150 node "${ws_flag[@]}" admin.mjs) || status=1
 if [ "$status" -ne 0 ]; then show_logs; fi
 exit "$status"

@@ -461,6 +461,17 @@ impl ClusterLink for Cluster {
             dropped: Counters::get(&c.dropped),
         }
     }
+
+    fn nodes(&self) -> Vec<String> {
+        let sh = self.sh();
+        let mut nodes = sh.health.lock().alive.clone();
+        let me = sh.config.node_id.as_str();
+        if !nodes.iter().any(|n| n == me) {
+            nodes.push(me.to_owned());
+        }
+        nodes.sort_unstable();
+        nodes
+    }
 }
 
 /// A token digest as the scripts keep it: lowercase hex.

@@ -115,6 +115,8 @@ pub struct App {
     pub(crate) per_address: PerAddress,
     /// The admin key, when one is configured.
     pub(crate) admin_key: Option<AdminKey>,
+    /// Admin stats streams open now.
+    pub(crate) admin_streams: std::sync::atomic::AtomicUsize,
     /// Which open session runs on which token, for revocation and expiry.
     pub(crate) tokens: Arc<SessionTokens>,
     memory_level: AtomicU8,
@@ -205,6 +207,7 @@ impl App {
             ws_slots: std::sync::atomic::AtomicUsize::new(0),
             per_address: PerAddress::default(),
             admin_key,
+            admin_streams: std::sync::atomic::AtomicUsize::new(0),
             tokens: Arc::default(),
             memory_level: AtomicU8::new(0),
             started: Instant::now(),

@@ -59,6 +59,10 @@ pub trait ClusterLink: Send + Sync + 'static {
     ) -> LinkFuture<'_, Result<(), LinkError>>;
     /// Current figures.
     fn stats(&self) -> ClusterStats;
+    /// The ids of the live nodes as last heard, this one included; never waits.
+    fn nodes(&self) -> Vec<String> {
+        vec![self.node_id().to_string()]
+    }
 }
 
 /// A room as the whole cluster holds it, in the HTTP API's shape.

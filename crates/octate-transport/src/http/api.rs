@@ -10,7 +10,7 @@ use hyper::{Method, Request, Response};
 use super::body::Body;
 use super::request::require_admin;
 use super::response::{method_not_allowed, not_found};
-use super::{reports, rooms, server_api, static_files, tokens, turn};
+use super::{admin, reports, rooms, server_api, static_files, tokens, turn};
 use crate::app::App;
 
 /// Answers an API request from `ip`, or a static file for a `GET` or `HEAD` that is no route.
@@ -23,6 +23,9 @@ pub(super) async fn handle(req: Request<Incoming>, app: &Arc<App>, ip: IpAddr) -
         (["stats"], &Method::GET) => reports::stats(app),
         (["info"], &Method::GET) => reports::info(app),
         (["metrics"], &Method::GET) => reports::metrics(app),
+        (["admin"], &Method::GET) => admin::asset(app, None, ip),
+        (["admin", file], &Method::GET) => admin::asset(app, Some(file), ip),
+        (["api", "admin", "stream"], &Method::GET) => admin::stream(app, &req, ip),
         (["api", "auth", "token"], &Method::POST) => match require_admin(app, &req, ip) {
             Err(resp) => resp,
             Ok(()) => tokens::issue_token(app, req, ip).await,
@@ -90,9 +93,14 @@ fn split(path: &str) -> Vec<&str> {
 
 fn route_methods(segments: &[&str]) -> Option<&'static str> {
     match segments {
-        ["health"] | ["stats"] | ["info"] | ["metrics"] | ["api", "rooms", _, "peers"] => {
-            Some("GET, OPTIONS")
-        }
+        ["health"]
+        | ["stats"]
+        | ["info"]
+        | ["metrics"]
+        | ["admin"]
+        | ["admin", _]
+        | ["api", "admin", "stream"]
+        | ["api", "rooms", _, "peers"] => Some("GET, OPTIONS"),
         ["api", "auth", "token" | "validate" | "revoke"]
         | ["api", "turn", "credentials"]
         | ["api", "rooms", _, "broadcast"]
@@ -130,6 +138,8 @@ mod tests {
             Some("GET, DELETE, OPTIONS")
         );
         assert_eq!(allowed_methods("/api/rooms/r1/peers"), Some("GET, OPTIONS"));
+        assert_eq!(allowed_methods("/admin/app.js"), Some("GET, OPTIONS"));
+        assert_eq!(allowed_methods("/api/admin/stream"), Some("GET, OPTIONS"));
         assert_eq!(allowed_methods("/"), None);
         assert_eq!(allowed_methods("/api/rooms/r1/other"), None);
     }

@@ -1,12 +1,14 @@
-//! The body of every response: bytes already in memory (the API), or a file read in
-//! chunks as the socket takes them (static files), so no file is ever held whole.
+//! The body of every response: bytes already in memory (the API), a file read in
+//! chunks as the socket takes them (static files), so no file is ever held whole, or
+//! frames made as they come (the admin stats stream).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -20,6 +22,8 @@ pub(crate) enum Body {
     Full(Full<Bytes>),
     /// A file, streamed.
     File(FileBody),
+    /// Frames produced as they come, until the producer ends (the admin stats stream).
+    Streamed(BoxBody<Bytes, io::Error>),
 }
 
 impl Body {
@@ -30,6 +34,14 @@ impl Body {
             remaining: len,
             buf: BytesMut::new(),
         })
+    }
+
+    /// A body whose frames `body` produces.
+    pub(crate) fn streamed<B>(body: B) -> Self
+    where
+        B: hyper::body::Body<Data = Bytes, Error = io::Error> + Send + Sync + 'static,
+    {
+        Self::Streamed(body.boxed())
     }
 }
 
@@ -70,6 +82,7 @@ impl hyper::body::Body for Body {
                 .poll_frame(cx)
                 .map(|frame| frame.map(|f| f.map_err(|never| match never {}))),
             Self::File(file) => file.poll_chunk(cx),
+            Self::Streamed(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -77,6 +90,7 @@ impl hyper::body::Body for Body {
         match self {
             Self::Full(full) => full.is_end_stream(),
             Self::File(file) => file.remaining == 0,
+            Self::Streamed(body) => body.is_end_stream(),
         }
     }
 
@@ -84,6 +98,7 @@ impl hyper::body::Body for Body {
         match self {
             Self::Full(full) => full.size_hint(),
             Self::File(file) => SizeHint::with_exact(file.remaining),
+            Self::Streamed(body) => body.size_hint(),
         }
     }
 }

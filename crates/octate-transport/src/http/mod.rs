@@ -8,7 +8,9 @@
 //! - [`cors`]: origins, preflights and `Access-Control-Allow-Origin`.
 //! - [`request`] and [`response`]: reading bodies and the admin key; building answers.
 //! - [`body`]: the response body type; [`static_files`]: the demo's files.
+//! - [`admin`]: the admin dashboard's page and its stats stream.
 
+mod admin;
 mod api;
 mod body;
 mod cors;
