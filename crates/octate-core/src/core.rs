@@ -8,6 +8,8 @@ use octate_protocol::{
     RoomMetadata, RoomState, ServerMessage, UnixMillis, UserId,
 };
 
+mod cluster_api;
+
 use crate::config::millis;
 use crate::room::{Member, Room};
 use crate::session::{Login, ResumeIssuer, ResumeRefusal, Session, SessionState, TokenRef, ticket};
@@ -217,6 +219,9 @@ struct PendingJoin {
 
 /// Most bytes of signals held for one join in flight; more are dropped.
 const MAX_HELD_BYTES: usize = 256 * 1024;
+
+/// What a kicked peer is told.
+const KICKED_MESSAGE: &str = "removed from the room by an administrator";
 
 impl Core {
     /// Creates an empty core; timers start counting from `now`.
@@ -1145,6 +1150,9 @@ impl Core {
                 from_node,
                 text,
             } => self.deliver_remote_publish(now, &room_id, (&from, &from_node), text),
+            ClusterEvent::ServerMessage { room_id, to, text } => {
+                self.deliver_server_message(&room_id, to.as_ref(), text);
+            }
             ClusterEvent::RoomClosed {
                 room_id,
                 reason,
@@ -1225,11 +1233,7 @@ impl Core {
                     .get(&conn)
                     .map(|c| c.token.clone())
                     .unwrap_or_default();
-                self.send_error(
-                    conn,
-                    ErrorCode::Kicked,
-                    "removed from the room by an administrator",
-                );
+                self.send_error(conn, ErrorCode::Kicked, KICKED_MESSAGE);
                 self.close(now, conn, CloseCode::Kicked);
                 Ok(token)
             }
@@ -1890,12 +1894,18 @@ impl Core {
                 .members
                 .iter()
                 .any(|m| m.user_id == user && m.suspended);
+            let kicked =
+                matches!(cause, MembershipCause::Left(u, LeaveReason::Kicked) if *u == user);
             let code = match now_there {
                 Some(PeerLocation::Suspended) if suspended => CloseCode::GoingAway,
                 Some(_) => CloseCode::Replaced,
                 None if matches!(cause, MembershipCause::Replaced(_)) => CloseCode::Replaced,
+                None if kicked => CloseCode::Kicked,
                 None => CloseCode::TryAgainLater,
             };
+            if code == CloseCode::Kicked {
+                self.send_error(conn, ErrorCode::Kicked, KICKED_MESSAGE);
+            }
             self.outputs.push_back(Output::Close { conn, code });
             self.conns.remove(&conn);
             targets.retain(|c| *c != conn);
