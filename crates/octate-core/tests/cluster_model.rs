@@ -688,6 +688,17 @@ enum Step {
     },
     /// The reaper takes the dead nodes' members.
     Reap,
+    /// The server API kicks a user from a room, whatever node holds it.
+    Kick {
+        user: u8,
+        room: u8,
+    },
+    /// The server API on `node` sends a room (or one user of it) a `server-message`.
+    ServerMessage {
+        node: usize,
+        room: u8,
+        to: Option<u8>,
+    },
 }
 
 /// Nodes of the modelled cluster: two may die and two still live.
@@ -708,6 +719,9 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..2 * GRACE_MS).prop_map(|ms| Step::Advance { ms }),
         2 => prop_oneof![5 => Just(None), 1 => (0..NODES).prop_map(Some)]
             .prop_map(|node| node.map_or(Step::Reap, |node| Step::Kill { node })),
+        1 => (0..5u8, 0..2u8).prop_map(|(user, room)| Step::Kick { user, room }),
+        1 => (0..NODES, 0..2u8, prop::option::of(0..5u8))
+            .prop_map(|(node, room, to)| Step::ServerMessage { node, room, to }),
     ]
 }
 
@@ -816,6 +830,16 @@ fn run(steps: &[Step], pipelined: bool) {
                 }
             }
             Step::Reap => c.reap(),
+            Step::Kick { user, room } => {
+                // Refused (404) when the user is not in the room: nothing changes.
+                let _ = c.kick(&format!("r{room}"), &format!("u{user}"));
+            }
+            Step::ServerMessage { node, room, to } => {
+                let node = live(&c, node);
+                let to = to.map(|u| format!("u{u}"));
+                // Refused (404, 409) when there is nobody to send it to.
+                let _ = c.server_message(node, &format!("r{room}"), to.as_deref(), "{}");
+            }
         }
         c.check_replicas();
     }

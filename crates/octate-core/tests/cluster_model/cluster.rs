@@ -468,6 +468,10 @@ impl FakeCluster {
                     if let Some(view) = self.views.get_mut(&(node, conn))
                         && !view.lost
                     {
+                        assert!(
+                            code != CloseCode::Kicked || view.kicked,
+                            "n{node}: {conn} closed 4005 without being told kicked"
+                        );
                         view.closed = true;
                         view.close_code = Some(code);
                     }
