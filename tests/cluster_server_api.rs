@@ -70,7 +70,13 @@ async fn a_kick_on_one_node_closes_the_peer_on_another_and_the_room_is_told_once
             "peer-not-found",
         );
         assert_http_error(
-            &post(node.http, "/api/rooms/nope/peers/bob/kick", &json!({}), None).await,
+            &post(
+                node.http,
+                "/api/rooms/nope/peers/bob/kick",
+                &json!({}),
+                None,
+            )
+            .await,
             404,
             "room-not-found",
         );
@@ -206,7 +212,10 @@ async fn rooms_are_listed_a_page_at_a_time_from_any_node_and_closed_rooms_leave_
     let mut clients = Vec::new();
     for i in 0..5 {
         clients.push(a.join(&format!("ua{i}"), &format!("room-{i:02}")).await);
-        clients.push(b.join(&format!("ub{i}"), &format!("room-{:02}", i + 5)).await);
+        clients.push(
+            b.join(&format!("ub{i}"), &format!("room-{:02}", i + 5))
+                .await,
+        );
     }
     // One room over both nodes.
     clients.push(b.join("shared", "room-03").await);
@@ -217,13 +226,21 @@ async fn rooms_are_listed_a_page_at_a_time_from_any_node_and_closed_rooms_leave_
         None,
     )
     .await;
-    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
 
     let mut expected: Vec<String> = (0..10).map(|i| format!("room-{i:02}")).collect();
     expected.push("room-99".to_owned());
     for node in [&a, &b] {
         let rooms = all_rooms(node, 3, "").await;
-        let ids: Vec<&str> = rooms.iter().map(|r| r["roomId"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = rooms
+            .iter()
+            .map(|r| r["roomId"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, expected, "every room, in order, from node {}", node.id);
         let shared = rooms.iter().find(|r| r["roomId"] == "room-03").unwrap();
         assert_eq!(shared["peerCount"], 2, "{shared}");
@@ -243,20 +260,36 @@ async fn rooms_are_listed_a_page_at_a_time_from_any_node_and_closed_rooms_leave_
     let resp = request(b.http, "DELETE", "/api/rooms/room-01", &[], None).await;
     assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
     let last = clients.remove(1);
-    assert_eq!(last.room.room_id.as_str(), "room-05", "ub0 is alone in room-05");
+    assert_eq!(
+        last.room.room_id.as_str(),
+        "room-05",
+        "ub0 is alone in room-05"
+    );
     last.client.close().await.unwrap();
-    let resp = post(a.http, "/api/rooms/room-07/peers/ub2/kick", &json!({}), None).await;
+    let resp = post(
+        a.http,
+        "/api/rooms/room-07/peers/ub2/kick",
+        &json!({}),
+        None,
+    )
+    .await;
     assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
     let gone = ["room-01", "room-05", "room-07", "room-99"];
     let deadline = Instant::now() + peers::WAIT;
     loop {
         let ids = room_ids(&all_rooms(&b, 4, "").await);
         if gone.iter().all(|g| !ids.iter().any(|id| id == g)) {
-            let left: Vec<&String> = expected.iter().filter(|e| !gone.contains(&e.as_str())).collect();
+            let left: Vec<&String> = expected
+                .iter()
+                .filter(|e| !gone.contains(&e.as_str()))
+                .collect();
             assert_eq!(ids.iter().collect::<Vec<_>>(), left);
             break;
         }
-        assert!(Instant::now() < deadline, "closed rooms still listed: {ids:?}");
+        assert!(
+            Instant::now() < deadline,
+            "closed rooms still listed: {ids:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -322,7 +355,10 @@ async fn expect_server_message(client: &mut Client, who: &str, data: &Value) {
             let got: Value = serde_json::from_str(got.get()).unwrap();
             assert_eq!(&got, data, "{who}");
         }
-        other => panic!("{who}: expected server-message, got {}", peers::brief(&other)),
+        other => panic!(
+            "{who}: expected server-message, got {}",
+            peers::brief(&other)
+        ),
     }
 }
 
@@ -333,7 +369,10 @@ fn member_has(redis: &Redis, room: &str, user: &str, field: &str) -> bool {
         if not m then return 0 end \
         if cjson.decode(m)[ARGV[2]] then return 1 end return 0";
     let key = format!("oct:room:{{{room}}}:m");
-    redis.try_command(&["EVAL", SCRIPT, "1", &key, user, field]).as_deref() == Some(":1")
+    redis
+        .try_command(&["EVAL", SCRIPT, "1", &key, user, field])
+        .as_deref()
+        == Some(":1")
 }
 
 /// Waits until the store's record of a member has `field`.
