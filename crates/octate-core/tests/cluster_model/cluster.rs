@@ -916,6 +916,15 @@ impl FakeCluster {
     pub(crate) fn check_replicas(&self) {
         self.store.check();
         for (i, node) in self.live_nodes() {
+            let mut ids: Vec<&RoomId> = node.core.room_ids().collect();
+            ids.sort_unstable();
+            let listed = node.core.rooms_page(None, None, usize::MAX);
+            let listed: Vec<&RoomId> = listed.iter().map(|r| &r.room_id).collect();
+            assert_eq!(
+                listed, ids,
+                "{}: the room list is every replica, in order",
+                node.id
+            );
             for (room_id, members) in node.core.local_members().into_iter().fold(
                 BTreeMap::<RoomId, Vec<ClusterMember>>::new(),
                 |mut acc, (r, m)| {
