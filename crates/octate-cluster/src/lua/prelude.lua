@@ -137,10 +137,12 @@ local function drop_room(r, meta)
   if meta and meta.by then redis.call('ZREM', k_user_rooms(meta.by), r) end
 end
 
--- Marks a room as live (it has members): no grace expiry.
+-- Marks a room as live (it has members): no grace expiry. (It is indexed again too, for a
+-- room written before the index existed.)
 local function keep_room(r, meta)
   redis.call('PERSIST', k_meta(r))
   redis.call('ZADD', K_ROOMS, 'inf', r)
+  redis.call('ZADD', K_ROOM_INDEX, 0, r)
   if meta.by then redis.call('ZADD', k_user_rooms(meta.by), 'inf', r) end
 end
 
