@@ -57,8 +57,12 @@ pub(super) async fn kick(
     }
     let token = match app.cluster() {
         Some(cluster) => {
-            // The store knows the token once the session had a ticket (resume on).
-            let local = app.with_core(|core| core.local_token(&room_id, &user_id));
+            // The store knows the token once the session had a ticket (resume on); else
+            // only the node holding the connection does.
+            let local = body
+                .revoke_token
+                .then(|| app.with_core(|core| core.local_token(&room_id, &user_id)))
+                .flatten();
             match cluster.kick(room_id.clone(), user_id.clone()).await {
                 Ok(token) if token.token_id.is_none() => local.unwrap_or(token),
                 Ok(token) => token,
