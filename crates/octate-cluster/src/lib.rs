@@ -32,8 +32,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use octate_core::{ClusterCommand, ClusterEvent, ClusterMember, NewRoom, NodeId, RoomSnapshot};
-use octate_protocol::{RoomCloseReason, RoomId, UnixMillis};
+use octate_core::{
+    ClusterCommand, ClusterEvent, ClusterMember, NewRoom, NodeId, RoomPage, RoomSnapshot, TokenRef,
+};
+use octate_protocol::{RoomCloseReason, RoomId, UnixMillis, UserId};
 use octate_transport::{ClusterLink, ClusterStats, LinkError, LinkFuture};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
@@ -351,6 +353,29 @@ impl ClusterLink for Cluster {
                 }
                 return;
             }
+            ClusterCommand::ServerMessage {
+                nodes,
+                room_id,
+                to,
+                msg,
+            } => {
+                // Encoded once; each node's frame gets its own sequence number.
+                let payload = msg.encode();
+                for node in nodes {
+                    let frame = RelayFrame::server(
+                        &sh.config.node_id,
+                        sh.boot,
+                        &room_id,
+                        to.as_ref(),
+                        &payload,
+                    );
+                    if let Some(frame) = self.admit(frame) {
+                        // The writer only stops at shutdown.
+                        let _ = sh.jobs.send(Job::Relay { node, frame });
+                    }
+                }
+                return;
+            }
             ClusterCommand::CloseRoom { room_id, reason } => Job::Close { room_id, reason },
             ClusterCommand::Ticket {
                 conn,
@@ -436,6 +461,33 @@ impl ClusterLink for Cluster {
         Box::pin(async move {
             self.sh()
                 .revoke(&token_id, expires_at)
+                .await
+                .map_err(|e| unavailable(&e))
+        })
+    }
+
+    fn kick(
+        &self,
+        room_id: RoomId,
+        user_id: UserId,
+    ) -> LinkFuture<'_, Result<TokenRef, LinkError>> {
+        Box::pin(async move {
+            match self.sh().kick(&room_id, &user_id).await {
+                Ok(Ok(token)) => Ok(token),
+                Ok(Err(refused)) => Err(LinkError::Refused(refused)),
+                Err(e) => Err(unavailable(&e)),
+            }
+        })
+    }
+
+    fn rooms_page(
+        &self,
+        after: Option<RoomId>,
+        limit: usize,
+    ) -> LinkFuture<'_, Result<RoomPage, LinkError>> {
+        Box::pin(async move {
+            self.sh()
+                .rooms_page(after.as_ref(), limit)
                 .await
                 .map_err(|e| unavailable(&e))
         })

@@ -21,6 +21,8 @@ pub(crate) struct Scripts {
     pub(crate) suspend: Script,
     pub(crate) resume: Script,
     pub(crate) expire: Script,
+    pub(crate) kick: Script,
+    pub(crate) list_rooms: Script,
 }
 
 fn with_prelude(body: &str) -> Script {
@@ -44,11 +46,13 @@ impl Scripts {
             suspend: with_prelude(include_str!("lua/suspend.lua")),
             resume: with_prelude(include_str!("lua/resume.lua")),
             expire: with_prelude(include_str!("lua/expire.lua")),
+            kick: with_prelude(include_str!("lua/kick.lua")),
+            list_rooms: with_prelude(include_str!("lua/list_rooms.lua")),
         }
     }
 
     /// Every script, to load into Redis' script cache after connecting.
-    pub(crate) fn all(&self) -> [&Script; 14] {
+    pub(crate) fn all(&self) -> [&Script; 16] {
         [
             &self.join,
             &self.leave,
@@ -64,6 +68,8 @@ impl Scripts {
             &self.suspend,
             &self.resume,
             &self.expire,
+            &self.kick,
+            &self.list_rooms,
         ]
     }
 }

@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use octate_core::{CoreError, NewRoom, RoomSnapshot};
-use octate_protocol::{RoomCloseReason, RoomId, UnixMillis};
+use octate_core::{CoreError, NewRoom, RoomPage, RoomSnapshot, TokenRef};
+use octate_protocol::{RoomCloseReason, RoomId, UnixMillis, UserId};
 use redis::{FromRedisValue, ScriptInvocation};
 
 use crate::ClusterError;
@@ -16,6 +16,8 @@ use crate::wire::{RevokedJson, decode_snapshot};
 
 /// Members removed per reap script call.
 const REAP_BATCH: usize = 200;
+/// Fewest room index entries a room list looks at per page (stale entries are skipped).
+const LIST_SCAN_MIN: usize = 256;
 
 /// What a heartbeat script answered.
 #[derive(Debug)]
@@ -257,6 +259,72 @@ impl Shared {
             )
             .await?;
         Ok(closed == 1)
+    }
+
+    /// Removes a user from a room whatever node holds it, ending its session; tells the
+    /// room's nodes and the holder (cause left, reason kicked). The token its session
+    /// runs on (empty when the store never learnt it), or `RoomNotFound`/`PeerNotFound`.
+    pub(crate) async fn kick(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<Result<TokenRef, CoreError>, ClusterError> {
+        let reply: Vec<String> = self
+            .call(
+                self.scripts
+                    .kick
+                    .arg(&self.config.key_prefix)
+                    .arg(room_id.as_str())
+                    .arg(user_id.as_str()),
+            )
+            .await?;
+        match reply.as_slice() {
+            [ok, token_id, expiry, _node] if ok == "ok" => Ok(Ok(TokenRef {
+                token_id: (!token_id.is_empty()).then(|| token_id.clone()),
+                expires_at: expiry.parse().ok(),
+            })),
+            [err, code] if err == "err" && code == "room-not-found" => {
+                Ok(Err(CoreError::RoomNotFound))
+            }
+            [err, code] if err == "err" && code == "peer-not-found" => {
+                Ok(Err(CoreError::PeerNotFound))
+            }
+            _ => Err(ClusterError::Decode("kick reply".into())),
+        }
+    }
+
+    /// Up to `limit` rooms in the order of their ids, after `after`.
+    pub(crate) async fn rooms_page(
+        &self,
+        after: Option<&RoomId>,
+        limit: usize,
+    ) -> Result<RoomPage, ClusterError> {
+        let budget = limit.saturating_mul(4).max(LIST_SCAN_MIN);
+        let reply: Vec<Vec<u8>> = self
+            .call(
+                self.scripts
+                    .list_rooms
+                    .arg(&self.config.key_prefix)
+                    .arg(after.map_or("", RoomId::as_str))
+                    .arg(limit)
+                    .arg(budget),
+            )
+            .await?;
+        let Some((stopped, snapshots)) = reply.split_first() else {
+            return Err(ClusterError::Decode("list_rooms reply".into()));
+        };
+        let mut rooms = Vec::with_capacity(snapshots.len());
+        for bytes in snapshots {
+            match decode_snapshot(bytes) {
+                Ok(snapshot) => rooms.push(snapshot),
+                Err(e) => tracing::warn!(error = %e.0, "a room of the index cannot be read"),
+            }
+        }
+        let stopped_at = std::str::from_utf8(stopped)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .and_then(|s| RoomId::new(s).ok());
+        Ok(RoomPage { rooms, stopped_at })
     }
 
     /// Stores a revoked token until it expires and tells every node.

@@ -184,7 +184,11 @@ impl Receiver {
     fn relay(&mut self, sh: &Shared, frame: &RelayIn<'_>) {
         let decoded = (|| {
             let room_id = RoomId::new(frame.room).ok()?;
-            let from = UserId::new(frame.from).ok()?;
+            // A server message has no sending member.
+            let from = match frame.kind {
+                RelayKind::Server => None,
+                RelayKind::Message | RelayKind::Publish => Some(UserId::new(frame.from).ok()?),
+            };
             let to = match frame.to {
                 Some(to) => Some(UserId::new(to).ok()?),
                 None => None,
@@ -203,20 +207,22 @@ impl Receiver {
             return;
         };
         Counters::add(&sh.counters.messages_in, 1);
-        let event = match frame.kind {
-            RelayKind::Message => ClusterEvent::Relay {
+        let event = match (frame.kind, from) {
+            (RelayKind::Message, Some(from)) => ClusterEvent::Relay {
                 room_id,
                 from,
                 from_node,
                 to,
                 text,
             },
-            RelayKind::Publish => ClusterEvent::Publish {
+            (RelayKind::Publish, Some(from)) => ClusterEvent::Publish {
                 room_id,
                 from,
                 from_node,
                 text,
             },
+            (RelayKind::Server, _) => ClusterEvent::ServerMessage { room_id, to, text },
+            (RelayKind::Message | RelayKind::Publish, None) => return,
         };
         sh.emit(NodeEvent::Core(event));
     }

@@ -1,8 +1,9 @@
 //! The bytes on the nodes' channels: relay frames (binary, built here) and membership,
 //! room-closed and revocation events (JSON, mostly built by the Lua scripts).
 //!
-//! Every message starts with one tag byte: `R` relay, `P` y-webrtc publish, `M`
-//! membership, `C` room closed, `V` token revoked. A relay (or publish) frame is
+//! Every message starts with one tag byte: `R` relay, `P` y-webrtc publish, `S` server
+//! message, `M` membership, `C` room closed, `V` token revoked. A relay (publish, server
+//! message: `from` empty) frame is
 //! `R | node len u8 | node | boot u64 | seq u64 | room len u8 | room | from len u8 | from |
 //! to len u8 (0: everyone) | to | payload`, integers big-endian, the payload being the
 //! message's JSON exactly as the recipients get it.
@@ -18,6 +19,9 @@ pub(crate) const TAG_RELAY: u8 = b'R';
 /// Tag of a relay frame carrying a `y-webrtc` `publish` (for the topic's subscribers).
 pub(crate) const TAG_PUBLISH: u8 = b'P';
 
+/// Tag of a relay frame carrying a server API `server-message` (no sending member).
+pub(crate) const TAG_SERVER: u8 = b'S';
+
 /// What a relay frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RelayKind {
@@ -25,6 +29,8 @@ pub(crate) enum RelayKind {
     Message,
     /// A `y-webrtc` `publish` for the room topic's subscribers.
     Publish,
+    /// A `server-message` of the server API for the room's native peers (or one of them).
+    Server,
 }
 /// Tag of a revocation.
 pub(crate) const TAG_REVOKED: u8 = b'V';
@@ -69,6 +75,18 @@ impl RelayFrame {
         Self::framed(TAG_PUBLISH, node, boot, (room, from, None), payload)
     }
 
+    /// Frames one server API `server-message` for another node's native peers of `room`
+    /// (all of them, or `to`).
+    pub(crate) fn server(
+        node: &NodeId,
+        boot: u64,
+        room: &RoomId,
+        to: Option<&UserId>,
+        payload: &[u8],
+    ) -> Self {
+        Self::framed_raw(TAG_SERVER, node, boot, (room.as_str(), "", to), payload)
+    }
+
     fn framed(
         tag: u8,
         node: &NodeId,
@@ -76,7 +94,17 @@ impl RelayFrame {
         (room, from, to): (&RoomId, &UserId, Option<&UserId>),
         payload: &[u8],
     ) -> Self {
-        let (node, room, from) = (node.as_str(), room.as_str(), from.as_str());
+        Self::framed_raw(tag, node, boot, (room.as_str(), from.as_str(), to), payload)
+    }
+
+    fn framed_raw(
+        tag: u8,
+        node: &NodeId,
+        boot: u64,
+        (room, from, to): (&str, &str, Option<&UserId>),
+        payload: &[u8],
+    ) -> Self {
+        let node = node.as_str();
         let to = to.map_or("", UserId::as_str);
         let len = 1 + 1 + node.len() + 16 + 3 + room.len() + from.len() + to.len() + payload.len();
         let mut bytes = Vec::with_capacity(len);
@@ -154,6 +182,7 @@ impl<'a> RelayIn<'a> {
         let kind = match r.take(1)? {
             [TAG_RELAY] => RelayKind::Message,
             [TAG_PUBLISH] => RelayKind::Publish,
+            [TAG_SERVER] => RelayKind::Server,
             _ => return Err(bad("not a relay frame")),
         };
         let node = r.short()?;
@@ -334,7 +363,7 @@ impl<'a> Inbound<'a> {
         let (tag, body) = bytes.split_first().ok_or_else(|| bad("empty message"))?;
         let json = |what| bad(format!("bad {what} event"));
         match tag {
-            b'R' | b'P' => RelayIn::parse(bytes).map(Self::Relay),
+            b'R' | b'P' | b'S' => RelayIn::parse(bytes).map(Self::Relay),
             b'M' => {
                 let m: MembershipJson =
                     serde_json::from_slice(body).map_err(|_| json("membership"))?;
@@ -407,6 +436,12 @@ mod tests {
         );
         let broadcast = RelayFrame::new(&node, 7, &room, &from, None, b"{}");
         assert_eq!(RelayIn::parse(&broadcast.bytes).expect("parses").to, None);
+        let server = RelayFrame::server(&node, 7, &room, Some(&to), b"{}");
+        let got = RelayIn::parse(&server.bytes).expect("parses");
+        assert_eq!(
+            (got.kind, got.from, got.to),
+            (RelayKind::Server, "", Some("bob"))
+        );
         let publish = RelayFrame::publish(&node, 7, &room, &from, b"{}");
         let got = RelayIn::parse(&publish.bytes).expect("parses");
         assert_eq!(

@@ -1037,3 +1037,121 @@ async fn a_shutdown_while_redis_is_down_still_returns() {
         .await
         .expect("shutdown is bounded");
 }
+
+/// The room index as Redis holds it, and as a page of the room list reads it.
+async fn indexed_rooms(redis: &Redis, node: &Node) -> (Vec<String>, Vec<String>) {
+    let raw = command(
+        redis,
+        redis::cmd("ZRANGE").arg("oct:roomidx").arg(0).arg(-1),
+    )
+    .await;
+    let raw: Vec<String> = redis::from_redis_value(raw).expect("a list of ids");
+    let page = node.link.rooms_page(None, 100).await.expect("a page");
+    let listed = page
+        .rooms
+        .iter()
+        .map(|r| r.room_id.as_str().to_owned())
+        .collect();
+    (raw, listed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_tells_the_holding_node_and_the_room_index_follows_every_close() {
+    let redis = Redis::start();
+    let a = Node::start(config(&redis, "a")).await;
+    let b = Node::start(config(&redis, "b")).await;
+    a.joined(1, "r1", "alice").await;
+    a.joined(2, "r2", "alice").await;
+    b.joined(3, "r3", "bob").await;
+    b.joined(4, "r4", "bob").await;
+    a.joined(5, "r4", "carol").await;
+    a.joined(6, "r5", "dave").await;
+    b.joined(7, "r6", "erin").await;
+    let all: Vec<String> = ["r1", "r2", "r3", "r4", "r5", "r6"]
+        .map(String::from)
+        .to_vec();
+    assert_eq!(indexed_rooms(&redis, &b).await, (all.clone(), all));
+    let page = a
+        .link
+        .rooms_page(Some(room("r2")), 2)
+        .await
+        .expect("a page");
+    let ids: Vec<&str> = page.rooms.iter().map(|r| r.room_id.as_str()).collect();
+    assert_eq!(ids, ["r3", "r4"], "after the cursor, at most the limit");
+    assert_eq!(users(&page.rooms[1]), ["bob", "carol"]);
+
+    // A kick from node a of bob, held by node b: b hears it (cause left, kicked), and so
+    // does a, whose carol shares the room.
+    let from = [a.count(), b.count()];
+    let token = a
+        .link
+        .kick(room("r4"), user("bob"))
+        .await
+        .expect("bob is in r4");
+    assert_eq!(token.token_id, None, "no ticket, no token in the store");
+    for (node, from) in [&a, &b].into_iter().zip(from) {
+        let seen = node
+            .wait_for_after(from, "kicked", |e| {
+                is_membership(e, |c| {
+                    *c == MembershipCause::Left(user("bob"), LeaveReason::Kicked)
+                })
+            })
+            .await;
+        assert_eq!(users(&snapshot_of(&seen)), ["carol"]);
+    }
+    assert_eq!(
+        a.link.kick(room("r4"), user("bob")).await,
+        Err(octate_transport::LinkError::Refused(
+            CoreError::PeerNotFound
+        ))
+    );
+    assert_eq!(
+        a.link.kick(room("nope"), user("bob")).await,
+        Err(octate_transport::LinkError::Refused(
+            CoreError::RoomNotFound
+        ))
+    );
+    // The last member kicked: its node still hears it (a snapshot without members), and
+    // the room is gone.
+    let from = b.count();
+    a.link
+        .kick(room("r3"), user("bob"))
+        .await
+        .expect("bob is in r3");
+    let seen = b
+        .wait_for_after(from, "kicked from r3", |e| {
+            is_membership(e, |c| {
+                *c == MembershipCause::Left(user("bob"), LeaveReason::Kicked)
+            })
+        })
+        .await;
+    assert!(snapshot_of(&seen).members.is_empty());
+
+    // Closed by the last leave, by `close_room`, by the reaper of a crashed node (r4,
+    // r5).
+    a.leave(1, "r1", "alice", LeaveReason::Left);
+    assert_eq!(
+        a.link
+            .close_room(room("r2"), RoomCloseReason::Deleted)
+            .await,
+        Ok(true)
+    );
+    a.link.abort();
+    let left: Vec<String> = vec!["r6".to_owned()];
+    // The index itself follows (no page is read meanwhile: a page drops stale entries).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let raw = command(
+            &redis,
+            redis::cmd("ZRANGE").arg("oct:roomidx").arg(0).arg(-1),
+        )
+        .await;
+        let raw: Vec<String> = redis::from_redis_value(raw).expect("a list of ids");
+        if raw == left {
+            break;
+        }
+        assert!(Instant::now() < deadline, "index {raw:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(indexed_rooms(&redis, &b).await, (left.clone(), left));
+}

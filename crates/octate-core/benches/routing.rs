@@ -1,5 +1,6 @@
 //! Routing cost in the core: `handle_message` plus draining its outputs, for a signal in a
-//! room of 2 and a cursor update in a room of 32. `cargo bench -p octate-core --bench routing`.
+//! room of 2 and a cursor update in a room of 32; and a page of the room list among 10,000
+//! rooms. `cargo bench -p octate-core --bench routing`.
 
 #![allow(
     missing_docs,
@@ -86,12 +87,44 @@ fn bench_routing(c: &mut Criterion) {
     group.finish();
 }
 
+/// A core with `n` rooms `room-{i}` of one peer each, outputs drained.
+fn rooms(n: u64) -> Core {
+    let config = CoreConfig {
+        max_rooms: 2 * n as usize,
+        ..CoreConfig::default()
+    };
+    let mut core = Core::new(config, NOW);
+    for i in 0..n {
+        let identity = Identity {
+            user_id: UserId::new(format!("u{i}")).unwrap_or_else(|e| panic!("{e}")),
+            room_id: RoomId::new(format!("room-{i:05}")).unwrap_or_else(|e| panic!("{e}")),
+        };
+        core.handle_authenticated(NOW + i, ConnId(i), identity, None);
+    }
+    while core.poll_output().is_some() {}
+    core
+}
+
+/// One page of the server API's room list, as a dashboard polls it.
+fn bench_rooms_page(c: &mut Criterion) {
+    let core = rooms(10_000);
+    let middle = RoomId::new("room-05000").unwrap_or_else(|e| panic!("{e}"));
+    let mut group = c.benchmark_group("rooms_page");
+    group.bench_function("first page of 51, 10,000 rooms", |b| {
+        b.iter(|| black_box(core.rooms_page(None, None, 51)));
+    });
+    group.bench_function("middle page of 51, 10,000 rooms", |b| {
+        b.iter(|| black_box(core.rooms_page(None, Some(&middle), 51)));
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(50);
-    targets = bench_routing
+    targets = bench_routing, bench_rooms_page
 }
 criterion_main!(benches);

@@ -125,6 +125,16 @@ pub struct RoomSnapshot {
     pub members: Vec<ClusterMember>,
 }
 
+/// One page of a cluster's rooms, in the order of their ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoomPage {
+    /// The rooms found, at most as many as asked.
+    pub rooms: Vec<RoomSnapshot>,
+    /// Where the store stopped looking before the page was full (rooms may follow it);
+    /// `None` when it looked through to the end or the page is full.
+    pub stopped_at: Option<RoomId>,
+}
+
 /// What changed to produce a snapshot; names the reason a member left.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MembershipCause {
@@ -265,6 +275,18 @@ pub enum ClusterCommand {
         /// Digest of the token handed out if the resume succeeds.
         next: TokenDigest,
     },
+    /// Deliver a `server-message` from the server API to a room's native peers on other
+    /// nodes (it has no sending member).
+    ServerMessage {
+        /// The nodes to deliver to.
+        nodes: Vec<NodeId>,
+        /// The room.
+        room_id: RoomId,
+        /// The one recipient, or every native peer of the room on those nodes.
+        to: Option<UserId>,
+        /// The message, ready to encode once.
+        msg: ServerMessage,
+    },
     /// Close a room everywhere (inactivity, memory pressure).
     CloseRoom {
         /// The room.
@@ -339,6 +361,15 @@ pub enum ClusterEvent {
         /// The node the publisher's session is on.
         from_node: NodeId,
         /// The message as subscribers get it.
+        text: Arc<str>,
+    },
+    /// A `server-message` from the server API on another node, already encoded.
+    ServerMessage {
+        /// The room.
+        room_id: RoomId,
+        /// The one recipient, or every native peer of the room on this node.
+        to: Option<UserId>,
+        /// The JSON text to send as is.
         text: Arc<str>,
     },
     /// A room was closed by any node (or over HTTP).

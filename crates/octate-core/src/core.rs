@@ -1,12 +1,15 @@
 //! The signaling state machine: connections, rooms, routing, timers and memory policy.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use octate_protocol::{
     ClientMessage, CloseCode, ErrorCode, LeaveReason, PeerInfo, RawJson, RoomCloseReason, RoomId,
     RoomMetadata, RoomState, ServerMessage, UnixMillis, UserId,
 };
+
+mod cluster_api;
 
 use crate::config::millis;
 use crate::room::{Member, Room};
@@ -155,6 +158,8 @@ struct Conn {
 pub struct Core {
     config: CoreConfig,
     rooms: HashMap<RoomId, Room>,
+    /// The ids of `rooms`, in order: a page of the room list costs its length, not a sort.
+    room_ids: BTreeSet<RoomId>,
     conns: HashMap<ConnId, Conn>,
     /// How many existing rooms each user created, for `max_rooms_per_user`.
     created_by: HashMap<UserId, usize>,
@@ -218,6 +223,9 @@ struct PendingJoin {
 /// Most bytes of signals held for one join in flight; more are dropped.
 const MAX_HELD_BYTES: usize = 256 * 1024;
 
+/// What a kicked peer is told.
+const KICKED_MESSAGE: &str = "removed from the room by an administrator";
+
 impl Core {
     /// Creates an empty core; timers start counting from `now`.
     pub fn new(config: CoreConfig, now: UnixMillis) -> Self {
@@ -226,6 +234,7 @@ impl Core {
         Self {
             config,
             rooms: HashMap::new(),
+            room_ids: BTreeSet::new(),
             conns: HashMap::new(),
             created_by: HashMap::new(),
             outputs: VecDeque::new(),
@@ -1066,6 +1075,7 @@ impl Core {
             });
         }
         self.rooms.clear();
+        self.room_ids.clear();
         self.created_by.clear();
         self.sessions.clear();
         self.deadlines.clear();
@@ -1145,6 +1155,9 @@ impl Core {
                 from_node,
                 text,
             } => self.deliver_remote_publish(now, &room_id, (&from, &from_node), text),
+            ClusterEvent::ServerMessage { room_id, to, text } => {
+                self.deliver_server_message(&room_id, to.as_ref(), text);
+            }
             ClusterEvent::RoomClosed {
                 room_id,
                 reason,
@@ -1225,11 +1238,7 @@ impl Core {
                     .get(&conn)
                     .map(|c| c.token.clone())
                     .unwrap_or_default();
-                self.send_error(
-                    conn,
-                    ErrorCode::Kicked,
-                    "removed from the room by an administrator",
-                );
+                self.send_error(conn, ErrorCode::Kicked, KICKED_MESSAGE);
                 self.close(now, conn, CloseCode::Kicked);
                 Ok(token)
             }
@@ -1293,17 +1302,18 @@ impl Core {
         after: Option<&RoomId>,
         limit: usize,
     ) -> Vec<RoomMetadata> {
-        let mut ids: Vec<&RoomId> = self
-            .rooms
-            .values()
+        debug_assert_eq!(
+            self.room_ids.len(),
+            self.rooms.len(),
+            "the room index is stale"
+        );
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.room_ids
+            .range::<RoomId, _>((start, Bound::Unbounded))
+            .filter_map(|id| self.rooms.get(id))
             .filter(|r| state.is_none_or(|s| r.state == s))
-            .filter(|r| after.is_none_or(|a| &r.id > a))
-            .map(|r| &r.id)
-            .collect();
-        ids.sort_unstable();
-        ids.truncate(limit);
-        ids.into_iter()
-            .filter_map(|id| self.rooms.get(id).map(Room::metadata))
+            .take(limit)
+            .map(Room::metadata)
             .collect()
     }
 
@@ -1371,6 +1381,7 @@ impl Core {
     fn insert_room(&mut self, room: Room) {
         *self.created_by.entry(room.created_by.clone()).or_default() += 1;
         self.stats.rooms_created += 1;
+        self.room_ids.insert(room.id.clone());
         self.rooms.insert(room.id.clone(), room);
     }
 
@@ -1786,6 +1797,7 @@ impl Core {
         }
         let room_id = snapshot.room_id.clone();
         let room = self.rooms.entry(room_id.clone()).or_insert_with(|| {
+            self.room_ids.insert(room_id.clone());
             Room::new(
                 room_id.clone(),
                 snapshot.room_name.clone(),
@@ -1890,12 +1902,18 @@ impl Core {
                 .members
                 .iter()
                 .any(|m| m.user_id == user && m.suspended);
+            let kicked =
+                matches!(cause, MembershipCause::Left(u, LeaveReason::Kicked) if *u == user);
             let code = match now_there {
                 Some(PeerLocation::Suspended) if suspended => CloseCode::GoingAway,
                 Some(_) => CloseCode::Replaced,
                 None if matches!(cause, MembershipCause::Replaced(_)) => CloseCode::Replaced,
+                None if kicked => CloseCode::Kicked,
                 None => CloseCode::TryAgainLater,
             };
+            if code == CloseCode::Kicked {
+                self.send_error(conn, ErrorCode::Kicked, KICKED_MESSAGE);
+            }
             self.outputs.push_back(Output::Close { conn, code });
             self.conns.remove(&conn);
             targets.retain(|c| *c != conn);
@@ -1921,6 +1939,7 @@ impl Core {
         }
         if !has_local {
             self.rooms.remove(&room_id);
+            self.room_ids.remove(&room_id);
         }
     }
 
@@ -2253,6 +2272,7 @@ impl Core {
             if !room.has_local_members() {
                 // The room lives on in the cluster; this node keeps no replica of it.
                 self.rooms.remove(room_id);
+                self.room_ids.remove(room_id);
                 return;
             }
         }
@@ -2297,6 +2317,7 @@ impl Core {
         let Some(room) = self.rooms.remove(room_id) else {
             return;
         };
+        self.room_ids.remove(room_id);
         for member in &room.members {
             if let Some(session_id) = &member.session {
                 self.end_session(session_id);

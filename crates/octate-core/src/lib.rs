@@ -24,7 +24,7 @@ mod session;
 
 pub use crate::cluster::{
     ClusterCommand, ClusterEvent, ClusterMember, InvalidNodeId, JoinKind, MAX_NODE_ID_LEN,
-    MembershipCause, NodeId, PeerLocation, RoomSnapshot,
+    MembershipCause, NodeId, PeerLocation, RoomPage, RoomSnapshot,
 };
 pub use crate::config::CoreConfig;
 pub use crate::core::{Core, CoreStats, Identity, NewRoom, Protocol, Vacancy};

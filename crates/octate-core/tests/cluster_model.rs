@@ -33,7 +33,7 @@ mod store;
 
 use std::collections::HashMap;
 
-use octate_core::{ClusterEvent, ClusterMember, ConnId};
+use octate_core::{ClusterEvent, ClusterMember, ConnId, CoreError};
 use octate_protocol::{CloseCode, LeaveReason, RoomId, UserId};
 use proptest::prelude::*;
 
@@ -688,6 +688,17 @@ enum Step {
     },
     /// The reaper takes the dead nodes' members.
     Reap,
+    /// The server API kicks a user from a room, whatever node holds it.
+    Kick {
+        user: u8,
+        room: u8,
+    },
+    /// The server API on `node` sends a room (or one user of it) a `server-message`.
+    ServerMessage {
+        node: usize,
+        room: u8,
+        to: Option<u8>,
+    },
 }
 
 /// Nodes of the modelled cluster: two may die and two still live.
@@ -708,6 +719,9 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..2 * GRACE_MS).prop_map(|ms| Step::Advance { ms }),
         2 => prop_oneof![5 => Just(None), 1 => (0..NODES).prop_map(Some)]
             .prop_map(|node| node.map_or(Step::Reap, |node| Step::Kill { node })),
+        1 => (0..5u8, 0..2u8).prop_map(|(user, room)| Step::Kick { user, room }),
+        1 => (0..NODES, 0..2u8, prop::option::of(0..5u8))
+            .prop_map(|(node, room, to)| Step::ServerMessage { node, room, to }),
     ]
 }
 
@@ -816,6 +830,16 @@ fn run(steps: &[Step], pipelined: bool) {
                 }
             }
             Step::Reap => c.reap(),
+            Step::Kick { user, room } => {
+                // Refused (404) when the user is not in the room: nothing changes.
+                let _ = c.kick(&format!("r{room}"), &format!("u{user}"));
+            }
+            Step::ServerMessage { node, room, to } => {
+                let node = live(&c, node);
+                let to = to.map(|u| format!("u{u}"));
+                // Refused (404, 409) when there is nobody to send it to.
+                let _ = c.server_message(node, &format!("r{room}"), to.as_deref(), "{}");
+            }
         }
         c.check_replicas();
     }
@@ -858,4 +882,206 @@ proptest! {
     fn nodes_and_clients_converge_when_the_store_runs_commands_late(steps in prop::collection::vec(step(), 1..80)) {
         run(&steps, true);
     }
+}
+
+// ---- the server API on a cluster ------------------------------------------------------
+
+/// The `peer-left`s a client was shown about a user, with their reasons.
+fn departures(c: &FakeCluster, client: (usize, ConnId), user: &str) -> Vec<Option<LeaveReason>> {
+    shown_about(c, client, user)
+        .into_iter()
+        .map(|e| e.left)
+        .collect()
+}
+
+#[test]
+fn a_kick_removes_a_peer_held_by_another_node_and_its_node_closes_it_4005() {
+    let mut c = FakeCluster::new(3, 50);
+    let a = c.connect(0, "alice", "r");
+    c.settle();
+    let bob = c.connect(1, "bob", "r");
+    let carol = c.connect(2, "carol", "r");
+    c.settle();
+    let ticket = c.views[&(0, a)].tickets.len();
+    assert!(ticket > 0, "alice has a ticket");
+    // The kick runs in the store, asked by any node's HTTP API.
+    c.kick("r", "alice").expect("alice is in r");
+    c.settle();
+    let alice = &c.views[&(0, a)];
+    assert!(alice.kicked, "alice is told kicked");
+    assert_eq!(alice.close_code, Some(CloseCode::Kicked), "closed 4005");
+    assert!(!c.nodes[0].core.is_authenticated(a), "node 0 forgot alice");
+    for watcher in [(1, bob), (2, carol)] {
+        assert_eq!(
+            departures(&c, watcher, "alice"),
+            vec![Some(LeaveReason::Kicked)],
+            "{watcher:?} is told once, kicked"
+        );
+        assert_eq!(c.views[&watcher].host, Some(uid("bob")), "the host moved");
+    }
+    // Its session ended with the kick.
+    let again = c.resume(1, (0, a), usize::MAX).expect("a ticket");
+    c.settle();
+    assert!(c.views[&(1, again)].resume_failed, "the session is gone");
+    c.check_converged();
+}
+
+#[test]
+fn a_kick_of_the_last_peer_reaches_its_node_and_deletes_the_room() {
+    let mut c = FakeCluster::new(2, 50);
+    let a = c.connect(1, "alice", "r");
+    c.settle();
+    c.kick("r", "alice").expect("alice is in r");
+    c.settle();
+    assert_eq!(c.views[&(1, a)].close_code, Some(CloseCode::Kicked));
+    assert!(c.store.rooms.is_empty(), "the emptied room is deleted");
+    assert!(
+        c.nodes[1].core.room_ids().next().is_none(),
+        "no replica left"
+    );
+    assert_eq!(c.kick("r", "alice"), Err(CoreError::RoomNotFound));
+    c.check_converged();
+}
+
+#[test]
+fn a_kick_of_a_suspended_peer_ends_its_session_and_is_told_once() {
+    let mut c = FakeCluster::new(2, 50);
+    let a = c.connect(0, "alice", "r");
+    c.settle();
+    let bob = c.connect(1, "bob", "r");
+    let dave = c.connect(0, "dave", "r");
+    c.settle();
+    c.lose(0, a);
+    c.settle();
+    assert!(store_member(&c, "r", "alice").suspended);
+    assert_eq!(c.kick("r", "nobody"), Err(CoreError::PeerNotFound));
+    c.kick("r", "alice").expect("alice is suspended in r");
+    c.settle();
+    for watcher in [(1, bob), (0, dave)] {
+        assert_eq!(
+            departures(&c, watcher, "alice"),
+            vec![Some(LeaveReason::Kicked)],
+            "{watcher:?} is told once, kicked"
+        );
+    }
+    let late = c.resume(1, (0, a), usize::MAX).expect("a ticket");
+    c.settle();
+    assert!(c.views[&(1, late)].resume_failed, "the session is gone");
+    c.check_converged();
+}
+
+#[test]
+fn a_kick_racing_the_peers_own_leave_is_told_once() {
+    let mut c = FakeCluster::new(2, 50);
+    let a = c.connect(0, "alice", "r");
+    c.settle();
+    let bob = c.connect(1, "bob", "r");
+    c.settle();
+    // Node 0 has sent the leave; the store runs the kick first, then the leave (a no-op).
+    c.pipelined = true;
+    c.disconnect(0, a);
+    c.kick("r", "alice").expect("alice is in r");
+    c.settle();
+    assert_eq!(
+        departures(&c, (1, bob), "alice"),
+        vec![Some(LeaveReason::Kicked)]
+    );
+    c.check_converged();
+}
+
+#[test]
+fn a_kick_before_a_resume_runs_makes_the_resume_fail() {
+    let mut c = FakeCluster::new(2, 50);
+    let a = c.connect(0, "alice", "r");
+    c.settle();
+    let bob = c.connect(1, "bob", "r");
+    c.settle();
+    c.lose(0, a);
+    c.settle();
+    c.pipelined = true;
+    let resumed = c.resume(1, (0, a), usize::MAX).expect("a ticket");
+    c.kick("r", "alice").expect("alice is suspended in r");
+    c.settle();
+    assert!(c.views[&(1, resumed)].resume_failed, "nothing to resume");
+    assert_eq!(
+        departures(&c, (1, bob), "alice"),
+        vec![Some(LeaveReason::Kicked)]
+    );
+    c.check_converged();
+}
+
+#[test]
+fn a_kick_after_a_resume_committed_closes_the_new_connection_4005() {
+    let mut c = FakeCluster::new(3, 50);
+    let a = c.connect(0, "alice", "r");
+    c.settle();
+    let carol = c.connect(2, "carol", "r");
+    c.settle();
+    c.lose(0, a);
+    c.settle();
+    // The store moved the session to node 1; its answer is still on its way.
+    let resumed = c.resume(1, (0, a), usize::MAX).expect("a ticket");
+    c.kick("r", "alice").expect("alice is in r");
+    c.settle();
+    let view = &c.views[&(1, resumed)];
+    assert!(view.kicked, "the resumed connection is told kicked");
+    assert_eq!(view.close_code, Some(CloseCode::Kicked));
+    assert_eq!(
+        departures(&c, (2, carol), "alice"),
+        vec![Some(LeaveReason::Kicked)]
+    );
+    c.check_converged();
+}
+
+#[test]
+fn a_server_message_from_any_node_reaches_the_rooms_peers_on_every_node_once() {
+    let mut c = FakeCluster::new(3, 50);
+    let a = c.connect(0, "alice", "r");
+    c.settle();
+    let bob = c.connect(1, "bob", "r");
+    let dave = c.connect(1, "dave", "r");
+    c.settle();
+    // Node 2 has no peer of the room: it reads the room from the store.
+    let sent = c
+        .server_message(2, "r", None, r#"{"n":1}"#)
+        .expect("the room exists");
+    assert_eq!(sent, 3);
+    // Messages asked on different nodes travel different ways: no order between them.
+    c.settle();
+    let sent = c
+        .server_message(0, "r", None, r#"{"n":2}"#)
+        .expect("the room exists");
+    assert_eq!(sent, 3);
+    let sent = c
+        .server_message(0, "r", Some("bob"), r#"{"n":3}"#)
+        .expect("bob is in r");
+    assert_eq!(sent, 1);
+    c.settle();
+    assert_eq!(
+        c.views[&(0, a)].server_messages,
+        [r#"{"n":1}"#, r#"{"n":2}"#]
+    );
+    assert_eq!(
+        c.views[&(1, dave)].server_messages,
+        [r#"{"n":1}"#, r#"{"n":2}"#]
+    );
+    assert_eq!(
+        c.views[&(1, bob)].server_messages,
+        [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]
+    );
+    assert_eq!(
+        c.server_message(0, "r", Some("nobody"), "{}"),
+        Err(CoreError::PeerNotFound)
+    );
+    assert_eq!(
+        c.server_message(0, "gone", None, "{}"),
+        Err(CoreError::RoomNotFound)
+    );
+    c.lose(1, bob);
+    c.settle();
+    assert_eq!(
+        c.server_message(0, "r", Some("bob"), "{}"),
+        Err(CoreError::PeerUnavailable)
+    );
+    c.check_converged();
 }

@@ -499,6 +499,12 @@ impl Model {
         actor: Option<ConnId>,
     ) {
         let out = self.h.drain();
+        let mut ids: Vec<RoomId> = self.h.core.room_ids().cloned().collect();
+        ids.sort_unstable();
+        let listed: Vec<RoomId> = (self.h.core.rooms_page(None, None, usize::MAX).into_iter())
+            .map(|r| r.room_id)
+            .collect();
+        assert_eq!(listed, ids, "the room list is every room, in order");
         self.known.check(
             &self.h.core,
             self.h.now,

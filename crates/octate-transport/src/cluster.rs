@@ -10,9 +10,11 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use octate_core::{ClusterCommand, CoreError, NewRoom, NodeId, RoomSnapshot};
+use octate_core::{ClusterCommand, CoreError, NewRoom, NodeId, RoomPage, RoomSnapshot, TokenRef};
 use octate_protocol::http::ClusterReport;
-use octate_protocol::{PeerInfo, RoomCloseReason, RoomId, RoomMetadata, RoomState, UnixMillis};
+use octate_protocol::{
+    PeerInfo, RoomCloseReason, RoomId, RoomMetadata, RoomState, UnixMillis, UserId,
+};
 
 /// A boxed future, for the link's asynchronous calls.
 pub type LinkFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -57,6 +59,16 @@ pub trait ClusterLink: Send + Sync + 'static {
         token_id: String,
         expires_at: UnixMillis,
     ) -> LinkFuture<'_, Result<(), LinkError>>;
+    /// Removes a user from a room whatever node holds it (its node closes it with 4005);
+    /// the token its session ran on, as far as the store knows it.
+    fn kick(&self, room_id: RoomId, user_id: UserId)
+    -> LinkFuture<'_, Result<TokenRef, LinkError>>;
+    /// Up to `limit` rooms of the whole cluster in the order of their ids, after `after`.
+    fn rooms_page(
+        &self,
+        after: Option<RoomId>,
+        limit: usize,
+    ) -> LinkFuture<'_, Result<RoomPage, LinkError>>;
     /// Current figures.
     fn stats(&self) -> ClusterStats;
     /// The ids of the live nodes as last heard, this one included; never waits.

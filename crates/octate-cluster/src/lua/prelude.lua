@@ -24,6 +24,8 @@ local function inbox(n) return P .. 'inbox:' .. n end
 local K_ROOMS = P .. 'rooms'
 local K_NODES = P .. 'nodes'
 local K_REAPING = P .. 'reaping'
+-- Every room id with score 0, for listing rooms in the order of their ids (ZRANGEBYLEX).
+local K_ROOM_INDEX = P .. 'roomidx'
 -- Suspended members ('<room> <user>') by the end of their resume grace (Unix ms).
 local K_SUSPENDED = P .. 'suspended'
 -- A resumable session's room and user ('<room> <user>'), by session id.
@@ -131,13 +133,16 @@ end
 local function drop_room(r, meta)
   redis.call('DEL', k_meta(r), k_members(r))
   redis.call('ZREM', K_ROOMS, r)
+  redis.call('ZREM', K_ROOM_INDEX, r)
   if meta and meta.by then redis.call('ZREM', k_user_rooms(meta.by), r) end
 end
 
--- Marks a room as live (it has members): no grace expiry.
+-- Marks a room as live (it has members): no grace expiry. (It is indexed again too, for a
+-- room written before the index existed.)
 local function keep_room(r, meta)
   redis.call('PERSIST', k_meta(r))
   redis.call('ZADD', K_ROOMS, 'inf', r)
+  redis.call('ZADD', K_ROOM_INDEX, 0, r)
   if meta.by then redis.call('ZADD', k_user_rooms(meta.by), 'inf', r) end
 end
 
@@ -146,11 +151,16 @@ local function new_meta(r, name, by, at, file)
   if file and file ~= '' then meta.file = file end
   redis.call('HSET', k_meta(r), 'name', meta.name, 'by', by, 'at', at, 'ver', '0')
   if meta.file then redis.call('HSET', k_meta(r), 'file', meta.file) end
+  redis.call('ZADD', K_ROOM_INDEX, 0, r)
   return meta
 end
 
 -- nil when a new room may be created by `user`, else the refusal code.
 local function check_limits(user, max_rooms, max_per_user, now)
+  -- Empty rooms whose grace ran out expired with their metadata: out of the index too.
+  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', K_ROOMS, '-inf', now)) do
+    if redis.call('EXISTS', k_meta(gone)) == 0 then redis.call('ZREM', K_ROOM_INDEX, gone) end
+  end
   redis.call('ZREMRANGEBYSCORE', K_ROOMS, '-inf', now)
   if redis.call('ZCARD', K_ROOMS) >= max_rooms then return 'too-many-rooms' end
   local ku = k_user_rooms(user)

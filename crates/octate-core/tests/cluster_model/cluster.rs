@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use octate_core::{
-    ClusterCommand, ClusterEvent, ClusterMember, ConnId, Core, CoreConfig, Identity,
-    MembershipCause, NodeId, Output, RoomSnapshot,
+    ClusterCommand, ClusterEvent, ClusterMember, ConnId, Core, CoreConfig, CoreError, Identity,
+    MembershipCause, NodeId, Output, RoomSnapshot, TokenRef,
 };
 use octate_protocol::{
-    ClientMessage, CloseCode, ErrorCode, LeaveReason, ResumeTicket, RoomCloseReason, RoomId,
-    ServerMessage, UserId,
+    ClientMessage, CloseCode, ErrorCode, LeaveReason, RawJson, ResumeTicket, RoomCloseReason,
+    RoomId, ServerMessage, UserId,
 };
 
 use super::store::{CountingIssuer, End, FakeStore, Publication};
@@ -53,6 +53,10 @@ pub(crate) struct ClientView {
     pub(crate) first_listed: Vec<(UserId, u64)>,
     /// Every `peer-joined` and `peer-left`, in order.
     pub(crate) events: Vec<PeerEvent>,
+    /// The answer was `error` `kicked`.
+    pub(crate) kicked: bool,
+    /// The `data` of every `server-message`, as JSON text, in order.
+    pub(crate) server_messages: Vec<String>,
 }
 
 impl ClientView {
@@ -119,6 +123,13 @@ impl ClientView {
                 code: ErrorCode::ResumeFailed,
                 ..
             } => self.resume_failed = true,
+            ServerMessage::Error {
+                code: ErrorCode::Kicked,
+                ..
+            } => self.kicked = true,
+            ServerMessage::ServerMessage { data, .. } => {
+                self.server_messages.push(data.get().to_owned());
+            }
             _ => {}
         }
     }
@@ -304,6 +315,35 @@ impl FakeCluster {
         }
     }
 
+    /// Kicks a user over HTTP (the server API, any node): the kick script runs at once.
+    pub(crate) fn kick(&mut self, room: &str, user: &str) -> Result<TokenRef, CoreError> {
+        let (token, publication) = self.store.kick(&rid(room), &uid(user))?;
+        self.publish_all(vec![publication]);
+        Ok(token)
+    }
+
+    /// Sends a server message over HTTP on `node`: the room as the store holds it, then
+    /// the core delivers it here and relays it to the other nodes.
+    pub(crate) fn server_message(
+        &mut self,
+        node: usize,
+        room: &str,
+        to: Option<&str>,
+        data: &str,
+    ) -> Result<usize, CoreError> {
+        let snapshot = self
+            .store
+            .snapshot(&rid(room))
+            .ok_or(CoreError::RoomNotFound)?;
+        let data = RawJson::from_string(data.to_owned()).expect("valid JSON");
+        let to = to.map(uid);
+        let sent = self.nodes[node]
+            .core
+            .cluster_server_message(&snapshot, to.as_ref(), data);
+        self.pump(node);
+        sent
+    }
+
     pub(crate) fn disconnect(&mut self, node: usize, conn: ConnId) {
         self.now += 1;
         if let Some(view) = self.views.get_mut(&(node, conn)) {
@@ -415,13 +455,23 @@ impl FakeCluster {
                     let msg: serde_json::Value =
                         serde_json::from_str(&text).expect("forwarded text is JSON");
                     for conn in to {
-                        self.record_signal(node, conn, &msg);
+                        if msg["type"] == "server-message" {
+                            let view = self.views.get_mut(&(node, conn)).expect("known conn");
+                            assert!(!view.closed, "server-message for closed conn {conn}");
+                            view.server_messages.push(msg["data"].to_string());
+                        } else {
+                            self.record_signal(node, conn, &msg);
+                        }
                     }
                 }
                 Output::Close { conn, code } => {
                     if let Some(view) = self.views.get_mut(&(node, conn))
                         && !view.lost
                     {
+                        assert!(
+                            code != CloseCode::Kicked || view.kicked,
+                            "n{node}: {conn} closed 4005 without being told kicked"
+                        );
                         view.closed = true;
                         view.close_code = Some(code);
                     }
@@ -659,6 +709,24 @@ impl FakeCluster {
                     );
                 }
             }
+            ClusterCommand::ServerMessage {
+                nodes,
+                room_id,
+                to,
+                msg,
+            } => {
+                let text: Arc<str> = String::from_utf8(msg.encode()).expect("utf-8").into();
+                for node in nodes {
+                    self.publish(
+                        &node,
+                        ClusterEvent::ServerMessage {
+                            room_id: room_id.clone(),
+                            to: to.clone(),
+                            text: text.clone(),
+                        },
+                    );
+                }
+            }
             ClusterCommand::CloseRoom { .. } => {}
             ClusterCommand::Ticket {
                 conn,
@@ -848,6 +916,15 @@ impl FakeCluster {
     pub(crate) fn check_replicas(&self) {
         self.store.check();
         for (i, node) in self.live_nodes() {
+            let mut ids: Vec<&RoomId> = node.core.room_ids().collect();
+            ids.sort_unstable();
+            let listed = node.core.rooms_page(None, None, usize::MAX);
+            let listed: Vec<&RoomId> = listed.iter().map(|r| &r.room_id).collect();
+            assert_eq!(
+                listed, ids,
+                "{}: the room list is every replica, in order",
+                node.id
+            );
             for (room_id, members) in node.core.local_members().into_iter().fold(
                 BTreeMap::<RoomId, Vec<ClusterMember>>::new(),
                 |mut acc, (r, m)| {

@@ -300,6 +300,41 @@ impl FakeStore {
         Some((snapshot, tell))
     }
 
+    /// The kick script: removes the user whatever node holds it (or while suspended),
+    /// ends its session, and tells the room's nodes and the node that held it. Returns
+    /// the token its session ran on and the publication.
+    pub(crate) fn kick(
+        &mut self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<(TokenRef, Publication), CoreError> {
+        let room = self.rooms.get_mut(room_id).ok_or(CoreError::RoomNotFound)?;
+        let i = room
+            .members
+            .iter()
+            .position(|m| &m.user_id == user)
+            .ok_or(CoreError::PeerNotFound)?;
+        let gone = room.members.remove(i);
+        let session = room.resume.remove(user).unwrap_or_default();
+        room.elect();
+        self.clock += 1;
+        room.ver = self.clock;
+        self.ended(room_id, &gone, End::Left(LeaveReason::Kicked));
+        let snapshot = self.snapshot(room_id).expect("room exists");
+        let mut tell = self.nodes_of(room_id);
+        tell.push(gone.node.clone());
+        tell.sort();
+        tell.dedup();
+        if snapshot.members.is_empty() {
+            self.rooms.remove(room_id);
+        }
+        let cause = MembershipCause::Left(user.clone(), LeaveReason::Kicked);
+        Ok((
+            session.token,
+            (tell, ClusterEvent::Membership { snapshot, cause }),
+        ))
+    }
+
     /// The ticket script: records the digest of the newest ticket of a member that the
     /// session (node, conn) still holds, live.
     #[allow(clippy::too_many_arguments)]

@@ -41,7 +41,7 @@ pub(super) async fn handle(req: Request<Incoming>, app: &Arc<App>, ip: IpAddr) -
         },
         (["api", "rooms"], &Method::GET) => match require_admin(app, &req, ip) {
             Err(resp) => resp,
-            Ok(()) => server_api::list_rooms(app, req.uri().query()),
+            Ok(()) => server_api::list_rooms(app, req.uri().query()).await,
         },
         (["api", "rooms", room, "peers", user, "kick"], &Method::POST) => {
             match require_admin(app, &req, ip) {

@@ -1,8 +1,9 @@
 //! The server API for app backends (admin key): kick a peer, send it or its whole room a
 //! `server-message`, and list rooms a page at a time.
 //!
-//! On a cluster node these act on the peers this node holds; peers of other nodes are
-//! answered `unavailable` (503).
+//! On a cluster node each acts on the whole cluster: a kick runs in the shared store and
+//! the node holding the peer closes it, server messages are relayed to the room's other
+//! nodes, and the room list is read from the store's room index.
 
 use std::net::IpAddr;
 
@@ -20,6 +21,7 @@ use super::response::{error, json};
 use super::rooms::{core_error, parse_room, percent_decode};
 use crate::app::App;
 use crate::audit;
+use crate::cluster::{LinkError, metadata};
 
 /// Longest `reason` a kick may give, in characters.
 const MAX_REASON_CHARS: usize = 256;
@@ -53,9 +55,24 @@ pub(super) async fn kick(
             format!("reason exceeds {MAX_REASON_CHARS} characters"),
         );
     }
-    let token = match app.drive(|core, now| core.kick(now, &room_id, &user_id)) {
-        Ok(token) => token,
-        Err(err) => return refused(err),
+    let token = match app.cluster() {
+        Some(cluster) => {
+            // The store knows the token once the session had a ticket (resume on); else
+            // only the node holding the connection does.
+            let local = body
+                .revoke_token
+                .then(|| app.with_core(|core| core.local_token(&room_id, &user_id)))
+                .flatten();
+            match cluster.kick(room_id.clone(), user_id.clone()).await {
+                Ok(token) if token.token_id.is_none() => local.unwrap_or(token),
+                Ok(token) => token,
+                Err(err) => return link_refused(err),
+            }
+        }
+        None => match app.drive(|core, now| core.kick(now, &room_id, &user_id)) {
+            Ok(token) => token,
+            Err(err) => return refused(err),
+        },
     };
     let token_revoked = body.revoke_token && revoke(app, &token);
     audit::peer_kicked(
@@ -141,33 +158,47 @@ pub(super) async fn message(
         Ok(data) => data,
         Err(err) => return error(StatusCode::BAD_REQUEST, err.code(), err.to_string()),
     };
-    match app.drive(|core, _| core.server_message(&room_id, user_id.as_ref(), data)) {
+    let sent = match app.cluster() {
+        Some(cluster) => match cluster.room(room_id.clone()).await {
+            Ok(Some(snapshot)) => {
+                app.drive(|core, _| core.cluster_server_message(&snapshot, user_id.as_ref(), data))
+            }
+            Ok(None) => Err(CoreError::RoomNotFound),
+            Err(err) => return link_refused(err),
+        },
+        None => app.drive(|core, _| core.server_message(&room_id, user_id.as_ref(), data)),
+    };
+    match sent {
         Ok(delivered) => json(StatusCode::OK, &ServerMessageResponse { delivered }),
         Err(err) => refused(err),
     }
 }
 
 /// `GET /api/rooms?state=&limit=&cursor=`: one page of rooms in the order of their ids.
-pub(super) fn list_rooms(app: &App, query: Option<&str>) -> Response<Body> {
-    if app.cluster().is_some() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable,
-            "listing rooms is not available on a cluster node",
-        );
-    }
+pub(super) async fn list_rooms(app: &App, query: Option<&str>) -> Response<Body> {
     let page = match Page::parse(query.unwrap_or("")) {
         Ok(page) => page,
         Err(message) => return error(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, message),
     };
     // One more than asked tells whether another page follows.
-    let mut rooms =
-        app.with_core(|core| core.rooms_page(page.state, page.cursor.as_ref(), page.limit + 1));
+    let (mut rooms, stopped_at) = match app.cluster() {
+        // The store keeps no activity clock: every room of a cluster is `ACTIVE`.
+        Some(_) if page.state == Some(RoomState::Idle) => (Vec::new(), None),
+        Some(cluster) => match cluster.rooms_page(page.cursor, page.limit + 1).await {
+            Ok(found) => (found.rooms.iter().map(metadata).collect(), found.stopped_at),
+            Err(err) => return link_refused(err),
+        },
+        None => (
+            app.with_core(|core| core.rooms_page(page.state, page.cursor.as_ref(), page.limit + 1)),
+            None,
+        ),
+    };
     let next_cursor = if rooms.len() > page.limit {
         rooms.truncate(page.limit);
         rooms.last().map(|r| r.room_id.clone())
     } else {
-        None
+        // The store stopped early (stale index entries): the next page goes on from there.
+        stopped_at
     };
     json(StatusCode::OK, &RoomListResponse { rooms, next_cursor })
 }
@@ -223,13 +254,25 @@ fn parse_user(id: &str) -> Result<UserId, Response<Body>> {
     UserId::new(decoded).map_err(|err| error(StatusCode::BAD_REQUEST, err.code(), err.to_string()))
 }
 
+/// The answer to a request the cluster's store refused or could not be asked.
+fn link_refused(err: LinkError) -> Response<Body> {
+    match err {
+        LinkError::Refused(err) => refused(err),
+        LinkError::Unavailable => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "the cluster store is unavailable; try again shortly",
+        ),
+    }
+}
+
 /// The answer to a command the core refused.
 fn refused(err: CoreError) -> Response<Body> {
     match err {
         CoreError::Unavailable => error(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
-            "the peer is held by another cluster node",
+            "the cluster cannot be reached; try again shortly",
         ),
         CoreError::PeerUnavailable | CoreError::PeerIncompatible => {
             error(StatusCode::CONFLICT, err.code(), err.to_string())
