@@ -118,7 +118,8 @@ async function joinRoom(user) {
     ws.addEventListener('open', resolve, { once: true });
     ws.addEventListener('error', () => reject(new Error(`${user}: WebSocket failed`)), { once: true });
   });
-  ws.send(JSON.stringify({ type: 'auth', data: { token: await token(user), userName: `${user} (test)` } }));
+  client.token = await token(user);
+  ws.send(JSON.stringify({ type: 'auth', data: { token: client.token, userName: `${user} (test)` } }));
   await waitFor(`${user}'s auth-ok`, () => client.messages.find((m) => m.type === 'auth-ok') || client.closed);
   assert(!client.closed, `${user} was closed: ${JSON.stringify(client.closed)}`);
   return client;
@@ -256,10 +257,20 @@ async function main() {
     await page.locator('#confirm[open]').waitFor({ timeout: WAIT_MS });
     const question = await page.textContent('#confirm-text');
     assert(question.includes('bob') && question.includes(ROOM), `confirmation: ${question}`);
+    // Revoking the token is offered, and chosen here.
+    await page.check('#confirm-revoke');
     await page.click('#confirm-ok');
     const closed = await Promise.race([bob.closedAt, sleep(WAIT_MS).then(() => null)]);
     assert(closed && closed.code === 4005, `bob's socket: ${JSON.stringify(closed)}`);
     assert(bob.messages.some((m) => m.type === 'error' && m.data?.code === 'kicked'), 'bob got no kicked error');
+    const verdict = await (
+      await fetch(`${BASE}/api/auth/validate`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ token: bob.token, userId: 'bob', roomId: ROOM }),
+      })
+    ).json();
+    assert(verdict.valid === false && verdict.error === 'token-revoked', `bob's token after the kick: ${JSON.stringify(verdict)}`);
     await peerItem(page, 'bob').waitFor({ state: 'detached', timeout: WAIT_MS });
     await peerItem(page, 'alice').waitFor({ state: 'visible', timeout: WAIT_MS });
     await waitFor('alice to see bob leave', () => alice.messages.find((m) => m.type === 'peer-left'));

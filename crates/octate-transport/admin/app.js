@@ -487,7 +487,11 @@ async function loadPeers(roomId, peersRow) {
     since.textContent = `since ${new Date(peer.connectedAt).toLocaleTimeString()}`;
     li.append(since);
     const kick = button("Kick", "danger", () =>
-      confirmThen(`Kick “${peer.userId}” from “${roomId}”?`, () => kickPeer(roomId, peer.userId)),
+      confirmThen(
+        `Kick “${peer.userId}” from “${roomId}”?`,
+        (revoke) => kickPeer(roomId, peer.userId, revoke),
+        { offerRevoke: true },
+      ),
     );
     kick.classList.add("kick");
     li.append(kick);
@@ -496,12 +500,12 @@ async function loadPeers(roomId, peersRow) {
   cell.replaceChildren(list);
 }
 
-async function kickPeer(roomId, userId) {
+async function kickPeer(roomId, userId, revokeToken) {
   try {
     await api(
       "POST",
       `/api/rooms/${encodeURIComponent(roomId)}/peers/${encodeURIComponent(userId)}/kick`,
-      { reason: "removed from the admin dashboard" },
+      { reason: "removed from the admin dashboard", revokeToken },
     );
   } catch (err) {
     $("rooms-note").textContent = `Kick failed: ${err.message}`;
@@ -523,18 +527,22 @@ async function closeRoom(roomId) {
 
 let confirmed = null;
 
-function confirmThen(text, action) {
+// `action` gets whether "also revoke its token" was ticked (offered for kicks only).
+function confirmThen(text, action, { offerRevoke = false } = {}) {
   confirmed = action;
   $("confirm-text").textContent = text;
+  $("confirm-revoke-row").hidden = !offerRevoke;
+  $("confirm-revoke").checked = false;
   $("confirm").showModal();
   $("confirm-cancel").focus();
 }
 
 $("confirm-ok").addEventListener("click", () => {
   const action = confirmed;
+  const revoke = !$("confirm-revoke-row").hidden && $("confirm-revoke").checked;
   confirmed = null;
   $("confirm").close();
-  if (action) action();
+  if (action) action(revoke);
 });
 $("confirm-cancel").addEventListener("click", () => {
   confirmed = null;
