@@ -94,6 +94,42 @@ async fn a_kick_on_one_node_closes_the_peer_on_another_and_the_room_is_told_once
     assert_eq!(peers.as_array().unwrap().len(), 1, "{peers}");
 }
 
+/// With resume off no ticket ever records a member's token: the join itself does, so a
+/// kick from another node can still revoke it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_resume_a_kick_from_another_node_still_revokes_the_token() {
+    let redis = Redis::start();
+    let no_resume = [("OCTATE_RESUME_GRACE_MS", "0")];
+    let a = Node::start_with(&redis, "a", &no_resume);
+    let b = Node::start_with(&redis, "b", &no_resume);
+    let mut alice = a.join("alice", "doc").await;
+    let bob_token = b.token("bob", "doc").await;
+    let mut bob = peers::join(&b.ws_url(), &bob_token, "bob", None).await;
+    expect_peer_joined(&mut alice.client, "alice", "bob").await;
+
+    let resp = post(
+        a.http,
+        "/api/rooms/doc/peers/bob/kick",
+        &json!({"revokeToken": true}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(body(&resp), json!({"success": true, "tokenRevoked": true}));
+    expect_error(&mut bob.client, "bob", ErrorCode::Kicked).await;
+    expect_close(&mut bob.client, "bob", 4005).await;
+    expect_peer_left(&mut alice.client, "alice", "bob", LeaveReason::Kicked).await;
+    let deadline = Instant::now() + peers::WAIT;
+    loop {
+        let (_client, text) = peers::auth_raw(&b.ws_url(), &bob_token, None).await;
+        if text.contains("token-revoked") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob's token still works: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kicked_suspended_peer_cannot_resume_on_any_node() {
     let redis = Redis::start();

@@ -269,6 +269,7 @@ impl ClusterLink for Cluster {
                 kind,
                 joined_at: _,
                 session_id,
+                token,
             } => Job::Join {
                 conn,
                 room_id,
@@ -276,6 +277,7 @@ impl ClusterLink for Cluster {
                 user_name,
                 kind,
                 session_id,
+                token,
             },
             ClusterCommand::Leave {
                 conn,

@@ -46,6 +46,7 @@ pub(crate) enum Job {
         user_name: String,
         kind: JoinKind,
         session_id: Option<String>,
+        token: TokenRef,
     },
     /// Record a session's new ticket (digest in hex) and token.
     Ticket {
@@ -315,6 +316,7 @@ impl Writer {
                 user_name,
                 kind,
                 session_id,
+                token,
             } => {
                 let (kind, room_name, file_id) = match kind {
                     JoinKind::Auth => ("auth", "", ""),
@@ -339,7 +341,9 @@ impl Writer {
                         .arg(c.max_peers_per_room)
                         .arg(c.max_rooms)
                         .arg(c.max_rooms_per_user)
-                        .arg(session_id.as_deref().unwrap_or("")),
+                        .arg(session_id.as_deref().unwrap_or(""))
+                        .arg(token.token_id.as_deref().unwrap_or(""))
+                        .arg(token.expires_at.map(|e| e.to_string()).unwrap_or_default()),
                 );
             }
             Job::Ticket {

@@ -100,6 +100,7 @@ impl Node {
             kind,
             joined_at: 0,
             session_id: None,
+            token: Default::default(),
         });
     }
 

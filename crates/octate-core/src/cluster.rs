@@ -190,6 +190,8 @@ pub enum ClusterCommand {
         joined_at: UnixMillis,
         /// The session the member will be resumable as, when resume is on.
         session_id: Option<String>,
+        /// The token the connection authenticated with (a kick from any node revokes it).
+        token: TokenRef,
     },
     /// Remove a session of this node from its room, if it still owns its user there.
     Leave {

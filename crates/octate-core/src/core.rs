@@ -1514,6 +1514,11 @@ impl Core {
             }),
             _ => None,
         };
+        let token = self
+            .conns
+            .get(&conn)
+            .map(|state| state.token.clone())
+            .unwrap_or_default();
         self.outputs
             .push_back(Output::Cluster(ClusterCommand::Join {
                 conn,
@@ -1523,6 +1528,7 @@ impl Core {
                 kind,
                 joined_at: now,
                 session_id,
+                token,
             }));
         Ok(())
     }

@@ -602,6 +602,7 @@ impl FakeCluster {
                 kind,
                 joined_at,
                 session_id,
+                token: _,
             } => {
                 let member = ClusterMember {
                     user_id,
