@@ -130,6 +130,67 @@ async fn without_resume_a_kick_from_another_node_still_revokes_the_token() {
     }
 }
 
+/// A session that sent `refresh` runs on its new token on every node: a kick from another
+/// node revokes that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_from_another_node_revokes_the_token_the_session_refreshed_to() {
+    let redis = Redis::start();
+    let (a, b) = (Node::start(&redis, "a"), Node::start(&redis, "b"));
+    let mut alice = a.join("alice", "doc").await;
+    let first = b.token("bob", "doc").await;
+    let mut bob = peers::join(&b.ws_url(), &first, "bob", None).await;
+    expect_peer_joined(&mut alice.client, "alice", "bob").await;
+    wait_for_field(&redis, "doc", "bob", "t").await;
+    let joined_with = member_field(&redis, "doc", "bob", "t");
+    assert!(joined_with.is_some());
+    let second = b.token("bob", "doc").await;
+    let refresh = json!({"type": "refresh", "data": {"token": second}});
+    bob.client.send_text(refresh.to_string()).await.unwrap();
+    match next(&mut bob.client, "bob").await {
+        ServerMessage::TokenRefreshed { .. } => {}
+        other => panic!(
+            "bob: expected token-refreshed, got {}",
+            peers::brief(&other)
+        ),
+    }
+    // The store learns the new token shortly after the answer.
+    let deadline = Instant::now() + peers::WAIT;
+    while member_field(&redis, "doc", "bob", "t") == joined_with {
+        assert!(
+            Instant::now() < deadline,
+            "the store never learned the new token"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resp = post(
+        a.http,
+        "/api/rooms/doc/peers/bob/kick",
+        &json!({"revokeToken": true}),
+        None,
+    )
+    .await;
+    assert_eq!(body(&resp), json!({"success": true, "tokenRevoked": true}));
+    expect_error(&mut bob.client, "bob", ErrorCode::Kicked).await;
+    expect_close(&mut bob.client, "bob", 4005).await;
+    for (token, revoked) in [(&second, true), (&first, false)] {
+        let verdict = body(
+            &post(
+                b.http,
+                "/api/auth/validate",
+                &json!({"token": token, "userId": "bob", "roomId": "doc"}),
+                None,
+            )
+            .await,
+        );
+        let want = if revoked {
+            json!({"valid": false, "error": "token-revoked"})
+        } else {
+            json!({"valid": true})
+        };
+        assert_eq!(verdict, want, "revoked: {revoked}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kicked_suspended_peer_cannot_resume_on_any_node() {
     let redis = Redis::start();
@@ -409,6 +470,18 @@ fn member_has(redis: &Redis, room: &str, user: &str, field: &str) -> bool {
         .try_command(&["EVAL", SCRIPT, "1", &key, user, field])
         .as_deref()
         == Some(":1")
+}
+
+/// A field of the store's record of a member, when it has it.
+fn member_field(redis: &Redis, room: &str, user: &str, field: &str) -> Option<String> {
+    // A status reply (`+value`) keeps the value on the answer's first line.
+    const SCRIPT: &str = "local m = redis.call('HGET', KEYS[1], ARGV[1]) \
+        if not m then return false end \
+        local v = cjson.decode(m)[ARGV[2]] \
+        if v == nil then return false end return { ok = tostring(v) }";
+    let key = format!("oct:room:{{{room}}}:m");
+    let line = redis.try_command(&["EVAL", SCRIPT, "1", &key, user, field])?;
+    line.strip_prefix('+').map(str::to_owned)
 }
 
 /// Waits until the store's record of a member has `field`.

@@ -394,6 +394,17 @@ impl ClusterLink for Cluster {
                 digest: hex(&digest),
                 token,
             },
+            ClusterCommand::Token {
+                conn,
+                room_id,
+                user_id,
+                token,
+            } => Job::Token {
+                conn,
+                room_id,
+                user_id,
+                token,
+            },
             ClusterCommand::Suspend {
                 conn,
                 room_id,

@@ -18,6 +18,7 @@ pub(crate) struct Scripts {
     pub(crate) reap_batch: Script,
     pub(crate) restore: Script,
     pub(crate) ticket: Script,
+    pub(crate) token: Script,
     pub(crate) suspend: Script,
     pub(crate) resume: Script,
     pub(crate) expire: Script,
@@ -43,6 +44,7 @@ impl Scripts {
             reap_batch: with_prelude(include_str!("lua/reap_batch.lua")),
             restore: with_prelude(include_str!("lua/restore.lua")),
             ticket: with_prelude(include_str!("lua/ticket.lua")),
+            token: with_prelude(include_str!("lua/token.lua")),
             suspend: with_prelude(include_str!("lua/suspend.lua")),
             resume: with_prelude(include_str!("lua/resume.lua")),
             expire: with_prelude(include_str!("lua/expire.lua")),
@@ -52,7 +54,7 @@ impl Scripts {
     }
 
     /// Every script, to load into Redis' script cache after connecting.
-    pub(crate) fn all(&self) -> [&Script; 16] {
+    pub(crate) fn all(&self) -> [&Script; 17] {
         [
             &self.join,
             &self.leave,
@@ -65,6 +67,7 @@ impl Scripts {
             &self.reap_batch,
             &self.restore,
             &self.ticket,
+            &self.token,
             &self.suspend,
             &self.resume,
             &self.expire,

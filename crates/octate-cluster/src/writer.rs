@@ -57,6 +57,13 @@ pub(crate) enum Job {
         digest: String,
         token: TokenRef,
     },
+    /// Record the token a member runs on after a `refresh`.
+    Token {
+        conn: ConnId,
+        room_id: RoomId,
+        user_id: UserId,
+        token: TokenRef,
+    },
     /// Suspend a member whose connection was lost.
     Suspend {
         conn: ConnId,
@@ -291,7 +298,11 @@ impl Writer {
                 conn,
                 unavailable: true,
             }),
-            Job::Leave { .. } | Job::Close { .. } | Job::Ticket { .. } | Job::Suspend { .. } => {
+            Job::Leave { .. }
+            | Job::Close { .. }
+            | Job::Ticket { .. }
+            | Job::Token { .. }
+            | Job::Suspend { .. } => {
                 self.wait_for_link(job);
             }
             Job::Restore { reply } => {
@@ -363,6 +374,23 @@ impl Writer {
                         .arg(conn.0)
                         .arg(session_id)
                         .arg(digest)
+                        .arg(token.token_id.as_deref().unwrap_or(""))
+                        .arg(token.expires_at.map(|e| e.to_string()).unwrap_or_default()),
+                );
+            }
+            Job::Token {
+                conn,
+                room_id,
+                user_id,
+                token,
+            } => {
+                pipe.invoke_script(
+                    s.token
+                        .arg(&c.key_prefix)
+                        .arg(room_id.as_str())
+                        .arg(user_id.as_str())
+                        .arg(node)
+                        .arg(conn.0)
                         .arg(token.token_id.as_deref().unwrap_or(""))
                         .arg(token.expires_at.map(|e| e.to_string()).unwrap_or_default()),
                 );

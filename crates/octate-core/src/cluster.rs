@@ -256,6 +256,17 @@ pub enum ClusterCommand {
         /// The token that opened the session.
         token: TokenRef,
     },
+    /// Record the token a member of this node runs on after a `refresh`.
+    Token {
+        /// The member's connection.
+        conn: ConnId,
+        /// Its room.
+        room_id: RoomId,
+        /// Its user.
+        user_id: UserId,
+        /// The new token.
+        token: TokenRef,
+    },
     /// Suspend a member of this node whose connection was lost, for the resume grace.
     Suspend {
         /// The lost connection.

@@ -975,6 +975,15 @@ impl Core {
             return;
         };
         state.token = token.clone();
+        if self.node.is_some() && state.joined {
+            self.outputs
+                .push_back(Output::Cluster(ClusterCommand::Token {
+                    conn,
+                    room_id: state.identity.room_id.clone(),
+                    user_id: state.identity.user_id.clone(),
+                    token: token.clone(),
+                }));
+        }
         if let Some(session) = state
             .session
             .as_ref()

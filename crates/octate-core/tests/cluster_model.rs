@@ -1085,3 +1085,22 @@ fn a_server_message_from_any_node_reaches_the_rooms_peers_on_every_node_once() {
     );
     c.check_converged();
 }
+
+#[test]
+fn a_refreshed_session_runs_on_its_new_token_in_the_store() {
+    let mut c = FakeCluster::new(2, 50);
+    let a = c.connect(0, "alice", "r");
+    let _bob = c.connect(1, "bob", "r");
+    c.settle();
+    let fresh = octate_core::TokenRef {
+        token_id: Some("fresh".to_owned()),
+        expires_at: Some(9_000_000),
+    };
+    c.nodes[0].core.handle_token_refreshed(a, fresh.clone());
+    c.pump(0);
+    c.settle();
+    // A kick asked of any node revokes the token the session runs on now.
+    assert_eq!(c.kick("r", "alice"), Ok(fresh));
+    c.settle();
+    c.check_converged();
+}

@@ -740,6 +740,14 @@ impl FakeCluster {
                 self.store
                     .ticket(&room_id, &user_id, &this, conn, &session_id, digest, token);
             }
+            ClusterCommand::Token {
+                conn,
+                room_id,
+                user_id,
+                token,
+            } => {
+                self.store.token(&room_id, &user_id, &this, conn, token);
+            }
             ClusterCommand::Suspend {
                 conn,
                 room_id,

@@ -370,6 +370,28 @@ impl FakeStore {
         true
     }
 
+    /// The token script: the session (node, conn), live, now runs on `token`.
+    pub(crate) fn token(
+        &mut self,
+        room_id: &RoomId,
+        user: &UserId,
+        node: &NodeId,
+        conn: ConnId,
+        token: TokenRef,
+    ) -> bool {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return false;
+        };
+        let owns = room
+            .members
+            .iter()
+            .any(|m| &m.user_id == user && &m.node == node && m.conn == conn && !m.suspended);
+        if owns {
+            room.resume.entry(user.clone()).or_default().token = token;
+        }
+        owns
+    }
+
     /// The suspend script: suspends a member that the session (node, conn) holds live,
     /// or removes it when it has no ticket yet.
     pub(crate) fn suspend(
