@@ -489,6 +489,15 @@ impl Config {
         let Some(mut config) = parsed else {
             return Ok(None);
         };
+        if self.cluster.redis_url.is_some() {
+            // A cluster node would report only part of what happens (the store decides
+            // membership there), so it refuses rather than send an incomplete stream.
+            return Err(
+                "OCTATE_WEBHOOK_URLS is not supported with OCTATE_REDIS_URL yet: run webhooks \
+                 on a single node (docs/webhooks.md)"
+                    .into(),
+            );
+        }
         config.max_attempts = self.webhook_max_attempts;
         config.queue_capacity = self.webhook_queue;
         config.timeout = ms(self.webhook_timeout_ms);
@@ -592,6 +601,64 @@ mod tests {
         let mut all = vec!["octate-server"];
         all.extend_from_slice(args);
         Config::try_parse_from(all).expect("arguments parse")
+    }
+
+    #[test]
+    fn webhooks_are_off_by_default_and_need_a_secret_and_a_single_node() {
+        assert!(
+            parse(&[])
+                .build()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .transport
+                .webhooks
+                .is_none()
+        );
+        let no_secret = parse(&["--webhook-urls", "https://hooks.example/in"]).build();
+        assert!(
+            no_secret
+                .err()
+                .is_some_and(|e| e.contains("OCTATE_WEBHOOK_SECRET"))
+        );
+        let built = parse(&[
+            "--webhook-urls",
+            "https://hooks.example/in",
+            "--webhook-secret",
+            "s3cret",
+            "--webhook-retry-base-ms",
+            "50",
+        ])
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+        let hooks = built.transport.webhooks.expect("webhooks on");
+        assert_eq!(hooks.retry_base, Duration::from_millis(50));
+        assert_eq!(hooks.max_attempts, 8);
+        let zero = parse(&[
+            "--webhook-urls",
+            "https://hooks.example/in",
+            "--webhook-secret",
+            "s3cret",
+            "--webhook-max-attempts",
+            "0",
+        ])
+        .build();
+        assert!(
+            zero.err()
+                .is_some_and(|e| e.contains("OCTATE_WEBHOOK_MAX_ATTEMPTS"))
+        );
+        let clustered = parse(&[
+            "--webhook-urls",
+            "https://hooks.example/in",
+            "--webhook-secret",
+            "s3cret",
+            "--redis-url",
+            "redis://127.0.0.1:1/0",
+        ])
+        .build();
+        assert!(
+            clustered
+                .err()
+                .is_some_and(|e| e.contains("OCTATE_REDIS_URL"))
+        );
     }
 
     #[test]
