@@ -19,7 +19,9 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use octate_client::Client;
 use octate_protocol::{ClientMessage, ResumeTicket, ServerMessage, SignalKind};
+use octate_test::binary::{RealServer, server_command};
 use octate_test::peers::{self, WAIT, expect_close, expect_peer_joined, next};
+use octate_test::redis::Redis;
 use octate_test::server::{TestServer, fast_config};
 use octate_transport::{TransportConfig, WebhookConfig};
 use ring::hmac;
@@ -741,4 +743,108 @@ async fn without_urls_nothing_is_sent_and_no_metric_moves() {
     assert_eq!(metric(&server, "octate_webhook_queue_depth").await, 0);
     server.stop().await;
     let _ = expect_close;
+}
+
+// ---- Two nodes and a Redis -----------------------------------------------------------------
+
+/// The token secret every node of the test cluster shares.
+const CLUSTER_SECRET: &str = "webhook-cluster-secret-0123456789abcdef";
+
+/// One `octate-server` process of a cluster, sending webhooks to `receiver`.
+struct Node(RealServer);
+
+impl Node {
+    fn start(redis: &Redis, id: &str, receiver: &Receiver) -> Self {
+        let mut cmd = server_command();
+        cmd.env("OCTATE_REDIS_URL", redis.url())
+            .env("OCTATE_NODE_ID", id)
+            .env("OCTATE_CLUSTER_HEARTBEAT_MS", "100")
+            .env("OCTATE_CLUSTER_NODE_TTL_MS", "1000")
+            .env("OCTATE_CLUSTER_REAP_INTERVAL_MS", "100")
+            .env("OCTATE_RESUME_GRACE_MS", "1000")
+            .env("OCTATE_WEBHOOK_URLS", receiver.url())
+            .env("OCTATE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("OCTATE_WEBHOOK_RETRY_BASE_MS", "50");
+        Self(RealServer::start_command(cmd, CLUSTER_SECRET))
+    }
+
+    async fn join(&self, user: &str, room: &str) -> peers::Joined {
+        let token = self.0.token(user, room).await;
+        peers::join(&self.0.ws_url(), &token, user, None).await
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+    }
+}
+
+/// `type:userId:reason`, the event's meaning without its id and time.
+fn meaning(event: &Value) -> String {
+    format!(
+        "{}:{}:{}",
+        label(event),
+        event["reason"].as_str().unwrap_or(""),
+        event["nodeId"].as_str().unwrap_or("")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_send_each_event_once_and_node_down_when_one_dies() {
+    let redis = Redis::start();
+    let receiver = Receiver::accepting().await;
+    let a = Node::start(&redis, "a", &receiver);
+    let mut b = Node::start(&redis, "b", &receiver);
+    let mut alice = a.join("alice", "doc").await;
+    receiver.wait_label("peer.joined:alice").await;
+    let mut bob = b.join("bob", "doc").await;
+    expect_peer_joined(&mut alice.client, "alice", "bob").await;
+    receiver.wait_label("peer.joined:bob").await;
+    bob.client.send(&ClientMessage::LeaveRoom).await.unwrap();
+    receiver.wait_label("peer.left:bob").await;
+    let _carol = b.join("carol", "doc").await;
+    receiver.wait_label("peer.joined:carol").await;
+    // Node b dies with Carol on it: node a reaps it; her grace then runs out.
+    b.kill();
+    receiver.wait_label("node.down").await;
+    receiver.wait_label("peer.suspended:carol").await;
+    receiver.wait_label("peer.left:carol").await;
+    alice.client.close().await.unwrap();
+    receiver
+        .wait_for("room closed", |s| {
+            s.iter().any(|r| r.event["type"] == "room.closed")
+        })
+        .await;
+    // Anything late (a second copy) would arrive now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    receiver.assert_all_signed();
+    let seen = receiver.seen();
+    let ids: HashSet<&str> = seen.iter().filter_map(|r| r.event["id"].as_str()).collect();
+    assert_eq!(
+        ids.len(),
+        seen.len(),
+        "no retries, so one request per event"
+    );
+    let meanings: Vec<String> = seen.iter().map(|r| meaning(&r.event)).collect();
+    assert_eq!(
+        meanings,
+        [
+            "room.created::a",
+            "peer.joined:alice::a",
+            "peer.joined:bob::b",
+            "peer.left:bob:left:b",
+            "peer.joined:carol::b",
+            "node.down::b",
+            "peer.suspended:carol::a",
+            "peer.left:carol:timeout:a",
+            "peer.left:alice:disconnected:a",
+            "room.closed:empty:a",
+        ]
+    );
+    let counts: Vec<u64> = seen
+        .iter()
+        .filter(|r| r.event["roomId"] == "doc")
+        .map(|r| r.event["peerCount"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [0, 1, 2, 1, 2, 2, 1, 0, 0]);
 }

@@ -441,8 +441,8 @@ impl Config {
             memory_warning_bytes: self.memory_warning_mb * 1024 * 1024,
             memory_critical_bytes: self.memory_critical_mb * 1024 * 1024,
             resume_grace: ms(self.resume_grace_ms),
-            // Turned on by the transport when webhooks are configured.
-            lifecycle_events: false,
+            // Webhooks need them; a cluster node's store scripts report them too.
+            lifecycle_events: !self.webhook_urls.trim().is_empty(),
         };
         let transport = TransportConfig {
             core,
@@ -489,15 +489,6 @@ impl Config {
         let Some(mut config) = parsed else {
             return Ok(None);
         };
-        if self.cluster.redis_url.is_some() {
-            // A cluster node would report only part of what happens (the store decides
-            // membership there), so it refuses rather than send an incomplete stream.
-            return Err(
-                "OCTATE_WEBHOOK_URLS is not supported with OCTATE_REDIS_URL yet: run webhooks \
-                 on a single node (docs/webhooks.md)"
-                    .into(),
-            );
-        }
         config.max_attempts = self.webhook_max_attempts;
         config.queue_capacity = self.webhook_queue;
         config.timeout = ms(self.webhook_timeout_ms);
@@ -604,7 +595,7 @@ mod tests {
     }
 
     #[test]
-    fn webhooks_are_off_by_default_and_need_a_secret_and_a_single_node() {
+    fn webhooks_are_off_by_default_and_need_a_secret() {
         assert!(
             parse(&[])
                 .build()
@@ -629,6 +620,7 @@ mod tests {
         ])
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
+        assert!(built.transport.core.lifecycle_events);
         let hooks = built.transport.webhooks.expect("webhooks on");
         assert_eq!(hooks.retry_base, Duration::from_millis(50));
         assert_eq!(hooks.max_attempts, 8);
@@ -644,20 +636,6 @@ mod tests {
         assert!(
             zero.err()
                 .is_some_and(|e| e.contains("OCTATE_WEBHOOK_MAX_ATTEMPTS"))
-        );
-        let clustered = parse(&[
-            "--webhook-urls",
-            "https://hooks.example/in",
-            "--webhook-secret",
-            "s3cret",
-            "--redis-url",
-            "redis://127.0.0.1:1/0",
-        ])
-        .build();
-        assert!(
-            clustered
-                .err()
-                .is_some_and(|e| e.contains("OCTATE_REDIS_URL"))
         );
     }
 

@@ -339,7 +339,8 @@ impl Writer {
                         .arg(c.max_peers_per_room)
                         .arg(c.max_rooms)
                         .arg(c.max_rooms_per_user)
-                        .arg(session_id.as_deref().unwrap_or("")),
+                        .arg(session_id.as_deref().unwrap_or(""))
+                        .arg(c.hooks_node()),
                 );
             }
             Job::Ticket {
@@ -375,7 +376,8 @@ impl Writer {
                         .arg(user_id.as_str())
                         .arg(node)
                         .arg(conn.0)
-                        .arg(crate::config::ms(c.resume_grace)),
+                        .arg(crate::config::ms(c.resume_grace))
+                        .arg(c.hooks_node()),
                 );
             }
             Job::Resume {
@@ -391,7 +393,8 @@ impl Writer {
                         .arg(presented)
                         .arg(node)
                         .arg(conn.0)
-                        .arg(next),
+                        .arg(next)
+                        .arg(c.hooks_node()),
                 );
             }
             Job::Leave {
@@ -407,7 +410,8 @@ impl Writer {
                         .arg(user_id.as_str())
                         .arg(node)
                         .arg(conn.0)
-                        .arg(leave_reason(*reason)),
+                        .arg(leave_reason(*reason))
+                        .arg(c.hooks_node()),
                 );
             }
             Job::Close { room_id, reason } => {
@@ -415,7 +419,8 @@ impl Writer {
                     s.close_room
                         .arg(&c.key_prefix)
                         .arg(room_id.as_str())
-                        .arg(close_reason(*reason)),
+                        .arg(close_reason(*reason))
+                        .arg(c.hooks_node()),
                 );
             }
             // Sent in their own steps.

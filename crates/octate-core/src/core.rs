@@ -1180,6 +1180,11 @@ impl Core {
                     self.close_room(now, &room_id, reason);
                 }
             }
+            ClusterEvent::Lifecycle(event) => {
+                if self.config.lifecycle_events {
+                    self.outputs.push_back(Output::Lifecycle(event));
+                }
+            }
             ClusterEvent::Degraded => self.degraded = true,
             ClusterEvent::Recovered => self.degraded = false,
         }

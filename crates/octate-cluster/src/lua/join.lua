@@ -1,12 +1,14 @@
 -- Commits a member. ARGV: prefix, room, user, name, node, conn, kind (auth|join|create),
 -- room name, file id ('' = none), max peers, max rooms, max rooms per user, session id
--- ('' = none: resume is off).
+-- ('' = none: resume is off), node reporting lifecycle events ('' = none).
 -- Returns {'ok', snapshot, 'joined'|'replaced', replaced session's node ('' if none)}
 -- or {'err', code}.
 local r, user, uname, node, conn, kind = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local room_name, file_id = ARGV[8], ARGV[9]
 local max_peers, max_rooms, max_per_user = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 local session = ARGV[13]
+hooks_for(ARGV[14])
+local created = false
 if session == '' then session = nil end
 local now = now_ms()
 local meta = read_meta(r)
@@ -25,8 +27,10 @@ else
   if refused then return { 'err', refused } end
   if room_name == '' then room_name = r end
   meta = new_meta(r, room_name, user, num(now), file_id)
+  created = true
 end
 keep_room(r, meta)
+if created then hook('room.created', r) end
 local nodes = {}
 if old then
   redis.call('SREM', k_node_set(old.n), r .. ' ' .. user)
@@ -45,4 +49,5 @@ local snap = snapshot_json(r, meta, list)
 local how, old_node = 'joined', ''
 if old then how, old_node = 'replaced', old.n end
 publish_membership(snap, cause_json(how, 'user', user), nodes, node)
+hook('peer.' .. how, r, user)
 return { 'ok', snap, how, old_node }
