@@ -620,11 +620,9 @@ impl Core {
             },
         );
         self.stats.sessions_resumed += 1;
-        self.lifecycle(
-            now,
-            &session.room_id,
-            LifecycleKind::PeerResumed(session.user_id.clone()),
-        );
+        self.lifecycle(now, &session.room_id, || {
+            LifecycleKind::PeerResumed(session.user_id.clone())
+        });
         self.outputs.push_back(Output::Resumed {
             conn,
             identity,
@@ -1055,7 +1053,7 @@ impl Core {
         {
             member.location = PeerLocation::Suspended;
             let Identity { user_id, room_id } = state.identity;
-            self.lifecycle(now, &room_id, LifecycleKind::PeerSuspended(user_id));
+            self.lifecycle(now, &room_id, || LifecycleKind::PeerSuspended(user_id));
         }
     }
 
@@ -1384,17 +1382,23 @@ impl Core {
     fn insert_room(&mut self, now: UnixMillis, room: Room) {
         *self.created_by.entry(room.created_by.clone()).or_default() += 1;
         self.stats.rooms_created += 1;
-        let room_id = room.id.clone();
+        // Reported before the room is in: it has no peers yet.
+        self.lifecycle(now, &room.id, || LifecycleKind::RoomCreated);
         self.rooms.insert(room.id.clone(), room);
-        self.lifecycle(now, &room_id, LifecycleKind::RoomCreated);
     }
 
-    /// Reports a lifecycle event when they are asked for. A clustered core reports none:
-    /// the cluster's store decides membership there.
-    fn lifecycle(&mut self, now: UnixMillis, room_id: &RoomId, kind: LifecycleKind) {
+    /// Reports a lifecycle event when they are asked for (`kind` is not even built
+    /// otherwise). A clustered core reports none: the cluster's store scripts do.
+    fn lifecycle(
+        &mut self,
+        now: UnixMillis,
+        room_id: &RoomId,
+        kind: impl FnOnce() -> LifecycleKind,
+    ) {
         if !self.config.lifecycle_events || self.node.is_some() {
             return;
         }
+        let kind = kind();
         let peer_count = self.rooms.get(room_id).map_or(0, |r| r.members.len());
         self.outputs.push_back(Output::Lifecycle(LifecycleEvent {
             at: now,
@@ -1481,12 +1485,13 @@ impl Core {
         if let Some(state) = self.conns.get_mut(&conn) {
             state.joined = true;
         }
-        let event = if replaced {
-            LifecycleKind::PeerReplaced(user.clone())
-        } else {
-            LifecycleKind::PeerJoined(user.clone())
-        };
-        self.lifecycle(now, &room_id, event);
+        self.lifecycle(now, &room_id, || {
+            if replaced {
+                LifecycleKind::PeerReplaced(user.clone())
+            } else {
+                LifecycleKind::PeerJoined(user.clone())
+            }
+        });
         self.reply_joined(conn, &user, &room_id, Reply::of(&mode));
         if let (Some(peer), false) = (joined, others.is_empty()) {
             self.outputs.push_back(Output::Broadcast {
@@ -2301,7 +2306,9 @@ impl Core {
         }
         if reason != LeaveReason::Replaced {
             // A replacement is reported by `join`, as one event.
-            self.lifecycle(now, room_id, LifecycleKind::PeerLeft(user.clone(), reason));
+            self.lifecycle(now, room_id, || {
+                LifecycleKind::PeerLeft(user.clone(), reason)
+            });
         }
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
@@ -2345,7 +2352,7 @@ impl Core {
 
     fn remove_room(&mut self, now: UnixMillis, room_id: &RoomId, reason: RoomCloseReason) {
         // Counted before the room goes: the peers it had when it closed.
-        self.lifecycle(now, room_id, LifecycleKind::RoomClosed(reason));
+        self.lifecycle(now, room_id, || LifecycleKind::RoomClosed(reason));
         let Some(room) = self.rooms.remove(room_id) else {
             return;
         };
