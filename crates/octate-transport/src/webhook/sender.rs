@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
@@ -28,6 +28,9 @@ use crate::app::App;
 use crate::metrics::Metrics;
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Most bytes of a receiver's answer that are read (and thrown away).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Webhook delivery of one server: the queue and what sends from it.
 #[derive(Debug)]
@@ -150,8 +153,8 @@ impl Webhooks {
                 return Attempt::Rejected;
             }
         };
-        let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await
-        {
+        let deadline = Instant::now() + self.timeout;
+        let response = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => {
                 debug!(%err, url = %uri, "webhook delivery failed");
@@ -162,10 +165,15 @@ impl Webhooks {
                 return Attempt::Retry(None);
             }
         };
-        classify(
+        let attempt = classify(
             response.status(),
             response.headers().get(RETRY_AFTER).map(|v| v.as_bytes()),
-        )
+        );
+        // Read the answer (a bounded part of it, within the same deadline) so that its
+        // connection can carry the next delivery; what it says does not matter.
+        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES);
+        let _ = tokio::time::timeout_at(deadline, body.collect()).await;
+        attempt
     }
 }
 
