@@ -807,6 +807,46 @@ async fn two_nodes_send_each_event_once_and_node_down_when_one_dies() {
     receiver.wait_label("peer.left:bob").await;
     let _carol = b.join("carol", "doc").await;
     receiver.wait_label("peer.joined:carol").await;
+    // Room `side`: created over HTTP on b, joined on a, the same user again on b (it
+    // replaces the session on a), deleted over HTTP on a.
+    let created = peers::post(
+        b.0.http,
+        "/api/rooms",
+        &json!({"roomId": "side", "roomName": "Side", "hostId": "eve", "hostName": "Eve"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    // Nodes send their own events: across nodes only `createdAt` orders them, so each
+    // step waits for the last one to arrive.
+    receiver
+        .wait_for("room side created", |s| {
+            s.iter()
+                .any(|r| r.event["roomId"] == "side" && r.event["type"] == "room.created")
+        })
+        .await;
+    let _eve_on_a = a.join("eve", "side").await;
+    receiver.wait_label("peer.joined:eve").await;
+    let _eve_on_b = b.join("eve", "side").await;
+    receiver.wait_label("peer.replaced:eve").await;
+    let deleted = peers::request(a.0.http, "DELETE", "/api/rooms/side", &[], None).await;
+    assert_eq!(
+        deleted.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&deleted.body)
+    );
+    receiver
+        .wait_for("room side closed", |s| {
+            s.iter()
+                .any(|r| r.event["roomId"] == "side" && r.event["type"] == "room.closed")
+        })
+        .await;
     // Node b dies with Carol on it: node a reaps it; her grace then runs out.
     b.kill();
     receiver.wait_label("node.down").await;
@@ -854,7 +894,21 @@ async fn two_nodes_send_each_event_once_and_node_down_when_one_dies() {
             "room.closed:empty:a",
         ]
     );
-    assert_eq!(seen.len(), in_doc.len() + downs.len());
+    let in_side: Vec<String> = seen
+        .iter()
+        .filter(|r| r.event["roomId"] == "side")
+        .map(|r| format!("{}/{}", meaning(&r.event), r.event["peerCount"]))
+        .collect();
+    assert_eq!(
+        in_side,
+        [
+            "room.created::b/0",
+            "peer.joined:eve::a/1",
+            "peer.replaced:eve::b/1",
+            "room.closed:deleted:a/1",
+        ]
+    );
+    assert_eq!(seen.len(), in_doc.len() + downs.len() + in_side.len());
     let counts: Vec<u64> = seen
         .iter()
         .filter(|r| r.event["roomId"] == "doc")
