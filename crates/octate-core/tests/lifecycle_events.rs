@@ -260,3 +260,71 @@ fn nothing_is_produced_when_the_switch_is_off() {
     assert_eq!(events(&mut h), []);
     assert!(!CoreConfig::default().lifecycle_events);
 }
+
+#[test]
+fn a_silent_peer_leaves_with_timeout() {
+    let mut h = harness(true);
+    h.auth(1, "alice", "r");
+    h.auth(2, "bob", "r");
+    events(&mut h);
+    let timeout = h.config().peer_timeout;
+    // Bob answers every heartbeat; Alice stays silent until she is dropped.
+    let step = h.config().heartbeat_interval;
+    let mut waited = Duration::ZERO;
+    while waited <= timeout + step {
+        h.advance(step);
+        h.pong(2);
+        waited += step;
+    }
+    let left: Vec<LifecycleKind> = events(&mut h).into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        left,
+        [LifecycleKind::PeerLeft(uid("alice"), LeaveReason::Timeout)]
+    );
+}
+
+#[test]
+fn cleanup_closes_a_never_joined_http_room_and_an_inactive_room_once() {
+    let mut h = harness(true);
+    h.create_room("lonely", "carol").unwrap();
+    h.auth(1, "alice", "busy");
+    events(&mut h);
+    // Alice answers every heartbeat but does nothing else: her room goes inactive.
+    let step = h.config().heartbeat_interval;
+    let stay = |h: &mut Harness, d: Duration| {
+        let mut waited = Duration::ZERO;
+        while waited < d {
+            h.advance(step);
+            h.pong(1);
+            waited += step;
+        }
+    };
+    let config = h.config();
+    stay(&mut h, config.empty_room_grace + config.cleanup_interval);
+    let closed: Vec<(Option<String>, LifecycleKind)> = events(&mut h)
+        .into_iter()
+        .map(|e| (e.room_id.map(|r| r.to_string()), e.kind))
+        .collect();
+    assert_eq!(
+        closed,
+        [(
+            Some("lonely".to_owned()),
+            LifecycleKind::RoomClosed(RoomCloseReason::Empty)
+        )]
+    );
+    stay(
+        &mut h,
+        config.room_inactive_timeout + config.cleanup_interval,
+    );
+    let closed: Vec<LifecycleEvent> = events(&mut h)
+        .into_iter()
+        .filter(|e| matches!(e.kind, LifecycleKind::RoomClosed(_)))
+        .collect();
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(closed[0].room_id, Some(rid("busy")));
+    assert_eq!(
+        closed[0].kind,
+        LifecycleKind::RoomClosed(RoomCloseReason::Inactive)
+    );
+    assert_eq!(closed[0].peer_count, 1);
+}
