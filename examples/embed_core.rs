@@ -44,6 +44,8 @@ impl Mailboxes {
                 Output::Forward { .. } | Output::Cluster(_) => {}
                 // Only a core with a resume issuer (`Core::set_resume_issuer`) produces this.
                 Output::Resumed { .. } => {}
+                // Only with `CoreConfig::lifecycle_events` on.
+                Output::Lifecycle(_) => {}
             }
         }
     }

@@ -9,7 +9,7 @@ use octate_auth::{KeyRing, TokenAuthority};
 use octate_core::CoreConfig;
 use octate_transport::{
     AccessRules, AddressList, CorsOrigins, IceConfig, IceConfigError, SessionExpiry, Tls,
-    TransportConfig, TurnSecret,
+    TransportConfig, TurnSecret, WebhookConfig,
 };
 
 /// Deployment mode.
@@ -257,6 +257,25 @@ pub(crate) struct Config {
     /// File the audit records are also appended to, as JSON lines; reopened on SIGHUP.
     #[arg(long, env = "OCTATE_AUDIT_LOG")]
     pub(crate) audit_log: Option<PathBuf>,
+    /// Comma-separated URLs that room and peer lifecycle events are POSTed to, signed
+    /// (docs/webhooks.md); empty: webhooks off.
+    #[arg(long, env = "OCTATE_WEBHOOK_URLS", default_value = "")]
+    pub(crate) webhook_urls: String,
+    /// Shared secret of the `Octate-Signature` header; required with OCTATE_WEBHOOK_URLS.
+    #[arg(long, env = "OCTATE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub(crate) webhook_secret: Option<String>,
+    /// Most attempts of one webhook delivery, the first included.
+    #[arg(long, env = "OCTATE_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
+    pub(crate) webhook_max_attempts: u32,
+    /// Most webhook deliveries waiting; beyond it the oldest are dropped.
+    #[arg(long, env = "OCTATE_WEBHOOK_QUEUE", default_value_t = 10_000)]
+    pub(crate) webhook_queue: usize,
+    /// Longest wait for a webhook receiver's answer, in milliseconds.
+    #[arg(long, env = "OCTATE_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub(crate) webhook_timeout_ms: u64,
+    /// Longest wait before the first webhook retry, in milliseconds; it doubles after each.
+    #[arg(long, env = "OCTATE_WEBHOOK_RETRY_BASE_MS", default_value_t = 5_000)]
+    pub(crate) webhook_retry_base_ms: u64,
     /// Cluster mode (with `--redis-url`).
     #[command(flatten)]
     pub(crate) cluster: crate::cluster::ClusterArgs,
@@ -422,6 +441,8 @@ impl Config {
             memory_warning_bytes: self.memory_warning_mb * 1024 * 1024,
             memory_critical_bytes: self.memory_critical_mb * 1024 * 1024,
             resume_grace: ms(self.resume_grace_ms),
+            // Webhooks need them; a cluster node's store scripts report them too.
+            lifecycle_events: !self.webhook_urls.trim().is_empty(),
         };
         let transport = TransportConfig {
             core,
@@ -449,6 +470,7 @@ impl Config {
             access,
             tls,
             ywebrtc: self.ywebrtc,
+            webhooks: self.webhooks()?,
             ..TransportConfig::default()
         };
         Ok(Built {
@@ -460,6 +482,21 @@ impl Config {
 }
 
 impl Config {
+    /// Webhook delivery, when URLs are set.
+    fn webhooks(&self) -> Result<Option<WebhookConfig>, String> {
+        let parsed = WebhookConfig::parse(&self.webhook_urls, self.webhook_secret.as_deref())
+            .map_err(|e| format!("OCTATE_WEBHOOK_URLS: {e}"))?;
+        let Some(mut config) = parsed else {
+            return Ok(None);
+        };
+        config.max_attempts = self.webhook_max_attempts;
+        config.queue_capacity = self.webhook_queue;
+        config.timeout = ms(self.webhook_timeout_ms);
+        config.retry_base = ms(self.webhook_retry_base_ms);
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(Some(config))
+    }
+
     /// The address lists and proxy rules; warns of proxy settings that do nothing.
     fn access_rules(&self, warnings: &mut Vec<String>) -> Result<AccessRules, String> {
         let list =
@@ -555,6 +592,51 @@ mod tests {
         let mut all = vec!["octate-server"];
         all.extend_from_slice(args);
         Config::try_parse_from(all).expect("arguments parse")
+    }
+
+    #[test]
+    fn webhooks_are_off_by_default_and_need_a_secret() {
+        assert!(
+            parse(&[])
+                .build()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .transport
+                .webhooks
+                .is_none()
+        );
+        let no_secret = parse(&["--webhook-urls", "https://hooks.example/in"]).build();
+        assert!(
+            no_secret
+                .err()
+                .is_some_and(|e| e.contains("OCTATE_WEBHOOK_SECRET"))
+        );
+        let built = parse(&[
+            "--webhook-urls",
+            "https://hooks.example/in",
+            "--webhook-secret",
+            "s3cret",
+            "--webhook-retry-base-ms",
+            "50",
+        ])
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(built.transport.core.lifecycle_events);
+        let hooks = built.transport.webhooks.expect("webhooks on");
+        assert_eq!(hooks.retry_base, Duration::from_millis(50));
+        assert_eq!(hooks.max_attempts, 8);
+        let zero = parse(&[
+            "--webhook-urls",
+            "https://hooks.example/in",
+            "--webhook-secret",
+            "s3cret",
+            "--webhook-max-attempts",
+            "0",
+        ])
+        .build();
+        assert!(
+            zero.err()
+                .is_some_and(|e| e.contains("OCTATE_WEBHOOK_MAX_ATTEMPTS"))
+        );
     }
 
     #[test]

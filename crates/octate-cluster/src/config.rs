@@ -47,6 +47,9 @@ pub struct ClusterConfig {
     /// How long a member whose connection was lost (or whose node died) stays suspended,
     /// waiting to be resumed on any node; zero removes it at once.
     pub resume_grace: Duration,
+    /// Whether the store scripts report room and peer lifecycle events to this node
+    /// (webhooks); each change is reported by the node whose script made it.
+    pub lifecycle_events: bool,
 }
 
 impl ClusterConfig {
@@ -73,6 +76,7 @@ impl ClusterConfig {
             max_rooms_per_user: core.max_rooms_per_user,
             empty_room_grace: core.empty_room_grace,
             resume_grace: core.resume_grace,
+            lifecycle_events: false,
         }
     }
 
@@ -83,7 +87,17 @@ impl ClusterConfig {
         self.max_rooms_per_user = core.max_rooms_per_user;
         self.empty_room_grace = core.empty_room_grace;
         self.resume_grace = core.resume_grace;
+        self.lifecycle_events = core.lifecycle_events;
         self
+    }
+
+    /// The node the store scripts report lifecycle events to: this one, or none (`""`).
+    pub(crate) fn hooks_node(&self) -> &str {
+        if self.lifecycle_events {
+            self.node_id.as_str()
+        } else {
+            ""
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 mod config;
 mod conn;
 mod error;
+mod hooks;
 mod liveness;
 mod recovery;
 mod scripts;

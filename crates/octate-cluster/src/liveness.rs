@@ -11,15 +11,25 @@ use crate::store::BeatMode;
 /// Heartbeats between two prunings of the room metadata cache.
 const PRUNE_EVERY: u32 = 30;
 
+/// How often this node's outbox of lifecycle events is drained (webhooks on).
+const HOOKS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Runs the heartbeat and the reaper for ever.
 pub(crate) async fn run(sh: Arc<Shared>) {
     let mut beat = tokio::time::interval(sh.config.heartbeat_interval);
     beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut reap = tokio::time::interval(sh.config.reap_interval);
     reap.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut hooks = tokio::time::interval(HOOKS_EVERY);
+    hooks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut beats = 0u32;
     loop {
         tokio::select! {
+            _ = hooks.tick(), if sh.config.lifecycle_events => {
+                if let Err(e) = sh.drain_hooks().await {
+                    tracing::debug!(error = %e, "draining lifecycle events failed");
+                }
+            }
             _ = beat.tick() => {
                 heartbeat(&sh).await;
                 beats += 1;
@@ -97,7 +107,7 @@ async fn reap_dead(sh: &Shared) {
     match sh.claim_dead().await {
         Ok(Some(node)) => {
             tracing::warn!(dead = %node, "reaping a dead node");
-            if let Err(e) = sh.reap(&node).await {
+            if let Err(e) = sh.reap(&node, true).await {
                 tracing::warn!(error = %e, dead = %node, "reap interrupted; it resumes later");
             }
         }

@@ -80,7 +80,10 @@ impl Shared {
     }
 
     /// Runs a plain command pipeline on the control connection.
-    async fn query<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, ClusterError> {
+    pub(crate) async fn query<T: FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, ClusterError> {
         let limit = self.config.command_timeout;
         let mut conn = self.control.get(&self.client, &self.scripts, limit).await?;
         let result = bounded(limit, pipe.query_async(&mut conn)).await;
@@ -152,14 +155,17 @@ impl Shared {
                 .arg(c.node_id.as_str())
                 .arg(ttl)
                 .arg(ms(c.stall_threshold))
-                .arg(ttl.saturating_mul(4)),
+                .arg(ttl.saturating_mul(4))
+                .arg(c.hooks_node()),
         )
         .await
     }
 
-    /// Removes every member of a claimed node, batch by batch.
-    pub(crate) async fn reap(&self, node: &str) -> Result<(), ClusterError> {
+    /// Removes every member of a claimed node, batch by batch; `report` says whether
+    /// the departures are reported as lifecycle events (not for this node's own retirement).
+    pub(crate) async fn reap(&self, node: &str, report: bool) -> Result<(), ClusterError> {
         let c = &self.config;
+        let hooks = if report { c.hooks_node() } else { "" };
         let lease = ms(c.node_ttl).saturating_mul(4);
         loop {
             let left: u64 = self
@@ -170,7 +176,8 @@ impl Shared {
                         .arg(node)
                         .arg(REAP_BATCH)
                         .arg(lease)
-                        .arg(ms(c.resume_grace)),
+                        .arg(ms(c.resume_grace))
+                        .arg(hooks),
                 )
                 .await?;
             if left == 0 {
@@ -182,8 +189,14 @@ impl Shared {
     /// Ends suspended members whose resume grace ran out; returns how many.
     pub(crate) async fn expire_suspended(&self) -> Result<u64, ClusterError> {
         let c = &self.config;
-        self.call(self.scripts.expire.arg(&c.key_prefix).arg(REAP_BATCH))
-            .await
+        self.call(
+            self.scripts
+                .expire
+                .arg(&c.key_prefix)
+                .arg(REAP_BATCH)
+                .arg(c.hooks_node()),
+        )
+        .await
     }
 
     /// Deregisters this node and removes its members, telling their rooms' other nodes.
@@ -194,7 +207,9 @@ impl Shared {
         let _: i64 = self
             .call(self.scripts.retire.arg(&c.key_prefix).arg(node).arg(lease))
             .await?;
-        self.reap(node).await
+        // A retiring node reports nothing of its own departure (as a single node
+        // that shuts down reports nothing): its peers resume elsewhere.
+        self.reap(node, false).await
     }
 
     /// A room as Redis holds it.
@@ -231,7 +246,8 @@ impl Shared {
                     .arg(room.file_id.as_deref().unwrap_or(""))
                     .arg(c.max_rooms)
                     .arg(c.max_rooms_per_user)
-                    .arg(ms(c.empty_room_grace)),
+                    .arg(ms(c.empty_room_grace))
+                    .arg(c.hooks_node()),
             )
             .await?;
         match reply.as_slice() {
@@ -255,7 +271,8 @@ impl Shared {
                     .close_room
                     .arg(&self.config.key_prefix)
                     .arg(room_id.as_str())
-                    .arg(close_reason(reason)),
+                    .arg(close_reason(reason))
+                    .arg(self.config.hooks_node()),
             )
             .await?;
         Ok(closed == 1)
@@ -275,7 +292,8 @@ impl Shared {
                     .kick
                     .arg(&self.config.key_prefix)
                     .arg(room_id.as_str())
-                    .arg(user_id.as_str()),
+                    .arg(user_id.as_str())
+                    .arg(self.config.hooks_node()),
             )
             .await?;
         match reply.as_slice() {

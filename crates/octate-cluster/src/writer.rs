@@ -354,7 +354,8 @@ impl Writer {
                         .arg(c.max_rooms_per_user)
                         .arg(session_id.as_deref().unwrap_or(""))
                         .arg(token.token_id.as_deref().unwrap_or(""))
-                        .arg(token.expires_at.map(|e| e.to_string()).unwrap_or_default()),
+                        .arg(token.expires_at.map(|e| e.to_string()).unwrap_or_default())
+                        .arg(c.hooks_node()),
                 );
             }
             Job::Ticket {
@@ -407,7 +408,8 @@ impl Writer {
                         .arg(user_id.as_str())
                         .arg(node)
                         .arg(conn.0)
-                        .arg(crate::config::ms(c.resume_grace)),
+                        .arg(crate::config::ms(c.resume_grace))
+                        .arg(c.hooks_node()),
                 );
             }
             Job::Resume {
@@ -423,7 +425,8 @@ impl Writer {
                         .arg(presented)
                         .arg(node)
                         .arg(conn.0)
-                        .arg(next),
+                        .arg(next)
+                        .arg(c.hooks_node()),
                 );
             }
             Job::Leave {
@@ -439,7 +442,8 @@ impl Writer {
                         .arg(user_id.as_str())
                         .arg(node)
                         .arg(conn.0)
-                        .arg(leave_reason(*reason)),
+                        .arg(leave_reason(*reason))
+                        .arg(c.hooks_node()),
                 );
             }
             Job::Close { room_id, reason } => {
@@ -447,7 +451,8 @@ impl Writer {
                     s.close_room
                         .arg(&c.key_prefix)
                         .arg(room_id.as_str())
-                        .arg(close_reason(*reason)),
+                        .arg(close_reason(*reason))
+                        .arg(c.hooks_node()),
                 );
             }
             // Sent in their own steps.

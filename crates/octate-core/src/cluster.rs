@@ -312,6 +312,9 @@ pub enum ClusterCommand {
 /// Something the cluster tells the core; fed in with [`Core::handle_cluster`](crate::Core::handle_cluster).
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClusterEvent {
+    /// A lifecycle event this node's store scripts reported (passed on as
+    /// [`Output::Lifecycle`](crate::Output) when lifecycle events are on).
+    Lifecycle(crate::LifecycleEvent),
     /// A [`ClusterCommand::Join`] was committed; the snapshot includes the joiner.
     JoinCommitted {
         /// The joining connection.

@@ -34,6 +34,9 @@ pub struct CoreConfig {
     pub memory_warning_bytes: u64,
     /// Heap size at which idle rooms and idle peers are dropped (seed: 300 MB).
     pub memory_critical_bytes: u64,
+    /// Whether room and peer lifecycle events are produced ([`Output::Lifecycle`](crate::Output)),
+    /// for webhooks; off by default.
+    pub lifecycle_events: bool,
 }
 
 impl Default for CoreConfig {
@@ -53,6 +56,7 @@ impl Default for CoreConfig {
             resume_grace: Duration::from_secs(15),
             memory_warning_bytes: 200 * 1024 * 1024,
             memory_critical_bytes: 300 * 1024 * 1024,
+            lifecycle_events: false,
         }
     }
 }

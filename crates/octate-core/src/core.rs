@@ -16,7 +16,8 @@ use crate::room::{Member, Room};
 use crate::session::{Login, ResumeIssuer, ResumeRefusal, Session, SessionState, TokenRef, ticket};
 use crate::{
     ClusterCommand, ClusterEvent, ClusterMember, ConnId, CoreConfig, CoreError, JoinKind,
-    MembershipCause, MemoryLevel, NodeId, Output, PeerLocation, RoomSnapshot,
+    LifecycleEvent, LifecycleKind, MembershipCause, MemoryLevel, NodeId, Output, PeerLocation,
+    RoomSnapshot,
 };
 
 /// Who a connection is, as proven by its verified token.
@@ -628,6 +629,9 @@ impl Core {
             },
         );
         self.stats.sessions_resumed += 1;
+        self.lifecycle(now, &session.room_id, || {
+            LifecycleKind::PeerResumed(session.user_id.clone())
+        });
         self.outputs.push_back(Output::Resumed {
             conn,
             identity,
@@ -1066,6 +1070,8 @@ impl Core {
             && member.local() == Some(conn)
         {
             member.location = PeerLocation::Suspended;
+            let Identity { user_id, room_id } = state.identity;
+            self.lifecycle(now, &room_id, || LifecycleKind::PeerSuspended(user_id));
         }
     }
 
@@ -1191,7 +1197,12 @@ impl Core {
                 }
                 // A replica newer than the close belongs to the room created again since.
                 if self.rooms.get(&room_id).is_none_or(|r| r.ver <= ver) {
-                    self.close_room(&room_id, reason);
+                    self.close_room(now, &room_id, reason);
+                }
+            }
+            ClusterEvent::Lifecycle(event) => {
+                if self.config.lifecycle_events {
+                    self.outputs.push_back(Output::Lifecycle(event));
                 }
             }
             ClusterEvent::Degraded => self.degraded = true,
@@ -1215,16 +1226,16 @@ impl Core {
         room.file_id = new.file_id;
         room.version = new.version;
         let meta = room.metadata();
-        self.insert_room(room);
+        self.insert_room(now, room);
         Ok(meta)
     }
 
     /// Closes a room: its peers are told `room-closed` and disconnected.
-    pub fn delete_room(&mut self, _now: UnixMillis, room_id: &RoomId) -> Result<(), CoreError> {
+    pub fn delete_room(&mut self, now: UnixMillis, room_id: &RoomId) -> Result<(), CoreError> {
         if !self.rooms.contains_key(room_id) {
             return Err(CoreError::RoomNotFound);
         }
-        self.close_room(room_id, RoomCloseReason::Deleted);
+        self.close_room(now, room_id, RoomCloseReason::Deleted);
         Ok(())
     }
 
@@ -1387,11 +1398,34 @@ impl Core {
         Ok(())
     }
 
-    fn insert_room(&mut self, room: Room) {
+    fn insert_room(&mut self, now: UnixMillis, room: Room) {
         *self.created_by.entry(room.created_by.clone()).or_default() += 1;
         self.stats.rooms_created += 1;
+        // Reported before the room is in: it has no peers yet.
+        self.lifecycle(now, &room.id, || LifecycleKind::RoomCreated);
         self.room_ids.insert(room.id.clone());
         self.rooms.insert(room.id.clone(), room);
+    }
+
+    /// Reports a lifecycle event when they are asked for (`kind` is not even built
+    /// otherwise). A clustered core reports none: the cluster's store scripts do.
+    fn lifecycle(
+        &mut self,
+        now: UnixMillis,
+        room_id: &RoomId,
+        kind: impl FnOnce() -> LifecycleKind,
+    ) {
+        if !self.config.lifecycle_events || self.node.is_some() {
+            return;
+        }
+        let kind = kind();
+        let peer_count = self.rooms.get(room_id).map_or(0, |r| r.members.len());
+        self.outputs.push_back(Output::Lifecycle(LifecycleEvent {
+            at: now,
+            room_id: Some(room_id.clone()),
+            kind,
+            peer_count,
+        }));
     }
 
     fn join(&mut self, now: UnixMillis, conn: ConnId, mode: JoinKind) -> Result<(), CoreError> {
@@ -1414,6 +1448,7 @@ impl Core {
         if self.node.is_some() {
             return self.request_join(now, conn, user, room_id, name, mode);
         }
+        let mut replaced = false;
         match self.rooms.get(&room_id) {
             Some(_) if matches!(mode, JoinKind::Create { .. }) => {
                 return Err(CoreError::RoomExists);
@@ -1424,6 +1459,7 @@ impl Core {
                 if count >= self.config.max_peers_per_room {
                     return Err(CoreError::RoomFull);
                 }
+                replaced = existing.is_some();
                 match existing {
                     Some(PeerLocation::Local(old)) => {
                         self.outputs.push_back(Output::Close {
@@ -1454,7 +1490,7 @@ impl Core {
                     }
                     room.file_id.clone_from(file_id);
                 }
-                self.insert_room(room);
+                self.insert_room(now, room);
             }
         }
         // Invariant: the room exists: it was found above or just inserted, and
@@ -1469,6 +1505,13 @@ impl Core {
         if let Some(state) = self.conns.get_mut(&conn) {
             state.joined = true;
         }
+        self.lifecycle(now, &room_id, || {
+            if replaced {
+                LifecycleKind::PeerReplaced(user.clone())
+            } else {
+                LifecycleKind::PeerJoined(user.clone())
+            }
+        });
         self.reply_joined(conn, &user, &room_id, Reply::of(&mode));
         if let (Some(peer), false) = (joined, others.is_empty()) {
             self.outputs.push_back(Output::Broadcast {
@@ -2055,7 +2098,12 @@ impl Core {
     }
 
     /// Closes a room here and, on a cluster, on every other node too.
-    fn close_room_everywhere(&mut self, room_id: &RoomId, reason: RoomCloseReason) {
+    fn close_room_everywhere(
+        &mut self,
+        now: UnixMillis,
+        room_id: &RoomId,
+        reason: RoomCloseReason,
+    ) {
         if self.node.is_some() {
             self.outputs
                 .push_back(Output::Cluster(ClusterCommand::CloseRoom {
@@ -2063,7 +2111,7 @@ impl Core {
                     reason,
                 }));
         }
-        self.close_room(room_id, reason);
+        self.close_room(now, room_id, reason);
     }
 
     fn reply_joined(&mut self, conn: ConnId, user: &UserId, room_id: &RoomId, reply: Reply) {
@@ -2291,10 +2339,19 @@ impl Core {
                 return;
             }
         }
+        if reason != LeaveReason::Replaced {
+            // A replacement is reported by `join`, as one event.
+            self.lifecycle(now, room_id, || {
+                LifecycleKind::PeerLeft(user.clone(), reason)
+            });
+        }
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
         if room.members.is_empty() {
             // A replaced member is re-added at once by `join`: keep its room.
             if reason != LeaveReason::Replaced {
-                self.remove_room(room_id, RoomCloseReason::Empty);
+                self.remove_room(now, room_id, RoomCloseReason::Empty);
             }
             return;
         }
@@ -2328,7 +2385,9 @@ impl Core {
         }
     }
 
-    fn remove_room(&mut self, room_id: &RoomId, reason: RoomCloseReason) {
+    fn remove_room(&mut self, now: UnixMillis, room_id: &RoomId, reason: RoomCloseReason) {
+        // Counted before the room goes: the peers it had when it closed.
+        self.lifecycle(now, room_id, || LifecycleKind::RoomClosed(reason));
         let Some(room) = self.rooms.remove(room_id) else {
             return;
         };
@@ -2352,7 +2411,7 @@ impl Core {
     }
 
     /// Tells every member the room is closed, disconnects them, and removes the room.
-    fn close_room(&mut self, room_id: &RoomId, reason: RoomCloseReason) {
+    fn close_room(&mut self, now: UnixMillis, room_id: &RoomId, reason: RoomCloseReason) {
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
@@ -2374,7 +2433,7 @@ impl Core {
             });
             self.conns.remove(conn);
         }
-        self.remove_room(room_id, reason);
+        self.remove_room(now, room_id, reason);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -2541,10 +2600,10 @@ impl Core {
         empty.sort_unstable();
         stale.sort_unstable();
         for room_id in empty {
-            self.remove_room(&room_id, RoomCloseReason::Empty);
+            self.remove_room(now, &room_id, RoomCloseReason::Empty);
         }
         for room_id in stale {
-            self.close_room_everywhere(&room_id, RoomCloseReason::Inactive);
+            self.close_room_everywhere(now, &room_id, RoomCloseReason::Inactive);
         }
     }
 
@@ -2561,7 +2620,7 @@ impl Core {
             .collect();
         idle.sort_unstable();
         for room_id in idle {
-            self.close_room_everywhere(&room_id, RoomCloseReason::MemoryPressure);
+            self.close_room_everywhere(now, &room_id, RoomCloseReason::MemoryPressure);
         }
         let idle_peer = millis(self.config.idle_peer_after);
         self.close_where(now, CloseCode::MemoryPressure, |c| {

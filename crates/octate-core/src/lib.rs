@@ -17,6 +17,7 @@ mod cluster;
 mod config;
 mod core;
 mod error;
+mod lifecycle;
 mod memory;
 mod output;
 mod room;
@@ -29,6 +30,7 @@ pub use crate::cluster::{
 pub use crate::config::CoreConfig;
 pub use crate::core::{Core, CoreStats, Identity, NewRoom, Protocol, Vacancy};
 pub use crate::error::CoreError;
+pub use crate::lifecycle::{LifecycleEvent, LifecycleKind};
 pub use crate::memory::MemoryLevel;
 pub use crate::output::{ConnId, Output};
 pub use crate::session::{Login, ResumeIssuer, ResumeRefusal, TokenDigest, TokenRef};

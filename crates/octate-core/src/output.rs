@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use octate_protocol::{CloseCode, RoomCloseReason, RoomId, ServerMessage};
 
-use crate::ClusterCommand;
+use crate::{ClusterCommand, LifecycleEvent};
 
 /// Identifies one connection of this process; assigned by the driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -71,4 +71,7 @@ pub enum Output {
         /// The token that opened the session.
         token: crate::TokenRef,
     },
+    /// A room or peer lifecycle event, for webhooks (only with
+    /// [`CoreConfig::lifecycle_events`](crate::CoreConfig) on).
+    Lifecycle(LifecycleEvent),
 }

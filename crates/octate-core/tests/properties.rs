@@ -138,6 +138,7 @@ fn config() -> impl Strategy<Value = CoreConfig> {
                 memory_warning_bytes: 1_000,
                 memory_critical_bytes: 2_000,
                 resume_grace: Duration::from_secs(15),
+                lifecycle_events: false,
             },
         )
 }

@@ -70,7 +70,8 @@ pub fn message_recipients(o: &Output) -> impl Iterator<Item = ConnId> + '_ {
         Output::Close { .. }
         | Output::RoomRemoved { .. }
         | Output::Cluster(_)
-        | Output::Resumed { .. } => &[],
+        | Output::Resumed { .. }
+        | Output::Lifecycle(_) => &[],
     };
     to.iter().copied()
 }

@@ -26,6 +26,7 @@ use crate::limits::PerAddress;
 use crate::metrics::Metrics;
 use crate::registry::{Outbound, Push, Registry};
 use crate::tokens::SessionTokens;
+use crate::webhook::Webhooks;
 
 /// A source of wall-clock time, in Unix milliseconds (quinn's `TimeSource`, for wall time).
 pub(crate) trait WallClock: Send + Sync + std::fmt::Debug {
@@ -128,9 +129,18 @@ pub struct App {
     pub(crate) timer_wake: tokio::sync::Notify,
     /// Sessions taken over by `resume` and not yet adopted by their connection task.
     resumed: Mutex<HashMap<ConnId, (Identity, TokenRef)>>,
+    /// Webhook delivery, when URLs are configured.
+    pub(crate) webhooks: Option<Webhooks>,
     /// How many times the core has been driven, for tests that count lock acquisitions.
     #[cfg(test)]
     pub(crate) drives: std::sync::atomic::AtomicUsize,
+}
+
+/// The core's settings, with lifecycle events on when webhooks are configured.
+fn core_config(config: &TransportConfig) -> octate_core::CoreConfig {
+    let mut core = config.core.clone();
+    core.lifecycle_events |= config.webhooks.is_some();
+    core
 }
 
 /// Text shared by every recipient of a relayed message, handed to `Bytes` without a copy.
@@ -167,7 +177,7 @@ impl App {
         heap: Box<dyn HeapProbe>,
         clock: Clock,
     ) -> Arc<Self> {
-        let core = Core::new(config.core.clone(), clock.now_ms());
+        let core = Core::new(core_config(&config), clock.now_ms());
         Self::build(config, authority, heap, clock, core)
     }
 
@@ -180,7 +190,7 @@ impl App {
         node: NodeId,
     ) -> Arc<Self> {
         let clock = Clock::new();
-        let core = Core::clustered(config.core.clone(), clock.now_ms(), node);
+        let core = Core::clustered(core_config(&config), clock.now_ms(), node);
         Self::build(config, authority, heap, clock, core)
     }
 
@@ -194,6 +204,10 @@ impl App {
         core.set_resume_issuer(Box::new(crate::resume::RandomIssuer::new()));
         let (stop, _) = watch::channel(false);
         let admin_key = config.admin_key.as_deref().map(AdminKey::new);
+        let webhooks = config
+            .webhooks
+            .as_ref()
+            .and_then(|hooks| Webhooks::new(hooks, core.node().cloned()));
         Arc::new(Self {
             core: Mutex::new(core),
             auth: RwLock::new(authority),
@@ -213,6 +227,7 @@ impl App {
             started: Instant::now(),
             cluster: OnceLock::new(),
             resumed: Mutex::new(HashMap::new()),
+            webhooks,
             timer_wake: tokio::sync::Notify::new(),
             #[cfg(test)]
             drives: std::sync::atomic::AtomicUsize::new(0),
@@ -327,6 +342,11 @@ impl App {
             } => {
                 self.metrics.session_resumed();
                 self.resumed.lock().insert(conn, (identity, token));
+            }
+            Output::Lifecycle(event) => {
+                if let Some(hooks) = &self.webhooks {
+                    hooks.enqueue(&event, &self.metrics);
+                }
             }
         }
     }

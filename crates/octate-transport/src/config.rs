@@ -6,7 +6,7 @@ use std::time::Duration;
 use octate_core::CoreConfig;
 use octate_protocol::DEFAULT_MAX_MESSAGE_BYTES;
 
-use crate::{AccessRules, IceConfig, Tls};
+use crate::{AccessRules, IceConfig, Tls, WebhookConfig};
 
 /// Which browser origins may call the HTTP API and open WebSockets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +102,8 @@ pub struct TransportConfig {
     pub tls: Option<Tls>,
     /// Whether `/y-webrtc` serves Yjs's `y-webrtc` provider (see `docs/y-webrtc.md`).
     pub ywebrtc: bool,
+    /// Where room and peer lifecycle events are POSTed, signed; off when `None`.
+    pub webhooks: Option<WebhookConfig>,
 }
 
 impl Default for TransportConfig {
@@ -130,6 +132,7 @@ impl Default for TransportConfig {
             access: AccessRules::default(),
             tls: None,
             ywebrtc: true,
+            webhooks: None,
         }
     }
 }

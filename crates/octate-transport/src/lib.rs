@@ -31,6 +31,7 @@ mod timers;
 mod tls;
 mod tokens;
 mod turn;
+mod webhook;
 mod wire;
 mod writer;
 
@@ -46,3 +47,7 @@ pub use metrics::{Gauges, Metrics};
 pub use server::{Listeners, serve};
 pub use tls::{DEFAULT_HANDSHAKE_TIMEOUT, Tls, TlsError};
 pub use turn::{IceConfig, IceConfigError, MAX_TURN_TTL, MIN_TURN_SECRET_BYTES, TurnSecret};
+pub use webhook::{
+    SIGNATURE_HEADER, SIGNATURE_TOLERANCE_SECS, SignatureError, WebhookConfig, WebhookConfigError,
+    verify_signature,
+};

@@ -43,6 +43,9 @@ pub struct Metrics {
     address_refusals: Family<Labels, Counter>,
     /// TLS handshakes that failed or timed out, by reason.
     tls_handshake_failures: Family<Labels, Counter>,
+    webhook_deliveries: Family<Labels, Counter>,
+    webhook_retries: Counter,
+    webhook_queue_depth: Gauge,
     suspended: Gauge,
     connections: Gauge,
     rooms: Gauge,
@@ -185,6 +188,9 @@ impl Metrics {
             sessions_resumed: Counter::default(),
             address_refusals: Family::default(),
             tls_handshake_failures: Family::default(),
+            webhook_deliveries: Family::default(),
+            webhook_retries: Counter::default(),
+            webhook_queue_depth: Gauge::default(),
             suspended: Gauge::default(),
             connections: Gauge::default(),
             rooms: Gauge::default(),
@@ -241,6 +247,21 @@ impl Metrics {
             "TLS handshakes that failed or timed out, by reason",
             metrics.tls_handshake_failures.clone(),
         );
+        r.register(
+            "webhook_deliveries",
+            "Webhook deliveries settled, by outcome (delivered, rejected, failed, dropped)",
+            metrics.webhook_deliveries.clone(),
+        );
+        r.register(
+            "webhook_retries",
+            "Webhook attempts that failed and will be tried again",
+            metrics.webhook_retries.clone(),
+        );
+        r.register(
+            "webhook_queue_depth",
+            "Webhook deliveries waiting or in flight",
+            metrics.webhook_queue_depth.clone(),
+        );
         r.register("rooms", "Rooms in memory", metrics.rooms.clone());
         r.register("peers", "Peers in rooms", metrics.peers.clone());
         r.register(
@@ -286,6 +307,23 @@ impl Metrics {
         self.tls_handshake_failures
             .get_or_create(&[("reason", reason)])
             .inc();
+    }
+
+    /// Counts webhook deliveries settled with `outcome`.
+    pub fn webhook_settled(&self, outcome: &'static str, n: u64) {
+        self.webhook_deliveries
+            .get_or_create(&[("outcome", outcome)])
+            .inc_by(n);
+    }
+
+    /// Counts one webhook attempt that will be retried.
+    pub fn webhook_retried(&self) {
+        self.webhook_retries.inc();
+    }
+
+    /// Sets how many webhook deliveries wait or are in flight.
+    pub fn set_webhook_queue_depth(&self, depth: usize) {
+        self.webhook_queue_depth.set(to_i64(depth as u64));
     }
 
     /// Counts one failed authentication.

@@ -40,6 +40,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), TransportError> {
     let timers = tokio::spawn(timers::run(app.clone(), app.stop.subscribe()));
+    let webhooks = tokio::spawn(crate::webhook::run(app.clone(), app.stop.subscribe()));
     let mut accepts = vec![tokio::spawn(accept_loop(
         listeners.http,
         app.clone(),
@@ -68,6 +69,7 @@ pub async fn serve(
         warn!("connections still open after the shutdown grace period; leaving them");
     }
     timers.abort();
+    webhooks.abort();
     Ok(())
 }
 

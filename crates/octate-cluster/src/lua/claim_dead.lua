@@ -1,6 +1,8 @@
 -- Claims one dead node (or an unfinished reap whose lease ran out) for the caller to
--- reap. ARGV: prefix, caller node, ttl ms, stall ms, lease ms. Returns the node or nil.
+-- reap. ARGV: prefix, caller node, ttl ms, stall ms, lease ms, node reporting lifecycle
+-- events ('' = none). Returns the node or nil.
 local self, ttl, stall, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+hooks_for(ARGV[6])
 local now = now_ms()
 local last = redis.call('GET', P .. 'lastbeat')
 if last and now - tonumber(last) > stall then
@@ -25,6 +27,7 @@ for _, n in ipairs(dead) do
     redis.call('SET', P .. 'dead:' .. n, '1', 'EX', 3600)
     redis.call('DEL', P .. 'node:' .. n .. ':info')
     redis.call('ZADD', K_REAPING, now + lease, n)
+    hook('node.down', nil, nil, nil, n)
     return n
   end
 end

@@ -1,7 +1,9 @@
 -- Creates an empty room that expires unless joined within the grace period.
 -- ARGV: prefix, room, name, created by, file id ('' = none), max rooms, max rooms per
--- user, grace ms. Returns {'ok', snapshot} or {'err', code}.
+-- user, grace ms, node reporting lifecycle events ('' = none). Returns {'ok', snapshot}
+-- or {'err', code}.
 local r, name, by, file = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+hooks_for(ARGV[9])
 local max_rooms, max_per_user, grace = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local now = now_ms()
 if redis.call('EXISTS', k_meta(r)) == 1 then return { 'err', 'room-exists' } end
@@ -13,4 +15,5 @@ redis.call('HSET', k_meta(r), 'ver', meta.ver)
 redis.call('PEXPIRE', k_meta(r), grace)
 redis.call('ZADD', K_ROOMS, now + grace, r)
 redis.call('ZADD', k_user_rooms(by), now + grace, r)
+hook('room.created', r)
 return { 'ok', snapshot_json(r, meta, {}) }

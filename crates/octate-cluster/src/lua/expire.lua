@@ -1,7 +1,9 @@
 -- Ends suspended members whose resume grace has run out: each is removed and its room
 -- told (cause left, reason timeout). Any node may run it; the grace so survives the node
--- that suspended the member. ARGV: prefix, most members per call. Returns how many ended.
+-- that suspended the member. ARGV: prefix, most members per call, node reporting
+-- lifecycle events ('' = none). Returns how many ended.
 local limit = tonumber(ARGV[2])
+hooks_for(ARGV[3])
 local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', K_SUSPENDED, '-inf', now, 'LIMIT', 0, limit)
 local ended = 0
@@ -14,6 +16,7 @@ for _, e in ipairs(due) do
     if m and m.x and tonumber(m.x) <= now then
       redis.call('HDEL', k_members(r), user)
       forget_session(r, user, m)
+      hook('peer.left', r, user, 'timeout')
       settle_room(r, cause_json('left', 'user', user, 'timeout'), nil)
       ended = ended + 1
     end

@@ -1,13 +1,16 @@
 -- Commits a member. ARGV: prefix, room, user, name, node, conn, kind (auth|join|create),
 -- room name, file id ('' = none), max peers, max rooms, max rooms per user, session id
 -- ('' = none: resume is off), token id and token expiry ms ('' = none: kept so that a
--- kick from any node can revoke the token, with resume on or off).
+-- kick from any node can revoke the token, with resume on or off), node reporting
+-- lifecycle events ('' = none).
 -- Returns {'ok', snapshot, 'joined'|'replaced', replaced session's node ('' if none)}
 -- or {'err', code}.
 local r, user, uname, node, conn, kind = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local room_name, file_id = ARGV[8], ARGV[9]
 local max_peers, max_rooms, max_per_user = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 local session = ARGV[13]
+hooks_for(ARGV[16])
+local created = false
 if session == '' then session = nil end
 local token_id, token_expiry = ARGV[14], ARGV[15]
 if token_id == '' then token_id = nil end
@@ -29,8 +32,10 @@ else
   if refused then return { 'err', refused } end
   if room_name == '' then room_name = r end
   meta = new_meta(r, room_name, user, num(now), file_id)
+  created = true
 end
 keep_room(r, meta)
+if created then hook('room.created', r) end
 local nodes = {}
 if old then
   redis.call('SREM', k_node_set(old.n), r .. ' ' .. user)
@@ -50,4 +55,5 @@ local snap = snapshot_json(r, meta, list)
 local how, old_node = 'joined', ''
 if old then how, old_node = 'replaced', old.n end
 publish_membership(snap, cause_json(how, 'user', user), nodes, node)
+hook('peer.' .. how, r, user)
 return { 'ok', snap, how, old_node }

@@ -206,10 +206,32 @@ end
 
 -- After members were removed: deletes an emptied room, or moves the host, bumps the
 -- version and tells the room's nodes (but `skip`). Returns nothing.
+-- Lifecycle events (webhooks): a script that changes membership appends them to the
+-- outbox of the node that ran it (HOOKS.node, from its last argument; none: webhooks are
+-- off), in the same atomic step. Only that node drains its outbox, so each change is
+-- reported once per cluster, by one node.
+local HOOKS = { node = nil }
+local HOOKS_MAX = 10000
+local function hooks_for(node)
+  if node and node ~= '' then HOOKS.node = node end
+end
+local function hook(kind, r, user, reason, node)
+  if not HOOKS.node then return end
+  local key = P .. 'hooks:' .. HOOKS.node
+  local count = 0
+  if r then count = redis.call('HLEN', k_members(r)) end
+  redis.call('RPUSH', key, cjson.encode({
+    type = kind, room = r, user = user, reason = reason, node = node,
+    count = count, at = now_ms() }))
+  redis.call('LTRIM', key, -HOOKS_MAX, -1)
+end
+
 local function settle_room(r, cause, skip)
   local list = load_members(r)
   if #list == 0 then
-    drop_room(r, read_meta(r))
+    local meta = read_meta(r)
+    if meta then hook('room.closed', r, nil, 'empty') end
+    drop_room(r, meta)
     return
   end
   publish_membership(restamp_room(r, list), cause, nodes_of(list), skip)

@@ -1,9 +1,10 @@
 -- Takes up to `batch` members of a dead (or retired) node: a member with a resumable
 -- session is suspended for the resume grace, so that it resumes on another node; any
 -- other is removed, moving hosts. The remaining nodes are told (cause node-down).
--- ARGV: prefix, dead node, batch, lease ms, resume grace ms (0: resume is off). Returns
--- how many members are left to reap.
+-- ARGV: prefix, dead node, batch, lease ms, resume grace ms (0: resume is off), node
+-- reporting lifecycle events ('' = none). Returns how many members are left to reap.
 local dead, batch, lease, grace = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]) or 0
+hooks_for(ARGV[6])
 local until_ms = now_ms() + grace
 local set = P .. 'reap:' .. dead
 if redis.call('ZSCORE', K_NODES, dead) then
@@ -24,9 +25,11 @@ for _, e in ipairs(entries) do
         m.x = num(until_ms)
         save_member(r, user, m)
         redis.call('ZADD', K_SUSPENDED, until_ms, r .. ' ' .. user)
+        hook('peer.suspended', r, user)
       else
         redis.call('HDEL', k_members(r), user)
         forget_session(r, user, m)
+        hook('peer.left', r, user, 'node-down')
       end
       rooms[r] = true
     end

@@ -3,8 +3,10 @@
 -- the server has not seen drop: that one is replaced). The next token's digest replaces
 -- the spent one. Every node of the room, and the node that held the session, is told
 -- (cause resumed). ARGV: prefix, session, presented digest (hex), node, conn, next
--- digest (hex). Returns {'ok', snapshot, user, token id, token expiry} or {'err', why}.
+-- digest (hex), node reporting lifecycle events ('' = none). Returns {'ok', snapshot,
+-- user, token id, token expiry} or {'err', why}.
 local session, presented, node, conn, next_digest = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+hooks_for(ARGV[7])
 local now = now_ms()
 local where = redis.call('GET', k_session(session))
 if not where then return { 'err', 'unknown' } end
@@ -26,4 +28,5 @@ local snap = restamp_room(r, list)
 local nodes = nodes_of(list)
 nodes[old_node] = true
 publish_membership(snap, cause_json('resumed', 'user', user), nodes, node)
+hook('peer.resumed', r, user)
 return { 'ok', snap, user, m.t or '', m.e or '' }

@@ -476,7 +476,10 @@ impl FakeCluster {
                         view.close_code = Some(code);
                     }
                 }
-                Output::Heartbeat { .. } | Output::RoomRemoved { .. } | Output::Resumed { .. } => {}
+                Output::Heartbeat { .. }
+                | Output::RoomRemoved { .. }
+                | Output::Resumed { .. }
+                | Output::Lifecycle(_) => {}
                 Output::Cluster(cmd) if self.pipelined => {
                     self.nodes[node].outgoing.push_back(cmd);
                 }
