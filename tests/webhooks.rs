@@ -18,7 +18,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use octate_client::Client;
-use octate_protocol::{ClientMessage, ResumeTicket, ServerMessage, SignalKind};
+use octate_protocol::{ClientMessage, ErrorCode, ResumeTicket, ServerMessage, SignalKind};
 use octate_test::binary::{RealServer, server_command};
 use octate_test::peers::{self, WAIT, expect_close, expect_peer_joined, next};
 use octate_test::redis::Redis;
@@ -915,4 +915,64 @@ async fn two_nodes_send_each_event_once_and_node_down_when_one_dies() {
         .map(|r| r.event["peerCount"].as_u64().unwrap())
         .collect();
     assert_eq!(counts, [0, 1, 2, 1, 2, 2, 1, 0, 0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_on_a_cluster_is_reported_once_by_the_node_that_ran_it() {
+    let redis = Redis::start();
+    let receiver = Receiver::accepting().await;
+    let a = Node::start(&redis, "a", &receiver);
+    let b = Node::start(&redis, "b", &receiver);
+    let mut alice = a.join("alice", "doc").await;
+    let mut dave = b.join("dave", "doc").await;
+    expect_peer_joined(&mut alice.client, "alice", "dave").await;
+    receiver.wait_label("peer.joined:dave").await;
+    // Dave is on b; the kick is asked of a, which runs the script.
+    let kicked = peers::post(a.0.http, "/api/rooms/doc/peers/dave/kick", &json!({}), None).await;
+    assert_eq!(
+        kicked.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&kicked.body)
+    );
+    peers::expect_error(&mut dave.client, "dave", ErrorCode::Kicked).await;
+    peers::expect_close(&mut dave.client, "dave", 4005).await;
+    receiver.wait_label("peer.left:dave").await;
+    // The last peer kicked from b: the emptied room closes in the same step.
+    let kicked = peers::post(
+        b.0.http,
+        "/api/rooms/doc/peers/alice/kick",
+        &json!({}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        kicked.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&kicked.body)
+    );
+    receiver
+        .wait_for("room closed", |s| {
+            s.iter().any(|r| r.event["type"] == "room.closed")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    receiver.assert_all_signed();
+    let seen: Vec<String> = receiver
+        .seen()
+        .iter()
+        .map(|r| format!("{}/{}", meaning(&r.event), r.event["peerCount"]))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "room.created::a/0",
+            "peer.joined:alice::a/1",
+            "peer.joined:dave::b/2",
+            "peer.left:dave:kicked:a/1",
+            "peer.left:alice:kicked:b/0",
+            "room.closed:empty:b/0",
+        ]
+    );
 }
