@@ -976,3 +976,35 @@ async fn a_kick_on_a_cluster_is_reported_once_by_the_node_that_ran_it() {
         ]
     );
 }
+
+/// Events a node committed to its outbox but never sent (it froze, then was declared
+/// dead) are sent by the node that reaps it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_unsent_events_are_sent_by_the_node_that_reaps_it() {
+    let redis = Redis::start();
+    let receiver = Receiver::accepting().await;
+    let a = Node::start(&redis, "a", &receiver);
+    let b = Node::start(&redis, "b", &receiver);
+    let _bob = b.join("bob", "doc").await;
+    receiver.wait_label("peer.joined:bob").await;
+    // Node b freezes with an event in its outbox (as if committed just before).
+    b.0.signal("-STOP");
+    let entry = json!({
+        "type": "peer.left", "room": "doc", "user": "zed", "reason": "left",
+        "count": 1, "at": 1_700_000_000_000u64,
+    });
+    redis.command(&["RPUSH", "oct:hooks:b", &entry.to_string()]);
+    receiver.wait_label("node.down").await;
+    receiver.wait_label("peer.left:zed").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    receiver.assert_all_signed();
+    let zed: Vec<String> = receiver
+        .seen()
+        .iter()
+        .filter(|r| r.event["userId"] == "zed")
+        .map(|r| meaning(&r.event))
+        .collect();
+    assert_eq!(zed, ["peer.left:zed:left:a"], "sent once, by node a");
+    b.0.signal("-KILL");
+    drop(a);
+}

@@ -27,6 +27,7 @@ for _, n in ipairs(dead) do
     redis.call('SET', P .. 'dead:' .. n, '1', 'EX', 3600)
     redis.call('DEL', P .. 'node:' .. n .. ':info')
     redis.call('ZADD', K_REAPING, now + lease, n)
+    adopt_hooks(n)
     hook('node.down', nil, nil, nil, n)
     return n
   end

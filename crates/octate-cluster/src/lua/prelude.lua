@@ -225,6 +225,18 @@ local function hook(kind, r, user, reason, node)
     count = count, at = now_ms() }))
   redis.call('LTRIM', key, -HOOKS_MAX, -1)
 end
+-- Takes over a dead node's outbox: the events it committed but did not send yet go out
+-- from the node reporting now (before what it reports next), so none is lost or doubled.
+local function adopt_hooks(dead)
+  local from = P .. 'hooks:' .. dead
+  if not HOOKS.node then
+    redis.call('DEL', from)
+    return
+  end
+  local to = P .. 'hooks:' .. HOOKS.node
+  while redis.call('LMOVE', from, to, 'LEFT', 'RIGHT') do end
+  redis.call('LTRIM', to, -HOOKS_MAX, -1)
+end
 
 local function settle_room(r, cause, skip)
   local list = load_members(r)

@@ -13,6 +13,8 @@ if redis.call('ZSCORE', K_NODES, dead) then
   redis.call('ZREM', K_REAPING, dead)
   return 0
 end
+-- What the node committed and did not send (it died, or left for good) goes out from here.
+adopt_hooks(dead)
 local entries = redis.call('SPOP', set, batch)
 local rooms = {}
 for _, e in ipairs(entries) do
