@@ -1008,3 +1008,31 @@ async fn a_dead_nodes_unsent_events_are_sent_by_the_node_that_reaps_it() {
     b.0.signal("-KILL");
     drop(a);
 }
+
+/// A shutdown gives deliveries still queued (here: waiting for a retry) the shutdown grace
+/// to go out, instead of dropping them.
+#[tokio::test]
+async fn events_still_queued_at_shutdown_are_delivered_within_the_grace() {
+    // Every first attempt hangs until the 500 ms timeout; the second is accepted.
+    let receiver = Receiver::start(|_, attempt| {
+        if attempt == 1 {
+            Answer::Hang
+        } else {
+            Answer::Status(200, None)
+        }
+    })
+    .await;
+    let server = server_for(&receiver, Duration::ZERO, |_| {}).await;
+    let (alice, _) = join(&server, "alice", "r").await;
+    receiver.wait_label("room.created").await;
+    // Gone before the shutdown: no connection holds the shutdown up.
+    drop(alice);
+    server.stop().await;
+    let accepted: Vec<String> = receiver
+        .seen()
+        .iter()
+        .filter(|r| r.attempt == 2)
+        .map(|r| label(&r.event))
+        .collect();
+    assert_eq!(accepted, ["room.created", "peer.joined:alice"]);
+}

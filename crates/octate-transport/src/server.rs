@@ -69,7 +69,16 @@ pub async fn serve(
         warn!("connections still open after the shutdown grace period; leaving them");
     }
     timers.abort();
-    webhooks.abort();
+    // Events of the last moments (peers that left, rooms that closed) still go out, for at
+    // most another grace period; what is left then is dropped.
+    let mut webhooks = webhooks;
+    if tokio::time::timeout(app.config.shutdown_grace, &mut webhooks)
+        .await
+        .is_err()
+    {
+        warn!("webhook deliveries still queued after the shutdown grace period; dropping them");
+        webhooks.abort();
+    }
     Ok(())
 }
 

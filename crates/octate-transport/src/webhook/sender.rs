@@ -190,11 +190,13 @@ fn classify(status: StatusCode, retry_after: Option<&[u8]>) -> Attempt {
     }
 }
 
-/// Delivers queued events until shutdown (pending deliveries are then dropped).
+/// Delivers queued events; after shutdown begins, returns once the queue is empty (the
+/// caller bounds how long it waits for that).
 pub(crate) async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let Some(hooks) = app.webhooks.as_ref() else {
         return;
     };
+    let mut stopping = false;
     loop {
         let now = Instant::now();
         let (ready, due) = {
@@ -205,6 +207,9 @@ pub(crate) async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         for delivery in ready {
             tokio::spawn(deliver(app.clone(), delivery));
         }
+        if stopping && hooks.queue.lock().len() == 0 {
+            return;
+        }
         let due = async {
             match due {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -214,7 +219,7 @@ pub(crate) async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             () = hooks.wake.notified() => {}
             () = due => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s), if !stopping => stopping = true,
         }
     }
 }
