@@ -1036,3 +1036,25 @@ async fn events_still_queued_at_shutdown_are_delivered_within_the_grace() {
         .collect();
     assert_eq!(accepted, ["room.created", "peer.joined:alice"]);
 }
+
+/// A single server keeps its rooms in memory: when it stops, each room is reported closed
+/// with reason `shutdown`, and those last events go out before the process ends.
+#[tokio::test]
+async fn a_stopping_server_reports_each_room_closed_with_reason_shutdown() {
+    let receiver = Receiver::accepting().await;
+    let server = server_for(&receiver, Duration::ZERO, |_| {}).await;
+    let (alice, _) = join(&server, "alice", "one").await;
+    let (bob, _) = join(&server, "bob", "two").await;
+    receiver.wait_label("peer.joined:bob").await;
+    server.stop().await;
+    drop((alice, bob));
+    let mut closed: Vec<String> = receiver
+        .seen()
+        .iter()
+        .filter(|r| r.event["type"] == "room.closed")
+        .map(|r| format!("{}:{}", r.event["roomId"], r.event["reason"]))
+        .collect();
+    // Rooms are delivered independently of each other: their order is not kept.
+    closed.sort();
+    assert_eq!(closed, [r#""one":"shutdown""#, r#""two":"shutdown""#]);
+}

@@ -1079,8 +1079,17 @@ impl Core {
     /// told that anybody left, since peers keep their peer-to-peer links without the
     /// server. Connections that authenticate afterwards are closed the same way, and
     /// later disconnects change nothing.
-    pub fn handle_shutdown(&mut self, _now: UnixMillis) {
+    pub fn handle_shutdown(&mut self, now: UnixMillis) {
         self.stopping = true;
+        // A single node's rooms end with it (a cluster's live on in the store).
+        if self.config.lifecycle_events && self.node.is_none() {
+            let rooms: Vec<RoomId> = self.room_ids.iter().cloned().collect();
+            for room_id in rooms {
+                self.lifecycle(now, &room_id, || {
+                    LifecycleKind::RoomClosed(RoomCloseReason::Shutdown)
+                });
+            }
+        }
         let mut conns: Vec<ConnId> = self.conns.drain().map(|(conn, _)| conn).collect();
         conns.sort_unstable();
         for conn in conns {

@@ -328,3 +328,35 @@ fn cleanup_closes_a_never_joined_http_room_and_an_inactive_room_once() {
     );
     assert_eq!(closed[0].peer_count, 1);
 }
+
+#[test]
+fn a_stopping_single_server_closes_each_room_with_reason_shutdown() {
+    let mut h = harness(true);
+    h.auth(1, "alice", "b-room");
+    h.auth(2, "bob", "b-room");
+    h.auth(3, "carol", "a-room");
+    events(&mut h);
+    h.core.handle_shutdown(T0);
+    assert_eq!(
+        events(&mut h),
+        [
+            event(
+                T0,
+                "a-room",
+                LifecycleKind::RoomClosed(RoomCloseReason::Shutdown),
+                1
+            ),
+            event(
+                T0,
+                "b-room",
+                LifecycleKind::RoomClosed(RoomCloseReason::Shutdown),
+                2
+            ),
+        ]
+    );
+    // With the switch off, a shutdown reports nothing either.
+    let mut quiet = harness(false);
+    quiet.auth(1, "alice", "r");
+    quiet.core.handle_shutdown(T0);
+    assert_eq!(events(&mut quiet), []);
+}

@@ -42,6 +42,9 @@ pub enum RoomCloseReason {
     MemoryPressure,
     /// The last peer left (or nobody ever joined).
     Empty,
+    /// A single server stopped and its rooms with it. Only webhooks report it: peers are
+    /// closed with 1001 instead of being sent `room-closed`.
+    Shutdown,
 }
 
 /// A message from the server.

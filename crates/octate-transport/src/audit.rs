@@ -117,6 +117,7 @@ fn close_reason(reason: RoomCloseReason) -> &'static str {
         RoomCloseReason::Inactive => "inactive",
         RoomCloseReason::MemoryPressure => "memory-pressure",
         RoomCloseReason::Empty => "empty",
+        RoomCloseReason::Shutdown => "shutdown",
         _ => "other",
     }
 }
