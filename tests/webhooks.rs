@@ -1028,13 +1028,20 @@ async fn events_still_queued_at_shutdown_are_delivered_within_the_grace() {
     // Gone before the shutdown: no connection holds the shutdown up.
     drop(alice);
     server.stop().await;
-    let accepted: Vec<String> = receiver
-        .seen()
+    let seen = receiver.seen();
+    let accepted: Vec<String> = seen
         .iter()
         .filter(|r| r.attempt == 2)
         .map(|r| label(&r.event))
         .collect();
-    assert_eq!(accepted, ["room.created", "peer.joined:alice"]);
+    assert_eq!(accepted[..2], ["room.created", "peer.joined:alice"]);
+    // Whatever came after (alice's leave, or the shutdown's close) went out too.
+    let tried = seen.iter().filter(|r| r.attempt == 1).count();
+    assert_eq!(
+        accepted.len(),
+        tried,
+        "every event was accepted: {accepted:?}"
+    );
 }
 
 /// A single server keeps its rooms in memory: when it stops, each room is reported closed
@@ -1057,4 +1064,39 @@ async fn a_stopping_server_reports_each_room_closed_with_reason_shutdown() {
     // Rooms are delivered independently of each other: their order is not kept.
     closed.sort();
     assert_eq!(closed, [r#""one":"shutdown""#, r#""two":"shutdown""#]);
+}
+
+/// A deploy: node b stops gracefully (SIGTERM) and hands its peers over suspended; it
+/// reports that itself before it exits, once; the grace then ends on node a.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_for_a_deploy_has_its_peers_reported_suspended_once() {
+    let redis = Redis::start();
+    let receiver = Receiver::accepting().await;
+    let a = Node::start(&redis, "a", &receiver);
+    let mut b = Node::start(&redis, "b", &receiver);
+    let mut alice = a.join("alice", "doc").await;
+    let _bob = b.join("bob", "doc").await;
+    expect_peer_joined(&mut alice.client, "alice", "bob").await;
+    receiver.wait_label("peer.joined:bob").await;
+    b.0.signal("-TERM");
+    b.0.exited_within(Duration::from_secs(10)).await;
+    receiver.wait_label("peer.suspended:bob").await;
+    // Past the 1 s grace: bob never came back.
+    receiver.wait_label("peer.left:bob").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    receiver.assert_all_signed();
+    let bob: Vec<String> = receiver
+        .seen()
+        .iter()
+        .filter(|r| r.event["userId"] == "bob")
+        .map(|r| meaning(&r.event))
+        .collect();
+    assert_eq!(
+        bob,
+        [
+            "peer.joined:bob::b",
+            "peer.suspended:bob::b",
+            "peer.left:bob:timeout:a"
+        ]
+    );
 }

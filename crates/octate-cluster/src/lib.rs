@@ -204,6 +204,11 @@ impl Cluster {
         if let Err(e) = sh.retire().await {
             tracing::warn!(error = %e, "could not deregister; the node will be reaped");
         }
+        if sh.config.lifecycle_events
+            && let Err(e) = sh.drain_hooks().await
+        {
+            tracing::warn!(error = %e, "could not send the last lifecycle events");
+        }
         let _ = sh.jobs.send(Job::Stop);
         self.stop_tasks();
         tracing::info!(node = %sh.config.node_id, "left the cluster");

@@ -107,7 +107,7 @@ async fn reap_dead(sh: &Shared) {
     match sh.claim_dead().await {
         Ok(Some(node)) => {
             tracing::warn!(dead = %node, "reaping a dead node");
-            if let Err(e) = sh.reap(&node, true).await {
+            if let Err(e) = sh.reap(&node).await {
                 tracing::warn!(error = %e, dead = %node, "reap interrupted; it resumes later");
             }
         }

@@ -161,11 +161,11 @@ impl Shared {
         .await
     }
 
-    /// Removes every member of a claimed node, batch by batch; `report` says whether
-    /// the departures are reported as lifecycle events (not for this node's own retirement).
-    pub(crate) async fn reap(&self, node: &str, report: bool) -> Result<(), ClusterError> {
+    /// Removes (or suspends) every member of a claimed node, batch by batch; the
+    /// departures are reported as lifecycle events by this node.
+    pub(crate) async fn reap(&self, node: &str) -> Result<(), ClusterError> {
         let c = &self.config;
-        let hooks = if report { c.hooks_node() } else { "" };
+        let hooks = c.hooks_node();
         let lease = ms(c.node_ttl).saturating_mul(4);
         loop {
             let left: u64 = self
@@ -199,7 +199,8 @@ impl Shared {
         .await
     }
 
-    /// Deregisters this node and removes its members, telling their rooms' other nodes.
+    /// Deregisters this node and hands its members over (suspended when they can resume),
+    /// telling their rooms' other nodes.
     pub(crate) async fn retire(&self) -> Result<(), ClusterError> {
         let c = &self.config;
         let lease = ms(c.node_ttl).saturating_mul(4);
@@ -207,9 +208,9 @@ impl Shared {
         let _: i64 = self
             .call(self.scripts.retire.arg(&c.key_prefix).arg(node).arg(lease))
             .await?;
-        // A retiring node reports nothing of its own departure (as a single node
-        // that shuts down reports nothing): its peers resume elsewhere.
-        self.reap(node, false).await
+        // Its peers' suspensions (or departures, without resume) are reported by this
+        // node itself, from its outbox, drained once more before it stops.
+        self.reap(node).await
     }
 
     /// A room as Redis holds it.

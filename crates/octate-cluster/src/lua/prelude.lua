@@ -228,6 +228,7 @@ end
 -- Takes over a dead node's outbox: the events it committed but did not send yet go out
 -- from the node reporting now (before what it reports next), so none is lost or doubled.
 local function adopt_hooks(dead)
+  if HOOKS.node == dead then return end
   local from = P .. 'hooks:' .. dead
   if not HOOKS.node then
     redis.call('DEL', from)
