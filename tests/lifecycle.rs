@@ -476,6 +476,12 @@ async fn sigterm_with_workers(threads: &'static str, workers: Option<usize>) {
     .await
     .unwrap();
     if let Some(want) = workers {
+        // Worker threads start (and take their name) as the runtime starts: on a loaded
+        // machine the last may come a moment after the listening line.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while tokio_workers(server.child.id()) < want && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(tokio_workers(server.child.id()), want, "{threads} threads");
     }
     let health = peers::body(&peers::get(server.http, "/health").await);
