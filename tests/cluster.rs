@@ -8,20 +8,16 @@
 use std::time::{Duration, Instant};
 
 use octate_client::{Client, ClientError};
-use octate_protocol::{
-    ClientMessage, ErrorCode, LeaveReason, ResumeTicket, ServerMessage, SignalKind,
+use octate_protocol::{ErrorCode, LeaveReason, ServerMessage, SignalKind};
+use octate_test::cluster::{
+    ClusterNode as Node, NODE_TTL as TTL, expect_resume_failed, join_with_ticket, resume_on,
 };
-use octate_test::binary::{RealServer, server_command};
 use octate_test::peers::{
     self, body, expect_close, expect_host_changed, expect_peer_joined, expect_peer_left, get, next,
     post,
 };
 use octate_test::redis::Redis;
 use serde_json::json;
-
-const SECRET: &str = "cluster-test-secret-0123456789abcdef";
-/// The node TTL the test nodes run with.
-const TTL: Duration = Duration::from_millis(1000);
 
 // ---- tests ----------------------------------------------------------------------------
 
@@ -608,46 +604,6 @@ fn no_resume(redis: &Redis, id: &str) -> Node {
     Node::start_with(redis, id, &[("OCTATE_RESUME_GRACE_MS", "0")])
 }
 
-/// Joins and keeps the resume ticket of `auth-ok`.
-async fn join_with_ticket(node: &Node, user: &str, room: &str) -> (peers::Joined, ResumeTicket) {
-    let token = node.token(user, room).await;
-    let (client, text) = peers::auth_raw(&node.ws_url(), &token, None).await;
-    let ticket = match ServerMessage::decode(text.as_bytes()) {
-        Ok(ServerMessage::AuthOk {
-            resume: Some(ticket),
-            ..
-        }) => ticket,
-        other => panic!("{user}: expected auth-ok with a ticket, got {other:?}"),
-    };
-    (peers::joined_from(client, &text, user), ticket)
-}
-
-/// Opens a connection to `node` and sends `resume` with `ticket`; returns the answer.
-async fn resume_on(node: &Node, ticket: &ResumeTicket) -> (Client, ServerMessage) {
-    let mut client = peers::connect(&node.ws_url()).await;
-    client
-        .send(&ClientMessage::Resume {
-            session_id: ticket.session_id.clone(),
-            resume_token: ticket.resume_token.clone(),
-        })
-        .await
-        .unwrap();
-    let answer = next(&mut client, "resuming").await;
-    (client, answer)
-}
-
-/// `answer` is `resume-failed`, and the connection is closed with 4001.
-async fn expect_resume_failed(client: &mut Client, answer: &ServerMessage, who: &str) {
-    match answer {
-        ServerMessage::Error {
-            code: ErrorCode::ResumeFailed,
-            ..
-        } => {}
-        other => panic!("{who}: expected resume-failed, got {}", peers::brief(other)),
-    }
-    expect_close(client, who, 4001).await;
-}
-
 /// Joins, retrying while the cluster answers `unavailable` (it is recovering).
 async fn join_when_available(node: &Node, user: &str, room: &str) -> peers::Joined {
     let deadline = Instant::now() + 10 * TTL;
@@ -660,49 +616,5 @@ async fn join_when_available(node: &Node, user: &str, room: &str) -> peers::Join
         assert!(text.contains("unavailable"), "{user}: {text}");
         assert!(Instant::now() < deadline, "{user}: still unavailable");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// One `octate-server` process of the cluster; killed on drop.
-struct Node(RealServer);
-
-impl std::ops::Deref for Node {
-    type Target = RealServer;
-    fn deref(&self) -> &RealServer {
-        &self.0
-    }
-}
-
-impl Node {
-    fn start(redis: &Redis, id: &str) -> Self {
-        Self::start_with(redis, id, &[])
-    }
-
-    fn start_with(redis: &Redis, id: &str, env: &[(&str, &str)]) -> Self {
-        let mut cmd = server_command();
-        cmd.env("OCTATE_REDIS_URL", redis.url())
-            .env("OCTATE_NODE_ID", id)
-            .env("OCTATE_CLUSTER_HEARTBEAT_MS", "100")
-            .env("OCTATE_CLUSTER_NODE_TTL_MS", TTL.as_millis().to_string())
-            .env("OCTATE_CLUSTER_REAP_INTERVAL_MS", "100")
-            // The tests send bursts of signals; the rate limit is not what they test.
-            .env("OCTATE_MESSAGES_PER_SECOND", "10000")
-            .env("OCTATE_MESSAGE_BURST", "10000")
-            .envs(env.iter().copied());
-        Self(RealServer::start_command(cmd, SECRET))
-    }
-
-    async fn join(&self, user: &str, room: &str) -> peers::Joined {
-        let token = self.token(user, room).await;
-        peers::join(&self.ws_url(), &token, user, None).await
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.child.kill();
-        let _ = self.0.child.wait();
-    }
-
-    async fn exited_within(&mut self, limit: Duration) {
-        self.0.exited_within(limit).await;
     }
 }

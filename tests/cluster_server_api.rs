@@ -8,18 +8,16 @@
 use std::time::{Duration, Instant};
 
 use octate_client::Client;
-use octate_protocol::{ClientMessage, ErrorCode, LeaveReason, ResumeTicket, ServerMessage};
-use octate_test::binary::{RealServer, server_command};
+use octate_protocol::{ErrorCode, LeaveReason, ServerMessage};
+use octate_test::cluster::{
+    ClusterNode as Node, NODE_TTL as TTL, expect_resume_failed, join_with_ticket, resume_on,
+};
 use octate_test::peers::{
     self, assert_http_error, body, expect_close, expect_error, expect_host_changed,
     expect_peer_joined, expect_peer_left, expect_silence, get, next, post, request,
 };
 use octate_test::redis::Redis;
 use serde_json::{Value, json};
-
-const SECRET: &str = "cluster-test-secret-0123456789abcdef";
-/// The node TTL the test nodes run with.
-const TTL: Duration = Duration::from_millis(1000);
 
 // ---- kick ------------------------------------------------------------------------------
 
@@ -492,83 +490,5 @@ async fn wait_for_field(redis: &Redis, room: &str, user: &str, field: &str) {
     while !member_has(redis, room, user, field) {
         assert!(Instant::now() < deadline, "{user} never had {field}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Joins and keeps the resume ticket of `auth-ok`.
-async fn join_with_ticket(node: &Node, user: &str, room: &str) -> (peers::Joined, ResumeTicket) {
-    let token = node.token(user, room).await;
-    let (client, text) = peers::auth_raw(&node.ws_url(), &token, None).await;
-    let ticket = match ServerMessage::decode(text.as_bytes()) {
-        Ok(ServerMessage::AuthOk {
-            resume: Some(ticket),
-            ..
-        }) => ticket,
-        other => panic!("{user}: expected auth-ok with a ticket, got {other:?}"),
-    };
-    (peers::joined_from(client, &text, user), ticket)
-}
-
-/// Opens a connection to `node` and sends `resume` with `ticket`; returns the answer.
-async fn resume_on(node: &Node, ticket: &ResumeTicket) -> (Client, ServerMessage) {
-    let mut client = peers::connect(&node.ws_url()).await;
-    client
-        .send(&ClientMessage::Resume {
-            session_id: ticket.session_id.clone(),
-            resume_token: ticket.resume_token.clone(),
-        })
-        .await
-        .unwrap();
-    let answer = next(&mut client, "resuming").await;
-    (client, answer)
-}
-
-/// `answer` is `resume-failed`, and the connection is closed with 4001.
-async fn expect_resume_failed(client: &mut Client, answer: &ServerMessage, who: &str) {
-    match answer {
-        ServerMessage::Error {
-            code: ErrorCode::ResumeFailed,
-            ..
-        } => {}
-        other => panic!("{who}: expected resume-failed, got {}", peers::brief(other)),
-    }
-    expect_close(client, who, 4001).await;
-}
-
-/// One `octate-server` process of the cluster; killed on drop.
-struct Node {
-    server: RealServer,
-    id: String,
-}
-
-impl std::ops::Deref for Node {
-    type Target = RealServer;
-    fn deref(&self) -> &RealServer {
-        &self.server
-    }
-}
-
-impl Node {
-    fn start(redis: &Redis, id: &str) -> Self {
-        Self::start_with(redis, id, &[])
-    }
-
-    fn start_with(redis: &Redis, id: &str, env: &[(&str, &str)]) -> Self {
-        let mut cmd = server_command();
-        cmd.env("OCTATE_REDIS_URL", redis.url())
-            .env("OCTATE_NODE_ID", id)
-            .env("OCTATE_CLUSTER_HEARTBEAT_MS", "100")
-            .env("OCTATE_CLUSTER_NODE_TTL_MS", TTL.as_millis().to_string())
-            .env("OCTATE_CLUSTER_REAP_INTERVAL_MS", "100")
-            .envs(env.iter().copied());
-        Self {
-            server: RealServer::start_command(cmd, SECRET),
-            id: id.to_owned(),
-        }
-    }
-
-    async fn join(&self, user: &str, room: &str) -> peers::Joined {
-        let token = self.token(user, room).await;
-        peers::join(&self.ws_url(), &token, user, None).await
     }
 }

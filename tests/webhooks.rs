@@ -19,7 +19,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use octate_client::Client;
 use octate_protocol::{ClientMessage, ErrorCode, ResumeTicket, ServerMessage, SignalKind};
-use octate_test::binary::{RealServer, server_command};
+use octate_test::cluster::ClusterNode;
 use octate_test::peers::{self, WAIT, expect_close, expect_peer_joined, next};
 use octate_test::redis::Redis;
 use octate_test::server::{TestServer, fast_config};
@@ -750,36 +750,19 @@ async fn without_urls_nothing_is_sent_and_no_metric_moves() {
 
 // ---- Two nodes and a Redis -----------------------------------------------------------------
 
-/// The token secret every node of the test cluster shares.
-const CLUSTER_SECRET: &str = "webhook-cluster-secret-0123456789abcdef";
-
-/// One `octate-server` process of a cluster, sending webhooks to `receiver`.
-struct Node(RealServer);
-
-impl Node {
-    fn start(redis: &Redis, id: &str, receiver: &Receiver) -> Self {
-        let mut cmd = server_command();
-        cmd.env("OCTATE_REDIS_URL", redis.url())
-            .env("OCTATE_NODE_ID", id)
-            .env("OCTATE_CLUSTER_HEARTBEAT_MS", "100")
-            .env("OCTATE_CLUSTER_NODE_TTL_MS", "1000")
-            .env("OCTATE_CLUSTER_REAP_INTERVAL_MS", "100")
-            .env("OCTATE_RESUME_GRACE_MS", "1000")
-            .env("OCTATE_WEBHOOK_URLS", receiver.url())
-            .env("OCTATE_WEBHOOK_SECRET", WEBHOOK_SECRET)
-            .env("OCTATE_WEBHOOK_RETRY_BASE_MS", "50");
-        Self(RealServer::start_command(cmd, CLUSTER_SECRET))
-    }
-
-    async fn join(&self, user: &str, room: &str) -> peers::Joined {
-        let token = self.0.token(user, room).await;
-        peers::join(&self.0.ws_url(), &token, user, None).await
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.child.kill();
-        let _ = self.0.child.wait();
-    }
+/// A node of a test cluster sending webhooks to `receiver`, with a resume grace of 1 s.
+fn webhook_node(redis: &Redis, id: &str, receiver: &Receiver) -> ClusterNode {
+    let url = receiver.url();
+    ClusterNode::start_with(
+        redis,
+        id,
+        &[
+            ("OCTATE_RESUME_GRACE_MS", "1000"),
+            ("OCTATE_WEBHOOK_URLS", &url),
+            ("OCTATE_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ("OCTATE_WEBHOOK_RETRY_BASE_MS", "50"),
+        ],
+    )
 }
 
 /// `type:userId:reason`, the event's meaning without its id and time.
@@ -796,8 +779,8 @@ fn meaning(event: &Value) -> String {
 async fn two_nodes_send_each_event_once_and_node_down_when_one_dies() {
     let redis = Redis::start();
     let receiver = Receiver::accepting().await;
-    let a = Node::start(&redis, "a", &receiver);
-    let mut b = Node::start(&redis, "b", &receiver);
+    let a = webhook_node(&redis, "a", &receiver);
+    let mut b = webhook_node(&redis, "b", &receiver);
     let mut alice = a.join("alice", "doc").await;
     receiver.wait_label("peer.joined:alice").await;
     let mut bob = b.join("bob", "doc").await;
@@ -810,7 +793,7 @@ async fn two_nodes_send_each_event_once_and_node_down_when_one_dies() {
     // Room `side`: created over HTTP on b, joined on a, the same user again on b (it
     // replaces the session on a), deleted over HTTP on a.
     let created = peers::post(
-        b.0.http,
+        b.http,
         "/api/rooms",
         &json!({"roomId": "side", "roomName": "Side", "hostId": "eve", "hostName": "Eve"}),
         None,
@@ -834,7 +817,7 @@ async fn two_nodes_send_each_event_once_and_node_down_when_one_dies() {
     receiver.wait_label("peer.joined:eve").await;
     let _eve_on_b = b.join("eve", "side").await;
     receiver.wait_label("peer.replaced:eve").await;
-    let deleted = peers::request(a.0.http, "DELETE", "/api/rooms/side", &[], None).await;
+    let deleted = peers::request(a.http, "DELETE", "/api/rooms/side", &[], None).await;
     assert_eq!(
         deleted.status,
         200,
@@ -921,14 +904,14 @@ async fn two_nodes_send_each_event_once_and_node_down_when_one_dies() {
 async fn a_kick_on_a_cluster_is_reported_once_by_the_node_that_ran_it() {
     let redis = Redis::start();
     let receiver = Receiver::accepting().await;
-    let a = Node::start(&redis, "a", &receiver);
-    let b = Node::start(&redis, "b", &receiver);
+    let a = webhook_node(&redis, "a", &receiver);
+    let b = webhook_node(&redis, "b", &receiver);
     let mut alice = a.join("alice", "doc").await;
     let mut dave = b.join("dave", "doc").await;
     expect_peer_joined(&mut alice.client, "alice", "dave").await;
     receiver.wait_label("peer.joined:dave").await;
     // Dave is on b; the kick is asked of a, which runs the script.
-    let kicked = peers::post(a.0.http, "/api/rooms/doc/peers/dave/kick", &json!({}), None).await;
+    let kicked = peers::post(a.http, "/api/rooms/doc/peers/dave/kick", &json!({}), None).await;
     assert_eq!(
         kicked.status,
         200,
@@ -939,13 +922,7 @@ async fn a_kick_on_a_cluster_is_reported_once_by_the_node_that_ran_it() {
     peers::expect_close(&mut dave.client, "dave", 4005).await;
     receiver.wait_label("peer.left:dave").await;
     // The last peer kicked from b: the emptied room closes in the same step.
-    let kicked = peers::post(
-        b.0.http,
-        "/api/rooms/doc/peers/alice/kick",
-        &json!({}),
-        None,
-    )
-    .await;
+    let kicked = peers::post(b.http, "/api/rooms/doc/peers/alice/kick", &json!({}), None).await;
     assert_eq!(
         kicked.status,
         200,
@@ -983,12 +960,12 @@ async fn a_kick_on_a_cluster_is_reported_once_by_the_node_that_ran_it() {
 async fn a_dead_nodes_unsent_events_are_sent_by_the_node_that_reaps_it() {
     let redis = Redis::start();
     let receiver = Receiver::accepting().await;
-    let a = Node::start(&redis, "a", &receiver);
-    let b = Node::start(&redis, "b", &receiver);
+    let a = webhook_node(&redis, "a", &receiver);
+    let b = webhook_node(&redis, "b", &receiver);
     let _bob = b.join("bob", "doc").await;
     receiver.wait_label("peer.joined:bob").await;
     // Node b freezes with an event in its outbox (as if committed just before).
-    b.0.signal("-STOP");
+    b.signal("-STOP");
     let entry = json!({
         "type": "peer.left", "room": "doc", "user": "zed", "reason": "left",
         "count": 1, "at": 1_700_000_000_000u64,
@@ -1005,7 +982,7 @@ async fn a_dead_nodes_unsent_events_are_sent_by_the_node_that_reaps_it() {
         .map(|r| meaning(&r.event))
         .collect();
     assert_eq!(zed, ["peer.left:zed:left:a"], "sent once, by node a");
-    b.0.signal("-KILL");
+    b.signal("-KILL");
     drop(a);
 }
 
@@ -1072,14 +1049,14 @@ async fn a_stopping_server_reports_each_room_closed_with_reason_shutdown() {
 async fn a_node_stopped_for_a_deploy_has_its_peers_reported_suspended_once() {
     let redis = Redis::start();
     let receiver = Receiver::accepting().await;
-    let a = Node::start(&redis, "a", &receiver);
-    let mut b = Node::start(&redis, "b", &receiver);
+    let a = webhook_node(&redis, "a", &receiver);
+    let mut b = webhook_node(&redis, "b", &receiver);
     let mut alice = a.join("alice", "doc").await;
     let _bob = b.join("bob", "doc").await;
     expect_peer_joined(&mut alice.client, "alice", "bob").await;
     receiver.wait_label("peer.joined:bob").await;
-    b.0.signal("-TERM");
-    b.0.exited_within(Duration::from_secs(10)).await;
+    b.signal("-TERM");
+    b.exited_within(Duration::from_secs(10)).await;
     receiver.wait_label("peer.suspended:bob").await;
     // Past the 1 s grace: bob never came back.
     receiver.wait_label("peer.left:bob").await;

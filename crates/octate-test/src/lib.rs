@@ -7,8 +7,9 @@
 //! - with the `net` feature (on by default): [`server`] (a server in-process on loopback),
 //!   [`binary`] (the real `octate-server` process), [`ws`] (a WebSocket client on a bare
 //!   socket that sends any bytes at all), [`peers`] (bounded assertions on what a signaling
-//!   client receives) and [`attack`] (the control pair and recovery checks of the
-//!   adversarial tests).
+//!   client receives), [`attack`] (the control pair and recovery checks of the
+//!   adversarial tests), [`redis`] (a private `redis-server`) and [`cluster`] (nodes of a
+//!   test cluster on it, and the resume steps cluster tests share).
 //!
 //! Everything that waits is bounded in time and panics with what arrived instead.
 
@@ -21,6 +22,8 @@ pub mod tokens;
 pub mod attack;
 #[cfg(feature = "net")]
 pub mod binary;
+#[cfg(feature = "net")]
+pub mod cluster;
 #[cfg(feature = "net")]
 pub mod peers;
 #[cfg(feature = "net")]
