@@ -51,15 +51,7 @@ async fn a_kick_on_one_node_closes_the_peer_on_another_and_the_room_is_told_once
         expect_silence(client, who).await;
     }
     // The revocation reaches node b: bob's token opens nothing there any more.
-    let deadline = Instant::now() + peers::WAIT;
-    loop {
-        let (_client, text) = peers::auth_raw(&b.ws_url(), &bob_token, None).await;
-        if text.contains("token-revoked") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "bob's token still works: {text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    expect_token_revoked_on(&b, &bob_token).await;
     // The same peer again, from either node; a room that does not exist.
     for node in [&a, &b] {
         assert_http_error(
@@ -117,15 +109,7 @@ async fn without_resume_a_kick_from_another_node_still_revokes_the_token() {
     expect_error(&mut bob.client, "bob", ErrorCode::Kicked).await;
     expect_close(&mut bob.client, "bob", 4005).await;
     expect_peer_left(&mut alice.client, "alice", "bob", LeaveReason::Kicked).await;
-    let deadline = Instant::now() + peers::WAIT;
-    loop {
-        let (_client, text) = peers::auth_raw(&b.ws_url(), &bob_token, None).await;
-        if text.contains("token-revoked") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "bob's token still works: {text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    expect_token_revoked_on(&b, &bob_token).await;
 }
 
 /// A session that sent `refresh` runs on its new token on every node: a kick from another
@@ -470,6 +454,20 @@ fn member_has(redis: &Redis, room: &str, user: &str, field: &str) -> bool {
         .try_command(&["EVAL", SCRIPT, "1", &key, user, field])
         .as_deref()
         == Some(":1")
+}
+
+/// Waits, bounded, until `node` refuses `token` as revoked (a revocation reaches the other
+/// nodes over the control channel).
+async fn expect_token_revoked_on(node: &Node, token: &str) {
+    let deadline = Instant::now() + peers::WAIT;
+    loop {
+        let (_client, text) = peers::auth_raw(&node.ws_url(), token, None).await;
+        if text.contains("token-revoked") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the token still works: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A field of the store's record of a member, when it has it.

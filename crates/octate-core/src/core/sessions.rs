@@ -100,15 +100,7 @@ impl Core {
         let session = match checked {
             Ok(session) => session,
             Err(refusal) => {
-                self.send_error(
-                    conn,
-                    ErrorCode::ResumeFailed,
-                    "the session cannot be resumed; authenticate again",
-                );
-                self.outputs.push_back(Output::Close {
-                    conn,
-                    code: CloseCode::AuthFailed,
-                });
+                self.refuse_resume(conn, false);
                 return Err(refusal);
             }
         };
