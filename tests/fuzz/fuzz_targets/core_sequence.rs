@@ -68,6 +68,7 @@ fn config(b: &mut Bytes<'_>) -> CoreConfig {
         memory_warning_bytes: 1_000,
         memory_critical_bytes: 2_000,
         resume_grace: Duration::from_secs(15),
+        lifecycle_events: t & 0x80 != 0,
     }
 }
 
