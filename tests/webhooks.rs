@@ -954,6 +954,80 @@ async fn a_kick_on_a_cluster_is_reported_once_by_the_node_that_ran_it() {
     );
 }
 
+/// A room created over HTTP that nobody joins within its grace is reported closed
+/// (`empty`) once, as on a single server; a room created again under the same id after
+/// that is a new room, reported created after the old one closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_nobody_joined_is_reported_closed_once_when_its_grace_ends() {
+    let redis = Redis::start();
+    let receiver = Receiver::accepting().await;
+    let url = receiver.url();
+    let env = [
+        ("OCTATE_EMPTY_ROOM_GRACE_MS", "300"),
+        ("OCTATE_WEBHOOK_URLS", url.as_str()),
+        ("OCTATE_WEBHOOK_SECRET", WEBHOOK_SECRET),
+    ];
+    let a = ClusterNode::start_with(&redis, "a", &env);
+    let b = ClusterNode::start_with(&redis, "b", &env);
+    let room = json!({"roomId": "lobby", "roomName": "Lobby", "hostId": "eve", "hostName": "Eve"});
+    let create = |node: &ClusterNode| peers::post(node.http, "/api/rooms", &room, None);
+    let created = create(&a).await;
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    receiver
+        .wait_for("room lobby closed", |s| {
+            s.iter().any(|r| r.event["type"] == "room.closed")
+        })
+        .await;
+    // The id is free again: b creates the room anew, and Eve joins it on a.
+    let created = create(&b).await;
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    // Each node sends its own events: across nodes only `createdAt` orders them.
+    receiver
+        .wait_for("room lobby created again", |s| {
+            s.iter()
+                .filter(|r| r.event["type"] == "room.created")
+                .count()
+                == 2
+        })
+        .await;
+    let _eve = a.join("eve", "lobby").await;
+    receiver.wait_label("peer.joined:eve").await;
+    // A second report of the first close would arrive now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    receiver.assert_all_signed();
+    let seen: Vec<String> = receiver
+        .seen()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}:{}/{}",
+                label(&r.event),
+                r.event["reason"].as_str().unwrap_or(""),
+                r.event["peerCount"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "room.created:/0",
+            "room.closed:empty/0",
+            "room.created:/0",
+            "peer.joined:eve:/1",
+        ]
+    );
+}
+
 /// Events a node committed to its outbox but never sent (it froze, then was declared
 /// dead) are sent by the node that reaps it, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,12 @@
 -- Ends suspended members whose resume grace has run out: each is removed and its room
--- told (cause left, reason timeout). Any node may run it; the grace so survives the node
--- that suspended the member. ARGV: prefix, most members per call, node reporting
--- lifecycle events ('' = none). Returns how many ended.
+-- told (cause left, reason timeout); and closes rooms created over HTTP that nobody joined
+-- within their grace. Any node may run it; a grace so survives the node that started it.
+-- ARGV: prefix, most members (and rooms) per call, node reporting lifecycle events
+-- ('' = none). Returns how many members ended.
 local limit = tonumber(ARGV[2])
 hooks_for(ARGV[3])
 local now = now_ms()
+close_expired(now, limit)
 local due = redis.call('ZRANGEBYSCORE', K_SUSPENDED, '-inf', now, 'LIMIT', 0, limit)
 local ended = 0
 for _, e in ipairs(due) do

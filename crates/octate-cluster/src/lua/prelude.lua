@@ -130,6 +130,39 @@ local function write_host_ver(r, meta)
   end
 end
 
+-- Lifecycle events (webhooks): a script that changes membership appends them to the
+-- outbox of the node that ran it (HOOKS.node, from its last argument; none: webhooks are
+-- off), in the same atomic step. Only that node drains its outbox, so each change is
+-- reported once per cluster, by one node.
+local HOOKS = { node = nil }
+local HOOKS_MAX = 10000
+local function hooks_for(node)
+  if node and node ~= '' then HOOKS.node = node end
+end
+local function hook(kind, r, user, reason, node)
+  if not HOOKS.node then return end
+  local key = P .. 'hooks:' .. HOOKS.node
+  local count = 0
+  if r then count = redis.call('HLEN', k_members(r)) end
+  redis.call('RPUSH', key, cjson.encode({
+    type = kind, room = r, user = user, reason = reason, node = node,
+    count = count, at = now_ms() }))
+  redis.call('LTRIM', key, -HOOKS_MAX, -1)
+end
+-- Takes over a dead node's outbox: the events it committed but did not send yet go out
+-- from the node reporting now (before what it reports next), so none is lost or doubled.
+local function adopt_hooks(dead)
+  if HOOKS.node == dead then return end
+  local from = P .. 'hooks:' .. dead
+  if not HOOKS.node then
+    redis.call('DEL', from)
+    return
+  end
+  local to = P .. 'hooks:' .. HOOKS.node
+  while redis.call('LMOVE', from, to, 'LEFT', 'RIGHT') do end
+  redis.call('LTRIM', to, -HOOKS_MAX, -1)
+end
+
 local function drop_room(r, meta)
   redis.call('DEL', k_meta(r), k_members(r))
   redis.call('ZREM', K_ROOMS, r)
@@ -155,13 +188,33 @@ local function new_meta(r, name, by, at, file)
   return meta
 end
 
+-- Closes the rooms created over HTTP whose grace ran out before anybody joined (their
+-- metadata expires with it): each leaves the indexes and is reported closed (empty) once,
+-- by whichever script sees it first. At most `limit` rooms (nil: all). Returns how many.
+local function close_expired(now, limit)
+  local due
+  if limit then
+    due = redis.call('ZRANGEBYSCORE', K_ROOMS, '-inf', now, 'LIMIT', 0, limit)
+  else
+    due = redis.call('ZRANGEBYSCORE', K_ROOMS, '-inf', now)
+  end
+  for _, r in ipairs(due) do
+    if redis.call('HLEN', k_members(r)) == 0 then
+      redis.call('DEL', k_meta(r))
+      redis.call('ZREM', K_ROOMS, r)
+      redis.call('ZREM', K_ROOM_INDEX, r)
+      hook('room.closed', r, nil, 'empty')
+    else
+      -- A room with members is live: it never expires.
+      redis.call('ZADD', K_ROOMS, 'inf', r)
+    end
+  end
+  return #due
+end
+
 -- nil when a new room may be created by `user`, else the refusal code.
 local function check_limits(user, max_rooms, max_per_user, now)
-  -- Empty rooms whose grace ran out expired with their metadata: out of the index too.
-  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', K_ROOMS, '-inf', now)) do
-    if redis.call('EXISTS', k_meta(gone)) == 0 then redis.call('ZREM', K_ROOM_INDEX, gone) end
-  end
-  redis.call('ZREMRANGEBYSCORE', K_ROOMS, '-inf', now)
+  close_expired(now, nil)
   if redis.call('ZCARD', K_ROOMS) >= max_rooms then return 'too-many-rooms' end
   local ku = k_user_rooms(user)
   redis.call('ZREMRANGEBYSCORE', ku, '-inf', now)
@@ -206,39 +259,6 @@ end
 
 -- After members were removed: deletes an emptied room, or moves the host, bumps the
 -- version and tells the room's nodes (but `skip`). Returns nothing.
--- Lifecycle events (webhooks): a script that changes membership appends them to the
--- outbox of the node that ran it (HOOKS.node, from its last argument; none: webhooks are
--- off), in the same atomic step. Only that node drains its outbox, so each change is
--- reported once per cluster, by one node.
-local HOOKS = { node = nil }
-local HOOKS_MAX = 10000
-local function hooks_for(node)
-  if node and node ~= '' then HOOKS.node = node end
-end
-local function hook(kind, r, user, reason, node)
-  if not HOOKS.node then return end
-  local key = P .. 'hooks:' .. HOOKS.node
-  local count = 0
-  if r then count = redis.call('HLEN', k_members(r)) end
-  redis.call('RPUSH', key, cjson.encode({
-    type = kind, room = r, user = user, reason = reason, node = node,
-    count = count, at = now_ms() }))
-  redis.call('LTRIM', key, -HOOKS_MAX, -1)
-end
--- Takes over a dead node's outbox: the events it committed but did not send yet go out
--- from the node reporting now (before what it reports next), so none is lost or doubled.
-local function adopt_hooks(dead)
-  if HOOKS.node == dead then return end
-  local from = P .. 'hooks:' .. dead
-  if not HOOKS.node then
-    redis.call('DEL', from)
-    return
-  end
-  local to = P .. 'hooks:' .. HOOKS.node
-  while redis.call('LMOVE', from, to, 'LEFT', 'RIGHT') do end
-  redis.call('LTRIM', to, -HOOKS_MAX, -1)
-end
-
 local function settle_room(r, cause, skip)
   local list = load_members(r)
   if #list == 0 then
