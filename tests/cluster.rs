@@ -246,14 +246,37 @@ async fn a_dropped_connection_resumes_on_another_node_and_nobody_notices() {
     assert_eq!(room.peer_count, 2, "{room:?}");
     let next_ticket = resume.expect("a fresh ticket");
     assert_ne!(next_ticket.resume_token, ticket.resume_token, "rotated");
-    // Signals flow both ways again, across nodes b and c.
-    bob.client
-        .signal(SignalKind::Offer, "alice", json!({"sdp": "again"}))
-        .await
-        .unwrap();
-    match next(&mut alice2, "alice").await {
-        ServerMessage::Signal { from, .. } => assert_eq!(from.as_str(), "bob"),
-        other => panic!("alice: expected bob's offer, got {}", peers::brief(&other)),
+    // Signals flow both ways again, across nodes b and c. Node c learns of the resume from
+    // its snapshot, a moment after alice: until then bob is told she is unavailable.
+    let deadline = Instant::now() + 5 * TTL;
+    loop {
+        bob.client
+            .signal(SignalKind::Offer, "alice", json!({"sdp": "again"}))
+            .await
+            .unwrap();
+        match alice2.recv_within(Duration::from_millis(200)).await {
+            Ok(ServerMessage::Signal { from, .. }) => {
+                assert_eq!(from.as_str(), "bob");
+                break;
+            }
+            Ok(other) => panic!("alice: expected bob's offer, got {}", peers::brief(&other)),
+            Err(ClientError::Timeout) => {}
+            Err(err) => panic!("alice: {err}"),
+        }
+        match next(&mut bob.client, "bob").await {
+            ServerMessage::Error {
+                code: ErrorCode::PeerUnavailable,
+                ..
+            } => {}
+            other => panic!(
+                "bob: expected peer-unavailable, got {}",
+                peers::brief(&other)
+            ),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bob's offers never reached alice"
+        );
     }
     alice2
         .signal(SignalKind::Answer, "bob", json!({"sdp": "ok"}))
