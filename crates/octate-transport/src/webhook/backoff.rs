@@ -1,6 +1,6 @@
 //! When to try a failed delivery again: exponential back-off with full jitter.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Longest single wait, in multiples of the base (base 5 s: about 5 minutes).
 const MAX_WAIT_FACTOR: u32 = 64;
@@ -42,14 +42,15 @@ impl Backoff {
     }
 }
 
-/// A `Retry-After` header given in seconds; an HTTP date or garbage gives `None`.
-pub(crate) fn parse_retry_after(value: &[u8]) -> Option<Duration> {
-    std::str::from_utf8(value)
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+/// The wait a `Retry-After` header asks for at `now`: delay seconds, or an HTTP date (one
+/// in the past: no wait). Anything else gives `None`.
+pub(crate) fn parse_retry_after(value: &[u8], now: SystemTime) -> Option<Duration> {
+    let value = std::str::from_utf8(value).ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -87,10 +88,23 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_read_in_seconds_and_bounded() {
-        assert_eq!(parse_retry_after(b" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after(b"Wed, 21 Oct 2015 07:28:00 GMT"), None);
-        assert_eq!(parse_retry_after(b"-1"), None);
+    fn retry_after_is_read_in_seconds_or_as_a_date_and_bounded() {
+        // Wed, 21 Oct 2015 07:28:00 GMT
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let ask = |v: &[u8]| parse_retry_after(v, now);
+        assert_eq!(ask(b" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(
+            ask(b"Wed, 21 Oct 2015 07:28:30 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(ask(b"Wed, 21 Oct 2015 07:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            ask(b"Wednesday, 21-Oct-15 07:29:00 GMT"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(ask(b"Wed, 21 Oct 2015 07:28 GMT"), None);
+        assert_eq!(ask(b"-1"), None);
+        assert_eq!(ask(b"\xff"), None);
         assert_eq!(
             FIVE_S.honour(Duration::from_secs(86_400)),
             Duration::from_secs(320)

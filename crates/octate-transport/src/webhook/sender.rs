@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -168,6 +168,7 @@ impl Webhooks {
         let attempt = classify(
             response.status(),
             response.headers().get(RETRY_AFTER).map(|v| v.as_bytes()),
+            SystemTime::now(),
         );
         // Read the answer (a bounded part of it, within the same deadline) so that its
         // connection can carry the next delivery; what it says does not matter.
@@ -177,12 +178,13 @@ impl Webhooks {
     }
 }
 
-/// How a receiver's answer counts: 2xx delivered, 429 and 5xx retried, anything else final.
-fn classify(status: StatusCode, retry_after: Option<&[u8]>) -> Attempt {
+/// How a receiver's answer (received at `now`) counts: 2xx delivered, 429 and 5xx retried,
+/// anything else final.
+fn classify(status: StatusCode, retry_after: Option<&[u8]>, now: SystemTime) -> Attempt {
     if status.is_success() {
         Attempt::Delivered
     } else if status == StatusCode::TOO_MANY_REQUESTS {
-        Attempt::Retry(retry_after.and_then(parse_retry_after))
+        Attempt::Retry(retry_after.and_then(|v| parse_retry_after(v, now)))
     } else if status.is_server_error() {
         Attempt::Retry(None)
     } else {
@@ -285,7 +287,11 @@ mod tests {
         ];
         for (status, retry_after, expected) in cases {
             let status = StatusCode::from_u16(status).unwrap();
-            assert_eq!(classify(status, retry_after), expected, "{status}");
+            assert_eq!(
+                classify(status, retry_after, SystemTime::UNIX_EPOCH),
+                expected,
+                "{status}"
+            );
         }
     }
 }
