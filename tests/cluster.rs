@@ -423,6 +423,48 @@ async fn redis_restarted_empty_keeps_every_peer_and_relay_comes_back() {
     }
 }
 
+/// A Redis that restarts empty loses no session: the members the nodes register again
+/// keep their session (a dropped connection resumes, on any node) and their token (a kick
+/// from any node revokes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_tokens_survive_redis_restarting_empty() {
+    let mut redis = Redis::start();
+    let (a, b) = (Node::start(&redis, "a"), Node::start(&redis, "b"));
+    let (mut alice, ticket) = join_with_ticket(&a, "alice", "doc").await;
+    let mut bob = b.join("bob", "doc").await;
+    expect_peer_joined(&mut alice.client, "alice", "bob").await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.restart();
+    // Once both nodes registered their members again, a newcomer sees both.
+    let mut carol = join_when_available(&b, "carol", "doc").await;
+    let mut others = carol.others.clone();
+    others.sort();
+    assert_eq!(others, ["alice", "bob"]);
+    // Alice's connection drops; her ticket from before the restart still resumes her.
+    alice.client.abort();
+    let (_alice2, resumed) = resume_on(&b, &ticket).await;
+    assert!(
+        matches!(resumed, ServerMessage::Resumed { .. }),
+        "alice: expected resumed, got {}",
+        peers::brief(&resumed)
+    );
+    drain_expect_no_departures(&mut carol.client, "carol").await;
+    drain_expect_no_departures(&mut bob.client, "bob").await;
+    // Bob, on node b, kicked from node a: the token he joined with is revoked.
+    let resp = post(
+        a.http,
+        "/api/rooms/doc/peers/bob/kick",
+        &json!({"revokeToken": true}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(body(&resp), json!({"success": true, "tokenRevoked": true}));
+    peers::expect_error(&mut bob.client, "bob", ErrorCode::Kicked).await;
+    expect_close(&mut bob.client, "bob", 4005).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_redis_makes_no_node_look_dead() {
     let redis = Redis::start();

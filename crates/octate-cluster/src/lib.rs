@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use octate_core::{
-    ClusterCommand, ClusterEvent, ClusterMember, NewRoom, NodeId, RoomPage, RoomSnapshot, TokenRef,
+    ClusterCommand, ClusterEvent, LocalMember, NewRoom, NodeId, RoomPage, RoomSnapshot, TokenRef,
 };
 use octate_protocol::{RoomCloseReason, RoomId, UnixMillis, UserId};
 use octate_transport::{ClusterLink, ClusterStats, LinkError, LinkFuture};
@@ -72,7 +72,7 @@ pub enum NodeEvent {
 /// Receives every [`NodeEvent`]; called from the link's tasks, so it must not block long.
 pub type EventSink = Arc<dyn Fn(NodeEvent) + Send + Sync>;
 /// Lists this node's live members with their rooms (`App::local_members`).
-pub type LocalMembers = Arc<dyn Fn() -> Vec<(RoomId, ClusterMember)> + Send + Sync>;
+pub type LocalMembers = Arc<dyn Fn() -> Vec<LocalMember> + Send + Sync>;
 
 /// This node's link to the cluster; cheap to clone.
 #[derive(Clone)]
@@ -546,7 +546,7 @@ impl ClusterLink for Cluster {
 }
 
 /// A token digest as the scripts keep it: lowercase hex.
-fn hex(digest: &octate_core::TokenDigest) -> String {
+pub(crate) fn hex(digest: &octate_core::TokenDigest) -> String {
     use std::fmt::Write;
     digest
         .0

@@ -129,7 +129,7 @@ async fn resync(sh: &Shared, after_outage: bool) -> Result<(), ClusterError> {
     sh.prune_rooms(&members);
     let rooms: BTreeSet<RoomId> = members
         .into_iter()
-        .map(|(room, _)| room)
+        .map(|m| m.room_id)
         .filter(|room| after_outage || sh.shares_room_with(room, &gaps))
         .collect();
     for room_id in rooms {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use octate_core::{ClusterEvent, ClusterMember, RoomSnapshot};
+use octate_core::{ClusterEvent, LocalMember, RoomSnapshot};
 use octate_protocol::{RoomId, UnixMillis, UserId};
 use parking_lot::Mutex;
 use redis::Client;
@@ -20,7 +20,7 @@ use crate::{ClusterConfig, NodeEvent};
 /// Where the node's events go.
 pub(crate) type Sink = Arc<dyn Fn(NodeEvent) + Send + Sync>;
 /// This node's live members, from the core.
-pub(crate) type LocalMembers = Arc<dyn Fn() -> Vec<(RoomId, ClusterMember)> + Send + Sync>;
+pub(crate) type LocalMembers = Arc<dyn Fn() -> Vec<LocalMember> + Send + Sync>;
 
 /// Counters for `/stats`.
 #[derive(Debug, Default)]
@@ -181,8 +181,8 @@ impl Shared {
     }
 
     /// Forgets rooms this node no longer has members in.
-    pub(crate) fn prune_rooms(&self, members: &[(RoomId, ClusterMember)]) {
-        let live: HashSet<&RoomId> = members.iter().map(|(r, _)| r).collect();
+    pub(crate) fn prune_rooms(&self, members: &[LocalMember]) {
+        let live: HashSet<&RoomId> = members.iter().map(|m| &m.room_id).collect();
         self.rooms.lock().retain(|r, _| live.contains(r));
     }
 

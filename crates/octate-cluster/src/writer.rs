@@ -21,12 +21,12 @@ use redis::aio::MultiplexedConnection;
 use redis::{RedisResult, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ClusterError;
 use crate::config::Backoff;
 use crate::conn::{bounded, connect};
 use crate::state::{Counters, Shared};
 use crate::store::{close_reason, refusal};
 use crate::wire::{RelayFrame, decode_snapshot};
+use crate::{ClusterError, hex};
 
 /// Most queued items taken into one pipeline.
 const MAX_BATCH: usize = 1024;
@@ -664,7 +664,8 @@ impl Writer {
                 .arg(&c.key_prefix)
                 .arg(c.node_id.as_str())
                 .arg("1");
-            for (room_id, m) in chunk {
+            for local in chunk {
+                let (room_id, m) = (&local.room_id, &local.member);
                 let info = rooms.get(room_id);
                 invocation
                     .arg(room_id.as_str())
@@ -679,6 +680,20 @@ impl Writer {
                     .arg(
                         info.and_then(|i| i.host.as_ref())
                             .map_or("", UserId::as_str),
+                    );
+                // The session, when both its id and its resume token's digest are known.
+                match (&m.session, &local.resume_digest) {
+                    (Some(session), Some(digest)) => invocation.arg(session).arg(hex(digest)),
+                    _ => invocation.arg("").arg(""),
+                };
+                invocation
+                    .arg(local.token.token_id.as_deref().unwrap_or(""))
+                    .arg(
+                        local
+                            .token
+                            .expires_at
+                            .map(|e| e.to_string())
+                            .unwrap_or_default(),
                     );
             }
             let result: Result<i64, ClusterError> =

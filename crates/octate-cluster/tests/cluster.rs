@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use octate_cluster::{Cluster, ClusterConfig, NodeEvent};
 use octate_core::{
-    ClusterCommand, ClusterEvent, ClusterMember, ConnId, CoreError, JoinKind, MembershipCause,
-    NewRoom, NodeId, RoomSnapshot,
+    ClusterCommand, ClusterEvent, ConnId, CoreError, JoinKind, LocalMember, MembershipCause,
+    NewRoom, NodeId, RoomSnapshot, TokenRef,
 };
 use octate_protocol::{ErrorCode, LeaveReason, RoomCloseReason, RoomId, ServerMessage, UserId};
 use octate_test::redis::{Redis, free_port};
@@ -57,7 +57,7 @@ struct Node {
     id: NodeId,
     link: Cluster,
     events: Arc<Mutex<Vec<NodeEvent>>>,
-    members: Arc<Mutex<Vec<(RoomId, ClusterMember)>>>,
+    members: Arc<Mutex<Vec<LocalMember>>>,
 }
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -66,7 +66,7 @@ impl Node {
     async fn start(config: ClusterConfig) -> Self {
         let id = config.node_id.clone();
         let events: Arc<Mutex<Vec<NodeEvent>>> = Arc::default();
-        let members: Arc<Mutex<Vec<(RoomId, ClusterMember)>>> = Arc::default();
+        let members: Arc<Mutex<Vec<LocalMember>>> = Arc::default();
         let (ev, mem, me) = (events.clone(), members.clone(), id.clone());
         let sink = Arc::new(move |event: NodeEvent| {
             // Like the core: a committed join makes a local member.
@@ -76,7 +76,12 @@ impl Node {
                     .iter()
                     .find(|m| m.node == me && m.conn == *conn)
             {
-                mem.lock().push((snapshot.room_id.clone(), m.clone()));
+                mem.lock().push(LocalMember {
+                    room_id: snapshot.room_id.clone(),
+                    member: m.clone(),
+                    resume_digest: None,
+                    token: TokenRef::default(),
+                });
             }
             ev.lock().push(event);
         });
@@ -124,7 +129,9 @@ impl Node {
     }
 
     fn leave(&self, conn: u64, room_id: &str, user_id: &str, reason: LeaveReason) {
-        self.members.lock().retain(|(_, m)| m.conn != ConnId(conn));
+        self.members
+            .lock()
+            .retain(|l| l.member.conn != ConnId(conn));
         self.link.submit(ClusterCommand::Leave {
             conn: ConnId(conn),
             room_id: room(room_id),

@@ -104,6 +104,20 @@ pub struct ClusterMember {
     pub suspended: bool,
 }
 
+/// A member whose connection this node holds, with what the store needs to register it
+/// again after losing its data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalMember {
+    /// Its room.
+    pub room_id: RoomId,
+    /// The member as the store records it.
+    pub member: ClusterMember,
+    /// Digest of the resume token last handed to its session, once it has one.
+    pub resume_digest: Option<TokenDigest>,
+    /// The token it runs on.
+    pub token: TokenRef,
+}
+
 /// A room's committed state, as the shared store holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoomSnapshot {

@@ -18,10 +18,10 @@ mod timers;
 
 use crate::config::millis;
 use crate::room::Room;
-use crate::session::{Login, ResumeIssuer, Session, TokenRef};
+use crate::session::{Login, ResumeIssuer, Session, TokenDigest, TokenRef};
 use crate::{
     ClusterCommand, ClusterMember, ConnId, CoreConfig, CoreError, JoinKind, LifecycleKind,
-    MemoryLevel, NodeId, Output, RoomSnapshot,
+    LocalMember, MemoryLevel, NodeId, Output, RoomSnapshot,
 };
 
 /// Who a connection is, as proven by its verified token.
@@ -113,6 +113,9 @@ struct Conn {
     token: TokenRef,
     /// The connection's resumable session, once it has been handed a ticket.
     session: Option<String>,
+    /// On a cluster, the digest of the resume token last handed to the session (the store
+    /// keeps it too; kept here to register it again if the store loses its data).
+    resume_digest: Option<TokenDigest>,
     /// What the connection speaks.
     protocol: Protocol,
     /// A `y-webrtc` connection subscribed to its room's topic: it gets the room's `publish`es.
@@ -206,6 +209,8 @@ pub struct Core {
 #[derive(Debug)]
 struct PendingResume {
     ticket: octate_protocol::ResumeTicket,
+    /// Digest of the ticket's resume token.
+    next: TokenDigest,
     /// The connection went away before the answer: a committed resume is suspended again.
     gone: bool,
 }
@@ -309,7 +314,7 @@ impl Core {
 
     /// This node's members of every room, with their rooms (clustered cores only: the
     /// cluster re-registers them after its store lost its data).
-    pub fn local_members(&self) -> Vec<(RoomId, ClusterMember)> {
+    pub fn local_members(&self) -> Vec<LocalMember> {
         let Some(node) = &self.node else {
             return Vec::new();
         };
@@ -317,9 +322,10 @@ impl Core {
         for room in self.rooms.values() {
             for m in &room.members {
                 if let Some(conn) = m.local() {
-                    out.push((
-                        room.id.clone(),
-                        ClusterMember {
+                    let state = self.conns.get(&conn);
+                    out.push(LocalMember {
+                        room_id: room.id.clone(),
+                        member: ClusterMember {
                             user_id: m.info.user_id.clone(),
                             user_name: m.info.user_name.clone(),
                             node: node.clone(),
@@ -328,7 +334,9 @@ impl Core {
                             session: m.session.clone(),
                             suspended: false,
                         },
-                    ));
+                        resume_digest: state.and_then(|s| s.resume_digest),
+                        token: state.map(|s| s.token.clone()).unwrap_or_default(),
+                    });
                 }
             }
         }
@@ -474,6 +482,7 @@ impl Core {
                 last_seen: now,
                 token,
                 session: None,
+                resume_digest: None,
                 protocol,
                 subscribed: false,
             },

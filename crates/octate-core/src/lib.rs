@@ -24,8 +24,8 @@ mod room;
 mod session;
 
 pub use crate::cluster::{
-    ClusterCommand, ClusterEvent, ClusterMember, InvalidNodeId, JoinKind, MAX_NODE_ID_LEN,
-    MembershipCause, NodeId, PeerLocation, RoomPage, RoomSnapshot,
+    ClusterCommand, ClusterEvent, ClusterMember, InvalidNodeId, JoinKind, LocalMember,
+    MAX_NODE_ID_LEN, MembershipCause, NodeId, PeerLocation, RoomPage, RoomSnapshot,
 };
 pub use crate::config::CoreConfig;
 pub use crate::core::{Core, CoreStats, Identity, NewRoom, Protocol, Vacancy};

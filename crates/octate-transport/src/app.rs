@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use octate_auth::{AuthError, Claims, TokenAuthority};
 use octate_core::{
-    ClusterEvent, ClusterMember, ConnId, Core, Identity, MemoryLevel, NodeId, Output, Protocol,
+    ClusterEvent, ConnId, Core, Identity, LocalMember, MemoryLevel, NodeId, Output, Protocol,
     TokenRef,
 };
-use octate_protocol::{CloseCode, ErrorCode, RoomCloseReason, RoomId, ServerMessage, UnixMillis};
+use octate_protocol::{CloseCode, ErrorCode, RoomCloseReason, ServerMessage, UnixMillis};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -252,7 +252,7 @@ impl App {
     }
 
     /// Every peer of this node in a room, as the cluster should know it.
-    pub fn local_members(&self) -> Vec<(RoomId, ClusterMember)> {
+    pub fn local_members(&self) -> Vec<LocalMember> {
         self.with_core(Core::local_members)
     }
 

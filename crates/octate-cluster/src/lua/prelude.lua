@@ -66,10 +66,6 @@ local function decode_member(raw)
   return nil
 end
 
-local function encode_member(node, conn, joined, name, session)
-  return cjson.encode({ n = node, c = conn, j = joined, u = name, s = session })
-end
-
 -- Writes a member back with every field it has: node, conn, joined at, name, and its
 -- session (s), token digest (d), suspended-until (x), token id (t) and expiry (e).
 local function save_member(r, user, m)

@@ -1,7 +1,9 @@
 -- Re-registers this node's live members after Redis lost them (or reaped this node).
 -- ARGV: prefix, node, announce (1: tell the rooms' other nodes), then per member: room,
 -- user, name, conn, joined at, room name, created by, created at, file id, host as the
--- node last saw it ('' = unknown).
+-- node last saw it ('' = unknown), session id and its resume token's digest ('' = none),
+-- token id and token expiry ms ('' = none). A restored member keeps its session (it can
+-- still resume, on any node) and its token (a kick can still revoke it).
 -- A member now owned by another session is left alone. Returns how many were added.
 local node, announce = ARGV[2], ARGV[3]
 local touched, added = {}, 0
@@ -9,9 +11,12 @@ local touched, added = {}, 0
 redis.call('DEL', P .. 'reap:' .. node)
 redis.call('ZREM', K_REAPING, node)
 local hints = {}
-for i = 4, #ARGV - 9, 10 do
+local function blank(v) if v == '' then return nil end return v end
+for i = 4, #ARGV - 13, 14 do
   local r, user, uname, conn, joined = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   if ARGV[i + 9] ~= '' then hints[r] = ARGV[i + 9] end
+  local session, digest = blank(ARGV[i + 10]), blank(ARGV[i + 11])
+  local token_id, expiry = blank(ARGV[i + 12]), blank(ARGV[i + 13])
   local mk = k_members(r)
   local m = decode_member(redis.call('HGET', mk, user))
   if m and m.n == node and m.c == conn then
@@ -31,7 +36,9 @@ for i = 4, #ARGV - 9, 10 do
       meta = new_meta(r, name, ARGV[i + 6], ARGV[i + 7], ARGV[i + 8])
     end
     keep_room(r, meta)
-    redis.call('HSET', mk, user, encode_member(node, conn, joined, uname))
+    save_member(r, user, { n = node, c = conn, j = joined, u = uname, s = session,
+      d = digest, t = token_id, e = expiry })
+    if session then redis.call('SET', k_session(session), r .. ' ' .. user) end
     redis.call('SADD', k_node_set(node), r .. ' ' .. user)
     touched[r] = true
     added = added + 1

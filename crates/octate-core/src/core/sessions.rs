@@ -142,6 +142,7 @@ impl Core {
                 last_seen: now,
                 token: session.token.clone(),
                 session: Some(session_id.to_owned()),
+                resume_digest: None,
                 protocol: Protocol::Native,
                 subscribed: false,
             },
@@ -192,6 +193,7 @@ impl Core {
             conn,
             PendingResume {
                 ticket,
+                next,
                 gone: false,
             },
         );
@@ -316,6 +318,7 @@ impl Core {
                 last_seen: now,
                 token: token.clone(),
                 session: Some(pending.ticket.session_id.clone()),
+                resume_digest: Some(pending.next),
                 protocol: Protocol::Native,
                 subscribed: false,
             },
@@ -438,6 +441,7 @@ impl Core {
         );
         if self.node.is_some() {
             // The cluster keeps the session, so that it resumes on any node.
+            state.resume_digest = Some(digest);
             let token = state.token.clone();
             if let Some(member) = self
                 .rooms

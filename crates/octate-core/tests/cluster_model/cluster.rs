@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use octate_core::{
     ClusterCommand, ClusterEvent, ClusterMember, ConnId, Core, CoreConfig, CoreError, Identity,
-    MembershipCause, NodeId, Output, RoomSnapshot, TokenRef,
+    LocalMember, MembershipCause, NodeId, Output, RoomSnapshot, TokenRef,
 };
 use octate_protocol::{
     ClientMessage, CloseCode, ErrorCode, LeaveReason, RawJson, ResumeTicket, RoomCloseReason,
@@ -939,8 +939,8 @@ impl FakeCluster {
             );
             for (room_id, members) in node.core.local_members().into_iter().fold(
                 BTreeMap::<RoomId, Vec<ClusterMember>>::new(),
-                |mut acc, (r, m)| {
-                    acc.entry(r).or_default().push(m);
+                |mut acc, local| {
+                    acc.entry(local.room_id).or_default().push(local.member);
                     acc
                 },
             ) {
@@ -974,12 +974,36 @@ impl FakeCluster {
     pub(crate) fn check_converged(&self) {
         self.check_replicas();
         for (_, node) in self.live_nodes() {
-            for (room_id, member) in node.core.local_members() {
+            for LocalMember {
+                room_id,
+                member,
+                resume_digest,
+                token,
+            } in node.core.local_members()
+            {
                 let room = self
                     .store
                     .rooms
                     .get(&room_id)
                     .unwrap_or_else(|| panic!("{} holds {room_id} the store lost", node.id));
+                // What the node would register again if the store lost it is what it holds.
+                let stored = room
+                    .resume
+                    .get(&member.user_id)
+                    .cloned()
+                    .unwrap_or_default();
+                assert_eq!(
+                    resume_digest, stored.digest,
+                    "{} and the store disagree on {}'s resume token",
+                    node.id, member.user_id
+                );
+                if stored.digest.is_some() {
+                    assert_eq!(
+                        token, stored.token,
+                        "{} and the store disagree on {}'s token",
+                        node.id, member.user_id
+                    );
+                }
                 assert!(
                     room.members.iter().any(|m| m.user_id == member.user_id
                         && m.node == node.id
