@@ -3,7 +3,7 @@
 //! token is checked before the upgrade, a socket hears only its token's room, publishes
 //! are forwarded as written with `clients` added, the native limits hold, and the two
 //! protocols share rooms for presence without ever seeing each other's messages. The
-//! last test runs two server processes of one cluster over a real Redis.
+//! last tests run two server processes of one cluster over a real Redis.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use octate_protocol::{ErrorCode, ServerMessage};
 use octate_test::binary::{RealServer, server_command};
+use octate_test::cluster::ClusterNode;
 use octate_test::peers::{self, expect_error, expect_peer_joined, expect_silence, next};
 use octate_test::redis::Redis;
 use octate_test::server::{TestServer, fast_config};
@@ -519,4 +520,47 @@ async fn a_publish_reaches_subscribers_on_another_node() {
     let got = recv(&mut bob).await;
     assert!(got.starts_with(hello.strip_suffix('}').unwrap()), "{got}");
     drop((alice, bob, carol, dave, a, b, redis));
+}
+
+/// A native peer on node a never sends a `y-webrtc` peer on node b a native message: its
+/// signal is refused as on one node, the server API refuses to message it, and a
+/// broadcast does not count it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ywebrtc_peer_on_another_node_is_known_as_one() {
+    let redis = Redis::start();
+    let (a, b) = (ClusterNode::start(&redis, "a"), ClusterNode::start(&redis, "b"));
+    let mut nina = a.join("nina", "doc").await;
+    let mut yuri = open(b.signaling, &b.token("yuri", "doc").await).await;
+    subscribe(&mut yuri, &["doc"]).await;
+    expect_peer_joined(&mut nina.client, "nina", "yuri").await;
+    nina.client
+        .send_text(
+            r#"{"type":"sdp-offer","data":{"peer":"yuri","offer":{"type":"offer","sdp":"v=0"}}}"#,
+        )
+        .await
+        .unwrap();
+    expect_error(&mut nina.client, "nina", ErrorCode::PeerIncompatible).await;
+    let resp = peers::post(
+        a.http,
+        "/api/rooms/doc/peers/yuri/message",
+        &json!({"data": {"hello": 1}}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status, 409, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(peers::body(&resp)["error"]["code"], "peer-incompatible");
+    let resp = peers::post(
+        a.http,
+        "/api/rooms/doc/broadcast",
+        &json!({"data": {"hello": 2}}),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(peers::body(&resp)["delivered"], 1, "nina only");
+    match next(&mut nina.client, "nina").await {
+        ServerMessage::ServerMessage { .. } => {}
+        other => panic!("nina: expected the broadcast, got {}", peers::brief(&other)),
+    }
+    quiet(&mut yuri, "yuri").await;
 }

@@ -276,6 +276,7 @@ impl ClusterLink for Cluster {
                 joined_at: _,
                 session_id,
                 token,
+                protocol,
             } => Job::Join {
                 conn,
                 room_id,
@@ -284,6 +285,7 @@ impl ClusterLink for Cluster {
                 kind,
                 session_id,
                 token,
+                protocol,
             },
             ClusterCommand::Leave {
                 conn,

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use octate_core::{ClusterMember, ConnId, MembershipCause, NodeId, RoomSnapshot};
+use octate_core::{ClusterMember, ConnId, MembershipCause, NodeId, Protocol, RoomSnapshot};
 use octate_protocol::{LeaveReason, RoomCloseReason, RoomId, UnixMillis, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -230,6 +230,9 @@ struct MemberJson {
     session: Option<String>,
     #[serde(default)]
     suspended: bool,
+    /// The member speaks `y-webrtc` (absent: the native protocol).
+    #[serde(default)]
+    ywebrtc: bool,
 }
 
 fn number(field: &str, s: &str) -> Result<u64, BadMessage> {
@@ -253,6 +256,11 @@ impl SnapshotJson {
                 joined_at: number("joinedAt", &m.joined_at)?,
                 session: m.session,
                 suspended: m.suspended,
+                protocol: if m.ywebrtc {
+                    Protocol::YWebrtc
+                } else {
+                    Protocol::Native
+                },
             });
         }
         Ok(RoomSnapshot {

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use octate_core::{
-    ClusterEvent, ConnId, CoreError, JoinKind, MembershipCause, NodeId, RoomSnapshot, TokenRef,
+    ClusterEvent, ConnId, CoreError, JoinKind, MembershipCause, NodeId, Protocol, RoomSnapshot,
+    TokenRef,
 };
 use octate_protocol::{LeaveReason, RoomCloseReason, RoomId, UserId};
 use redis::aio::MultiplexedConnection;
@@ -47,6 +48,7 @@ pub(crate) enum Job {
         kind: JoinKind,
         session_id: Option<String>,
         token: TokenRef,
+        protocol: Protocol,
     },
     /// Record a session's new ticket (digest in hex) and token.
     Ticket {
@@ -328,6 +330,7 @@ impl Writer {
                 kind,
                 session_id,
                 token,
+                protocol,
             } => {
                 let (kind, room_name, file_id) = match kind {
                     JoinKind::Auth => ("auth", "", ""),
@@ -355,6 +358,7 @@ impl Writer {
                         .arg(session_id.as_deref().unwrap_or(""))
                         .arg(token.token_id.as_deref().unwrap_or(""))
                         .arg(token.expires_at.map(|e| e.to_string()).unwrap_or_default())
+                        .arg(protocol_flag(*protocol))
                         .arg(c.hooks_node()),
                 );
             }
@@ -694,7 +698,8 @@ impl Writer {
                             .expires_at
                             .map(|e| e.to_string())
                             .unwrap_or_default(),
-                    );
+                    )
+                    .arg(protocol_flag(m.protocol));
             }
             let result: Result<i64, ClusterError> =
                 bounded(c.command_timeout, invocation.invoke_async(conn)).await;
@@ -706,6 +711,14 @@ impl Writer {
         }
         tracing::info!(members = members.len(), node = %c.node_id, "members registered again");
         Ok(())
+    }
+}
+
+/// What a member speaks, as the scripts keep it (`p`): `y` for `y-webrtc`, else nothing.
+fn protocol_flag(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Native => "",
+        Protocol::YWebrtc => "y",
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use octate_cluster::{Cluster, ClusterConfig, NodeEvent};
 use octate_core::{
     ClusterCommand, ClusterEvent, ConnId, CoreError, JoinKind, LocalMember, MembershipCause,
-    NewRoom, NodeId, RoomSnapshot, TokenRef,
+    NewRoom, NodeId, Protocol, RoomSnapshot, TokenRef,
 };
 use octate_protocol::{ErrorCode, LeaveReason, RoomCloseReason, RoomId, ServerMessage, UserId};
 use octate_test::redis::{Redis, free_port};
@@ -97,6 +97,17 @@ impl Node {
     }
 
     fn join(&self, conn: u64, room_id: &str, user_id: &str, kind: JoinKind) {
+        self.join_speaking(conn, room_id, user_id, kind, Protocol::Native);
+    }
+
+    fn join_speaking(
+        &self,
+        conn: u64,
+        room_id: &str,
+        user_id: &str,
+        kind: JoinKind,
+        protocol: Protocol,
+    ) {
         self.link.submit(ClusterCommand::Join {
             conn: ConnId(conn),
             room_id: room(room_id),
@@ -106,6 +117,7 @@ impl Node {
             joined_at: 0,
             session_id: None,
             token: Default::default(),
+            protocol,
         });
     }
 
@@ -259,6 +271,34 @@ async fn a_join_on_each_node_gives_both_the_whole_room() {
         })
         .await;
     assert_eq!(snapshot_of(&seen), second);
+}
+
+/// Every node learns what each member speaks, so that none sends a `y-webrtc` member a
+/// native message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_protocol_reaches_every_node() {
+    let redis = Redis::start();
+    let a = Node::start(config(&redis, "a")).await;
+    let b = Node::start(config(&redis, "b")).await;
+    a.joined(1, "r", "alice").await;
+    b.join_speaking(2, "r", "yuri", JoinKind::Join, Protocol::YWebrtc);
+    let mine = b.join_result(2).await.expect("join committed");
+    let seen = a
+        .wait_for("yuri's join", |e| {
+            is_membership(e, |c| *c == MembershipCause::Joined(user("yuri")))
+        })
+        .await;
+    for snapshot in [mine, snapshot_of(&seen)] {
+        let speaks: Vec<(&str, Protocol)> = snapshot
+            .members
+            .iter()
+            .map(|m| (m.user_id.as_str(), m.protocol))
+            .collect();
+        assert_eq!(
+            speaks,
+            [("alice", Protocol::Native), ("yuri", Protocol::YWebrtc)]
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use octate_protocol::{LeaveReason, RoomCloseReason, RoomId, ServerMessage, UnixMillis, UserId};
 
-use crate::{ConnId, CoreError, TokenDigest, TokenRef};
+use crate::{ConnId, CoreError, Protocol, TokenDigest, TokenRef};
 
 /// Longest node id, in bytes.
 pub const MAX_NODE_ID_LEN: usize = 64;
@@ -102,6 +102,8 @@ pub struct ClusterMember {
     pub session: Option<String>,
     /// Its connection was lost: no node holds it, it waits to be resumed.
     pub suspended: bool,
+    /// What its connection speaks: only native members get signals and server messages.
+    pub protocol: Protocol,
 }
 
 /// A member whose connection this node holds, with what the store needs to register it
@@ -206,6 +208,8 @@ pub enum ClusterCommand {
         session_id: Option<String>,
         /// The token the connection authenticated with (a kick from any node revokes it).
         token: TokenRef,
+        /// What the connection speaks.
+        protocol: Protocol,
     },
     /// Remove a session of this node from its room, if it still owns its user there.
     Leave {

@@ -333,6 +333,7 @@ impl Core {
                             joined_at: m.info.connected_at,
                             session: m.session.clone(),
                             suspended: false,
+                            protocol: m.protocol,
                         },
                         resume_digest: state.and_then(|s| s.resume_digest),
                         token: state.map(|s| s.token.clone()).unwrap_or_default(),

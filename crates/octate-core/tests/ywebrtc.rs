@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use octate_core::{
-    ClusterCommand, ClusterEvent, ClusterMember, ConnId, Core, CoreConfig, Identity, Login, NodeId,
-    Output, RoomSnapshot, TokenRef, Vacancy,
+    ClusterCommand, ClusterEvent, ClusterMember, ConnId, Core, CoreConfig, CoreError, Identity,
+    Login, NodeId, Output, Protocol, RoomSnapshot, TokenRef, Vacancy,
 };
-use octate_protocol::{ClientMessage, ErrorCode, RoomId, ServerMessage, UserId};
+use octate_protocol::{ClientMessage, ErrorCode, RawJson, RoomId, ServerMessage, UserId};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -188,10 +188,11 @@ fn a_publish_crosses_nodes_to_subscribers_only() {
             o,
             Output::Cluster(ClusterCommand::Join {
                 session_id: None,
+                protocol: Protocol::YWebrtc,
                 ..
             })
         )),
-        "y-webrtc sessions are not resumable: {join:?}"
+        "y-webrtc sessions are not resumable, and the cluster knows what they speak: {join:?}"
     );
     let member = |user: &str, node: &NodeId, conn: u64| ClusterMember {
         user_id: uid(user),
@@ -201,6 +202,7 @@ fn a_publish_crosses_nodes_to_subscribers_only() {
         joined_at: T0,
         session: None,
         suspended: false,
+        protocol: Protocol::YWebrtc,
     };
     let snapshot = RoomSnapshot {
         room_id: rid("doc"),
@@ -262,6 +264,102 @@ fn a_publish_crosses_nodes_to_subscribers_only() {
         },
     );
     assert!(drain(&mut core).is_empty());
+}
+
+/// A native peer `n` (conn 1) on node a, sharing a room with `m` (native) and `y`
+/// (y-webrtc) on node b; returns the core and the room's snapshot.
+fn clustered_mixed_room() -> (Core, RoomSnapshot) {
+    let node_a = NodeId::new("a").expect("node");
+    let node_b = NodeId::new("b").expect("node");
+    let mut core = Core::clustered(CoreConfig::default(), T0, node_a.clone());
+    core.handle_login(T0, ConnId(1), login("n"));
+    drain(&mut core);
+    let member = |user: &str, node: &NodeId, conn: u64, protocol| ClusterMember {
+        user_id: uid(user),
+        user_name: user.to_owned(),
+        node: node.clone(),
+        conn: ConnId(conn),
+        joined_at: T0,
+        session: None,
+        suspended: false,
+        protocol,
+    };
+    let snapshot = RoomSnapshot {
+        room_id: rid("doc"),
+        ver: 2,
+        room_name: "doc".into(),
+        created_by: uid("n"),
+        created_at: T0,
+        file_id: None,
+        host_id: Some(uid("n")),
+        members: vec![
+            member("n", &node_a, 1, Protocol::Native),
+            member("m", &node_b, 7, Protocol::Native),
+            member("y", &node_b, 8, Protocol::YWebrtc),
+        ],
+    };
+    core.handle_cluster(
+        T0,
+        ClusterEvent::JoinCommitted {
+            conn: ConnId(1),
+            snapshot: snapshot.clone(),
+        },
+    );
+    drain(&mut core);
+    (core, snapshot)
+}
+
+#[test]
+fn a_ywebrtc_peer_of_another_node_gets_no_native_message() {
+    let (mut core, snapshot) = clustered_mixed_room();
+    let offer = ClientMessage::decode(
+        br#"{"type":"sdp-offer","data":{"peer":"y","offer":{"type":"offer","sdp":"v=0"}}}"#,
+        64 * 1024,
+    )
+    .expect("offer");
+    core.handle_message(T0 + 1, ConnId(1), offer);
+    let outputs = drain(&mut core);
+    assert!(
+        matches!(
+            outputs.as_slice(),
+            [Output::Send {
+                to: ConnId(1),
+                msg: ServerMessage::Error {
+                    code: ErrorCode::PeerIncompatible,
+                    ..
+                },
+            }]
+        ),
+        "an error for the sender, nothing for node b: {outputs:?}"
+    );
+    let data = || RawJson::from_string("{\"n\":1}".to_owned()).expect("json");
+    assert!(matches!(
+        core.cluster_server_message(&snapshot, Some(&uid("y")), data()),
+        Err(CoreError::PeerIncompatible)
+    ));
+    // A broadcast counts n and m; node b is asked for m.
+    assert_eq!(core.cluster_server_message(&snapshot, None, data()), Ok(2));
+    let outputs = drain(&mut core);
+    let nodes: Vec<&NodeId> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Cluster(ClusterCommand::ServerMessage { nodes, .. }) => Some(nodes),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(nodes, [&NodeId::new("b").expect("node")]);
+    // Without m, node b has nobody to give it to and is not asked.
+    let mut only_y = snapshot.clone();
+    only_y.members.retain(|m| m.user_id.as_str() != "m");
+    assert_eq!(core.cluster_server_message(&only_y, None, data()), Ok(1));
+    let outputs = drain(&mut core);
+    assert!(
+        !outputs
+            .iter()
+            .any(|o| matches!(o, Output::Cluster(ClusterCommand::ServerMessage { .. }))),
+        "{outputs:?}"
+    );
 }
 
 #[test]

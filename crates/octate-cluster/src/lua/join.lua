@@ -1,15 +1,15 @@
 -- Commits a member. ARGV: prefix, room, user, name, node, conn, kind (auth|join|create),
 -- room name, file id ('' = none), max peers, max rooms, max rooms per user, session id
 -- ('' = none: resume is off), token id and token expiry ms ('' = none: kept so that a
--- kick from any node can revoke the token, with resume on or off), node reporting
--- lifecycle events ('' = none).
+-- kick from any node can revoke the token, with resume on or off), protocol ('y' =
+-- y-webrtc, '' = native), node reporting lifecycle events ('' = none).
 -- Returns {'ok', snapshot, 'joined'|'replaced', replaced session's node ('' if none)}
 -- or {'err', code}.
 local r, user, uname, node, conn, kind = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local room_name, file_id = ARGV[8], ARGV[9]
 local max_peers, max_rooms, max_per_user = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 local session = ARGV[13]
-hooks_for(ARGV[16])
+hooks_for(ARGV[17])
 local created = false
 if session == '' then session = nil end
 local token_id, token_expiry = ARGV[14], ARGV[15]
@@ -42,8 +42,10 @@ if old then
   forget_session(r, user, old)
   nodes[old.n] = true
 end
+local protocol = ARGV[16]
+if protocol == '' then protocol = nil end
 save_member(r, user, { n = node, c = conn, j = num(now), u = uname, s = session,
-  t = token_id, e = token_expiry })
+  t = token_id, e = token_expiry, p = protocol })
 if session then redis.call('SET', k_session(session), r .. ' ' .. user) end
 redis.call('SADD', k_node_set(node), r .. ' ' .. user)
 local list = load_members(r)

@@ -67,10 +67,12 @@ local function decode_member(raw)
 end
 
 -- Writes a member back with every field it has: node, conn, joined at, name, and its
--- session (s), token digest (d), suspended-until (x), token id (t) and expiry (e).
+-- session (s), token digest (d), suspended-until (x), token id (t) and expiry (e), and
+-- what it speaks (p: 'y' for y-webrtc, absent for the native protocol).
 local function save_member(r, user, m)
   redis.call('HSET', k_members(r), user, cjson.encode({
-    n = m.n, c = m.c, j = m.j, u = m.u, s = m.s, d = m.d, x = m.x, t = m.t, e = m.e }))
+    n = m.n, c = m.c, j = m.j, u = m.u, s = m.s, d = m.d, x = m.x, t = m.t, e = m.e,
+    p = m.p }))
 end
 
 -- Forgets the session of a member that is gone or replaced.
@@ -93,7 +95,8 @@ local function snapshot_json(r, meta, list)
     parts[i] = '{"user":' .. cjson.encode(m.user) .. ',"name":' .. cjson.encode(m.u or '')
       .. ',"node":' .. cjson.encode(m.n) .. ',"conn":' .. cjson.encode(m.c)
       .. ',"joinedAt":' .. cjson.encode(m.j) .. ',"session":' .. json_or_null(m.s)
-      .. ',"suspended":' .. (m.x and 'true' or 'false') .. '}'
+      .. ',"suspended":' .. (m.x and 'true' or 'false')
+      .. (m.p == 'y' and ',"ywebrtc":true' or '') .. '}'
   end
   return '{"room":' .. cjson.encode(r) .. ',"ver":' .. cjson.encode(meta.ver or '0')
     .. ',"name":' .. cjson.encode(meta.name or r) .. ',"createdBy":' .. cjson.encode(meta.by or '')

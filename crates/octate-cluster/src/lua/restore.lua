@@ -2,7 +2,7 @@
 -- ARGV: prefix, node, announce (1: tell the rooms' other nodes), then per member: room,
 -- user, name, conn, joined at, room name, created by, created at, file id, host as the
 -- node last saw it ('' = unknown), session id and its resume token's digest ('' = none),
--- token id and token expiry ms ('' = none). A restored member keeps its session (it can
+-- token id and token expiry ms ('' = none), protocol ('y' = y-webrtc, '' = native). A restored member keeps its session (it can
 -- still resume, on any node) and its token (a kick can still revoke it).
 -- A member now owned by another session is left alone. Returns how many were added.
 local node, announce = ARGV[2], ARGV[3]
@@ -12,11 +12,12 @@ redis.call('DEL', P .. 'reap:' .. node)
 redis.call('ZREM', K_REAPING, node)
 local hints = {}
 local function blank(v) if v == '' then return nil end return v end
-for i = 4, #ARGV - 13, 14 do
+for i = 4, #ARGV - 14, 15 do
   local r, user, uname, conn, joined = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   if ARGV[i + 9] ~= '' then hints[r] = ARGV[i + 9] end
   local session, digest = blank(ARGV[i + 10]), blank(ARGV[i + 11])
   local token_id, expiry = blank(ARGV[i + 12]), blank(ARGV[i + 13])
+  local protocol = blank(ARGV[i + 14])
   local mk = k_members(r)
   local m = decode_member(redis.call('HGET', mk, user))
   if m and m.n == node and m.c == conn then
@@ -37,7 +38,7 @@ for i = 4, #ARGV - 13, 14 do
     end
     keep_room(r, meta)
     save_member(r, user, { n = node, c = conn, j = joined, u = uname, s = session,
-      d = digest, t = token_id, e = expiry })
+      d = digest, t = token_id, e = expiry, p = protocol })
     if session then redis.call('SET', k_session(session), r .. ' ' .. user) end
     redis.call('SADD', k_node_set(node), r .. ' ' .. user)
     touched[r] = true

@@ -20,7 +20,8 @@ if m.x and tonumber(m.x) <= now then return { 'err', 'expired' } end
 local old_node = m.n
 if not m.x then redis.call('SREM', k_node_set(m.n), r .. ' ' .. user) end
 redis.call('ZREM', K_SUSPENDED, r .. ' ' .. user)
-m.n, m.c, m.x, m.d = node, conn, nil, next_digest
+-- A resumed session speaks the native protocol (y-webrtc sessions are not resumable).
+m.n, m.c, m.x, m.d, m.p = node, conn, nil, next_digest, nil
 save_member(r, user, m)
 redis.call('SADD', k_node_set(node), r .. ' ' .. user)
 local list = load_members(r)

@@ -14,8 +14,8 @@ impl Core {
     /// Sends `server-message` with `data` to one member of a room as the cluster holds it
     /// (`snapshot`), or to every member when `to` is `None`: this node's native peers at
     /// once, the other nodes' through the cluster. Returns how many peers it was sent to
-    /// (a peer of another node counts once its node is asked; a `y-webrtc` peer there
-    /// drops it). A single node answers as [`Core::server_message`].
+    /// (a peer of another node counts once its node is asked); `y-webrtc` peers get none.
+    /// A single node answers as [`Core::server_message`].
     pub fn cluster_server_message(
         &mut self,
         snapshot: &RoomSnapshot,
@@ -32,6 +32,9 @@ impl Core {
                 .iter()
                 .find(|m| &m.user_id == user)
                 .ok_or(CoreError::PeerNotFound)?;
+            if member.protocol == Protocol::YWebrtc {
+                return Err(CoreError::PeerIncompatible);
+            }
             if member.suspended {
                 return Err(CoreError::PeerUnavailable);
             }
@@ -41,7 +44,9 @@ impl Core {
             self.relay_server_message(vec![member.node.clone()], room_id, Some(user), data);
             return Ok(1);
         }
-        let remote = |m: &&crate::ClusterMember| !m.suspended && m.node != this;
+        let remote = |m: &&crate::ClusterMember| {
+            !m.suspended && m.node != this && m.protocol == Protocol::Native
+        };
         let remote_peers = snapshot.members.iter().filter(remote).count();
         let mut nodes: Vec<NodeId> = snapshot
             .members

@@ -142,10 +142,10 @@ impl Core {
             }),
             _ => None,
         };
-        let token = self
+        let (token, protocol) = self
             .conns
             .get(&conn)
-            .map(|state| state.token.clone())
+            .map(|state| (state.token.clone(), state.protocol))
             .unwrap_or_default();
         self.outputs
             .push_back(Output::Cluster(ClusterCommand::Join {
@@ -157,6 +157,7 @@ impl Core {
                 joined_at: now,
                 session_id,
                 token,
+                protocol,
             }));
         Ok(())
     }
@@ -307,7 +308,7 @@ impl Core {
         let old_host = existing.map(|r| r.host_id.clone());
         let mut members = Vec::with_capacity(snapshot.members.len());
         for m in &snapshot.members {
-            let mut protocol = Protocol::Native;
+            let mut protocol = m.protocol;
             let location = if m.suspended {
                 PeerLocation::Suspended
             } else if m.node == this_node {

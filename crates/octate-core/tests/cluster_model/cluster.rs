@@ -606,6 +606,7 @@ impl FakeCluster {
                 joined_at,
                 session_id,
                 token: _,
+                protocol,
             } => {
                 let member = ClusterMember {
                     user_id,
@@ -615,6 +616,7 @@ impl FakeCluster {
                     joined_at,
                     session: session_id,
                     suspended: false,
+                    protocol,
                 };
                 match self.store.join(&room_id, member, &kind) {
                     Ok((snapshot, cause, tell)) => {
