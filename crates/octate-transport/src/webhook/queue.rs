@@ -71,11 +71,19 @@ struct Lane {
 }
 
 /// Every delivery not settled yet, bounded.
+///
+/// Each lane that is not sending is in exactly one index of its URL: `ready` (by the
+/// sequence number of its front delivery) or `retrying` (by when its front falls due).
+/// Finding the next delivery or the next wake-up so never walks every lane.
 #[derive(Debug)]
 pub(crate) struct Queue {
     lanes: HashMap<LaneKey, Lane>,
     /// Deliveries that may be dropped (not being sent), oldest first.
     droppable: BTreeSet<(u64, LaneKey)>,
+    /// Per URL: lanes whose front may be sent now, by its sequence number.
+    ready: Vec<BTreeSet<(u64, LaneKey)>>,
+    /// Per URL: lanes whose front waits for a retry, by when it falls due.
+    retrying: Vec<BTreeSet<(Instant, LaneKey)>>,
     len: usize,
     capacity: usize,
     urls: usize,
@@ -98,6 +106,8 @@ impl Queue {
         Self {
             lanes: HashMap::new(),
             droppable: BTreeSet::new(),
+            ready: vec![BTreeSet::new(); urls],
+            retrying: vec![BTreeSet::new(); urls],
             len: 0,
             capacity: capacity.max(1),
             urls,
@@ -124,15 +134,15 @@ impl Queue {
             self.next_seq += 1;
             let key = (url, event.room_id.clone());
             self.droppable.insert((seq, key.clone()));
-            self.lanes
-                .entry(key)
-                .or_default()
-                .waiting
-                .push_back(Waiting {
-                    seq,
-                    event: Arc::clone(event),
-                    failures: 0,
-                });
+            let lane = self.lanes.entry(key.clone()).or_default();
+            lane.waiting.push_back(Waiting {
+                seq,
+                event: Arc::clone(event),
+                failures: 0,
+            });
+            if lane.waiting.len() == 1 {
+                self.ready[url].insert((seq, key));
+            }
             self.len += 1;
         }
         dropped
@@ -147,12 +157,21 @@ impl Queue {
             && let Some(at) = lane.waiting.iter().position(|w| w.seq == seq)
         {
             lane.waiting.remove(at);
-            if at == 0 {
-                lane.not_before = None;
-            }
             self.len -= 1;
-            if lane.waiting.is_empty() {
-                self.lanes.remove(&key);
+            if at == 0 {
+                // The lane's front changes: index it by its new one.
+                self.ready[key.0].remove(&(seq, key.clone()));
+                if let Some(t) = lane.not_before.take() {
+                    self.retrying[key.0].remove(&(t, key.clone()));
+                }
+                match lane.waiting.front() {
+                    Some(front) => {
+                        self.ready[key.0].insert((front.seq, key));
+                    }
+                    None => {
+                        self.lanes.remove(&key);
+                    }
+                }
             }
         }
         true
@@ -160,36 +179,56 @@ impl Queue {
 
     /// The next delivery to send now, if a lane has one due and its URL a free slot.
     pub(crate) fn next_ready(&mut self, now: Instant) -> Option<Delivery> {
-        let (key, seq) = self
-            .lanes
-            .iter()
-            .filter(|(key, lane)| {
-                !lane.busy
-                    && lane.not_before.is_none_or(|t| t <= now)
-                    && self.in_flight[key.0] < self.max_in_flight
-            })
-            .filter_map(|(key, lane)| lane.waiting.front().map(|w| (key, w.seq)))
-            .min_by_key(|(_, seq)| *seq)
-            .map(|(key, seq)| (key.clone(), seq))?;
+        let mut best: Option<(u64, usize)> = None;
+        for url in 0..self.urls {
+            if self.in_flight[url] >= self.max_in_flight {
+                continue;
+            }
+            self.promote_due(url, now);
+            if let Some((seq, _)) = self.ready[url].first()
+                && best.is_none_or(|(b, _)| *seq < b)
+            {
+                best = Some((*seq, url));
+            }
+        }
+        let (_, url) = best?;
+        let (seq, key) = self.ready[url].pop_first()?;
         let lane = self.lanes.get_mut(&key)?;
         let front = lane.waiting.front()?;
         lane.busy = true;
-        self.droppable.remove(&(seq, key.clone()));
-        self.in_flight[key.0] += 1;
+        self.droppable.remove(&(seq, key));
+        self.in_flight[url] += 1;
         Some(Delivery {
-            url: key.0,
+            url,
             event: Arc::clone(&front.event),
             attempt: front.failures + 1,
             seq,
         })
     }
 
-    /// When the earliest waiting retry falls due, if one waits.
+    /// Moves `url`'s lanes whose retry fell due by `now` to its ready lanes.
+    fn promote_due(&mut self, url: usize, now: Instant) {
+        while let Some((t, _)) = self.retrying[url].first()
+            && *t <= now
+        {
+            let Some((_, key)) = self.retrying[url].pop_first() else {
+                break;
+            };
+            if let Some(lane) = self.lanes.get_mut(&key)
+                && let Some(front) = lane.waiting.front()
+            {
+                lane.not_before = None;
+                self.ready[url].insert((front.seq, key));
+            }
+        }
+    }
+
+    /// When the earliest waiting retry falls due, among URLs with a free slot (a slot that
+    /// frees is news of its own).
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        self.lanes
-            .values()
-            .filter(|lane| !lane.busy)
-            .filter_map(|lane| lane.not_before)
+        (0..self.urls)
+            .filter(|&url| self.in_flight[url] < self.max_in_flight)
+            .filter_map(|url| self.retrying[url].first().map(|(t, _)| *t))
             .min()
     }
 
@@ -218,12 +257,14 @@ impl Queue {
                     Some(asked) => self.backoff.honour(asked),
                     None => self.backoff.wait(delivery.attempt, random),
                 };
-                lane.not_before = Some(now + wait);
+                let due = now + wait;
+                lane.not_before = Some(due);
                 if let Some(front) = lane.waiting.front_mut()
                     && front.seq == delivery.seq
                 {
                     front.failures = delivery.attempt;
                 }
+                self.retrying[key.0].insert((due, key.clone()));
                 self.droppable.insert((delivery.seq, key));
                 return Settled::Retrying;
             }
@@ -233,8 +274,13 @@ impl Queue {
             self.len -= 1;
         }
         lane.not_before = None;
-        if lane.waiting.is_empty() {
-            self.lanes.remove(&key);
+        match lane.waiting.front() {
+            Some(front) => {
+                self.ready[key.0].insert((front.seq, key));
+            }
+            None => {
+                self.lanes.remove(&key);
+            }
         }
         settled
     }
@@ -363,6 +409,75 @@ mod tests {
         assert_eq!(in_flight.event.id, "a1");
         q.settle(in_flight, Attempt::Delivered, now, 0);
         assert_eq!(ids(&drain_ready(&mut q, now)), ["c1"]);
+    }
+
+    #[test]
+    fn a_due_retry_behind_a_full_url_wakes_nobody_until_a_slot_frees() {
+        let now = Instant::now();
+        let mut q = Queue::new(1, 100, 1, BACKOFF);
+        q.push(&event("a1", Some("a")));
+        let a1 = q.next_ready(now).unwrap();
+        q.settle(a1, Attempt::Retry(None), now, 10);
+        q.push(&event("b1", Some("b")));
+        let b1 = q.next_ready(now).unwrap();
+        assert_eq!(b1.event.id, "b1");
+        // a1 is due at +10 ms but the only slot is taken: no wake-up in the past.
+        let later = now + Duration::from_millis(20);
+        assert!(q.next_ready(later).is_none());
+        assert_eq!(q.next_due(), None);
+        q.settle(b1, Attempt::Delivered, later, 0);
+        let again = q.next_ready(later).unwrap();
+        assert_eq!((again.event.id.as_str(), again.attempt), ("a1", 2));
+    }
+
+    #[test]
+    fn deliveries_go_oldest_first_across_urls_and_retries_and_drops_keep_the_indexes() {
+        let mut now = Instant::now();
+        let mut q = Queue::new(2, 6, 8, BACKOFF);
+        q.push(&event("a1", Some("a")));
+        q.push(&event("b1", Some("b")));
+        let first: Vec<(usize, String)> = drain_ready(&mut q, now)
+            .into_iter()
+            .map(|d| {
+                let id = (d.url, d.event.id.clone());
+                let settled = q.settle(d, Attempt::Retry(None), now, 30);
+                assert_eq!(settled, Settled::Retrying);
+                id
+            })
+            .collect();
+        assert_eq!(
+            first,
+            [
+                (0, "a1".into()),
+                (1, "a1".into()),
+                (0, "b1".into()),
+                (1, "b1".into())
+            ]
+        );
+        assert_eq!(q.next_due(), Some(now + Duration::from_millis(30)));
+        // Two more events fill the queue: the oldest waiting deliveries (a1 to both
+        // URLs, retrying) are dropped, and room a's lanes move on to a2.
+        q.push(&event("a2", Some("a")));
+        assert_eq!(q.len(), 6);
+        assert_eq!(q.push(&event("c1", Some("c"))), 2);
+        now += Duration::from_millis(30);
+        let ready = drain_ready(&mut q, now);
+        let ids: Vec<(usize, &str, u32)> = ready
+            .iter()
+            .map(|d| (d.url, d.event.id.as_str(), d.attempt))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (0, "b1", 2),
+                (1, "b1", 2),
+                (0, "a2", 1),
+                (1, "a2", 1),
+                (0, "c1", 1),
+                (1, "c1", 1)
+            ]
+        );
+        assert_eq!(q.next_due(), None);
     }
 
     #[test]

@@ -99,14 +99,16 @@ impl Webhooks {
             event,
             self.node.as_ref(),
         ));
-        let (dropped, depth) = {
+        let dropped = {
             let mut queue = self.queue.lock();
-            (queue.push(&encoded), queue.len())
+            let dropped = queue.push(&encoded);
+            // Set while locked, so that the last value set is the queue's.
+            metrics.set_webhook_queue_depth(queue.len());
+            dropped
         };
         if dropped > 0 {
             metrics.webhook_settled("dropped", dropped as u64);
         }
-        metrics.set_webhook_queue_depth(depth);
         self.wake.notify_one();
     }
 
@@ -239,10 +241,11 @@ async fn deliver(app: Arc<App>, delivery: Delivery) {
         delivery.attempt,
     );
     let random = hooks.random_u64();
-    let (settled, depth) = {
+    let settled = {
         let mut queue = hooks.queue.lock();
         let settled = queue.settle(delivery, attempt, Instant::now(), random);
-        (settled, queue.len())
+        app.metrics.set_webhook_queue_depth(queue.len());
+        settled
     };
     let outcome = match settled {
         Settled::Delivered => Some("delivered"),
@@ -258,7 +261,6 @@ async fn deliver(app: Arc<App>, delivery: Delivery) {
     if matches!(settled, Settled::Rejected | Settled::Failed) {
         warn!(event = %id, kind, attempt = number, ?attempt, "webhook not delivered");
     }
-    app.metrics.set_webhook_queue_depth(depth);
     hooks.wake.notify_one();
 }
 
