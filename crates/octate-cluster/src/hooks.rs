@@ -77,6 +77,7 @@ fn wire_name<T: serde::de::DeserializeOwned>(name: &str) -> Option<T> {
 impl Shared {
     /// Hands every event waiting in this node's outbox to the core, oldest first.
     pub(crate) async fn drain_hooks(&self) -> Result<usize, ClusterError> {
+        let _one_at_a_time = self.hooks_drain.lock().await;
         let key = self.key(&format!("hooks:{}", self.config.node_id));
         let mut drained = 0;
         loop {

@@ -148,6 +148,7 @@ impl Cluster {
             jobs,
             queued_relay_bytes: std::sync::atomic::AtomicUsize::new(0),
             triggers,
+            hooks_drain: tokio::sync::Mutex::new(()),
         });
         let subscription = subscriber::open(&sh).await?;
         {

@@ -26,9 +26,16 @@ pub(crate) async fn run(sh: Arc<Shared>) {
     loop {
         tokio::select! {
             _ = hooks.tick(), if sh.config.lifecycle_events => {
-                if let Err(e) = sh.drain_hooks().await {
-                    tracing::debug!(error = %e, "draining lifecycle events failed");
-                }
+                // A task of its own: stopping this one (at shutdown) must not cut a drain
+                // between taking events from Redis and handing them on; the last drain
+                // of the shutdown waits for it.
+                let sh = sh.clone();
+                let drain = tokio::spawn(async move {
+                    if let Err(e) = sh.drain_hooks().await {
+                        tracing::debug!(error = %e, "draining lifecycle events failed");
+                    }
+                });
+                let _ = drain.await;
             }
             _ = beat.tick() => {
                 heartbeat(&sh).await;

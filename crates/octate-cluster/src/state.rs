@@ -110,6 +110,9 @@ pub(crate) struct Shared {
     /// the connections themselves).
     pub(crate) queued_relay_bytes: std::sync::atomic::AtomicUsize,
     pub(crate) triggers: mpsc::Sender<Trigger>,
+    /// Held through each drain of this node's outbox of lifecycle events: drains run one
+    /// after the other, in order.
+    pub(crate) hooks_drain: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
