@@ -528,7 +528,10 @@ async fn a_publish_reaches_subscribers_on_another_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ywebrtc_peer_on_another_node_is_known_as_one() {
     let redis = Redis::start();
-    let (a, b) = (ClusterNode::start(&redis, "a"), ClusterNode::start(&redis, "b"));
+    let (a, b) = (
+        ClusterNode::start(&redis, "a"),
+        ClusterNode::start(&redis, "b"),
+    );
     let mut nina = a.join("nina", "doc").await;
     let mut yuri = open(b.signaling, &b.token("yuri", "doc").await).await;
     subscribe(&mut yuri, &["doc"]).await;
