@@ -376,7 +376,20 @@ async fn every_event_type_arrives_signed_once_with_its_fields() {
     for e in &events {
         assert!(e["createdAt"].as_u64().unwrap() > 1_600_000_000_000, "{e}");
     }
+    assert_seq_grows(&events);
     server.stop().await;
+}
+
+/// Each event's `seq` is larger than the one before it (in the order they happened) and
+/// at least its `createdAt` in microseconds.
+fn assert_seq_grows(events: &[&Value]) {
+    let mut last = 0;
+    for e in events {
+        let seq = e["seq"].as_u64().unwrap_or_else(|| panic!("no seq: {e}"));
+        assert!(seq > last, "seq {seq} after {last}: {e}");
+        assert!(seq >= e["createdAt"].as_u64().unwrap() * 1000, "{e}");
+        last = seq;
+    }
 }
 
 #[tokio::test]
@@ -892,6 +905,14 @@ async fn two_nodes_send_each_event_once_and_node_down_when_one_dies() {
         ]
     );
     assert_eq!(seen.len(), in_doc.len() + downs.len() + in_side.len());
+    // Each step waited for the one before: arrival order is the order things happened,
+    // across both nodes, and `seq` says so.
+    let in_order: Vec<&Value> = seen
+        .iter()
+        .map(|r| &r.event)
+        .filter(|e| e["type"] != "node.down")
+        .collect();
+    assert_seq_grows(&in_order);
     let counts: Vec<u64> = seen
         .iter()
         .filter(|r| r.event["roomId"] == "doc")

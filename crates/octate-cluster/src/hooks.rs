@@ -26,6 +26,9 @@ struct HookJson {
     node: Option<String>,
     count: usize,
     at: UnixMillis,
+    /// Digits (a Lua number would lose them); absent from events of older builds.
+    #[serde(default)]
+    seq: Option<String>,
 }
 
 /// Decodes one outbox entry; `None` (logged) when it is not an event this build knows.
@@ -61,11 +64,17 @@ pub(crate) fn decode(raw: &str) -> Option<LifecycleEvent> {
         Some(room) => Some(RoomId::new(room).ok()?),
         None => None,
     };
+    let seq = hook
+        .seq
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(hook.at.saturating_mul(1000));
     Some(LifecycleEvent {
         at: hook.at,
         room_id,
         kind,
         peer_count: hook.count,
+        seq,
     })
 }
 
@@ -105,7 +114,7 @@ mod tests {
     #[test]
     fn script_events_decode_with_their_reasons() {
         let left = decode(
-            r#"{"type":"peer.left","room":"r","user":"bob","reason":"node-down","count":1,"at":5}"#,
+            r#"{"type":"peer.left","room":"r","user":"bob","reason":"node-down","count":1,"at":5,"seq":"1700000000000123"}"#,
         )
         .unwrap();
         assert_eq!(
@@ -115,6 +124,7 @@ mod tests {
                 room_id: Some(RoomId::new("r").unwrap()),
                 kind: LifecycleKind::PeerLeft(UserId::new("bob").unwrap(), LeaveReason::NodeDown),
                 peer_count: 1,
+                seq: 1_700_000_000_000_123,
             }
         );
         let down = decode(r#"{"type":"node.down","node":"b","count":0,"at":7}"#).unwrap();
@@ -123,6 +133,10 @@ mod tests {
             LifecycleKind::NodeDown(NodeId::new("b").unwrap())
         );
         assert_eq!(down.room_id, None);
+        assert_eq!(
+            down.seq, 7000,
+            "without a seq (an older build): its time in µs"
+        );
         let closed =
             decode(r#"{"type":"room.closed","room":"r","reason":"deleted","count":2,"at":1}"#)
                 .unwrap();

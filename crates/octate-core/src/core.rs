@@ -177,6 +177,8 @@ pub struct Core {
     stats: CoreStats,
     /// Set by [`Core::handle_shutdown`]: no connection is accepted any more.
     stopping: bool,
+    /// The `seq` of the last lifecycle event reported.
+    lifecycle_seq: u64,
     /// This node, when the core is one node of a cluster; `None` on a single node.
     node: Option<NodeId>,
     /// Joins sent to the cluster and not answered yet (clustered cores only).
@@ -252,6 +254,7 @@ impl Core {
             next_cleanup,
             stats: CoreStats::default(),
             stopping: false,
+            lifecycle_seq: 0,
             node: None,
             pending: HashMap::new(),
             degraded: false,

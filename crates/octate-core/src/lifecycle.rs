@@ -19,6 +19,9 @@ pub struct LifecycleEvent {
     /// Peers in the room right after it happened (suspended peers count); for a closed
     /// room, the peers it had when it closed.
     pub peer_count: usize,
+    /// Orders events: each is larger than every one reported before it by this server
+    /// (on a cluster, by any node). Unix microseconds, or one more than the previous.
+    pub seq: u64,
 }
 
 /// What happened, with whom.

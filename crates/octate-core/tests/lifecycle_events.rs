@@ -55,9 +55,9 @@ fn harness(events: bool) -> Harness {
     h
 }
 
-/// The lifecycle events collected so far, taking them out of `h.out`.
-fn events(h: &mut Harness) -> Vec<LifecycleEvent> {
-    h.drain()
+/// Every lifecycle event in `outputs`, as reported.
+fn reported(outputs: Vec<Output>) -> Vec<LifecycleEvent> {
+    outputs
         .into_iter()
         .filter_map(|o| match o {
             Output::Lifecycle(e) => Some(e),
@@ -66,12 +66,28 @@ fn events(h: &mut Harness) -> Vec<LifecycleEvent> {
         .collect()
 }
 
+/// The lifecycle events collected so far, taking them out of `h.out`, after checking
+/// that their `seq` grows and is at least their time in µs; returned with `seq` 0 so
+/// that the tests compare the rest.
+fn events(h: &mut Harness) -> Vec<LifecycleEvent> {
+    let mut events = reported(h.drain());
+    for pair in events.windows(2) {
+        assert!(pair[0].seq < pair[1].seq, "seq must grow: {pair:?}");
+    }
+    for e in &mut events {
+        assert!(e.seq >= e.at * 1000, "{e:?}");
+        e.seq = 0;
+    }
+    events
+}
+
 fn event(at: u64, room: &str, kind: LifecycleKind, peer_count: usize) -> LifecycleEvent {
     LifecycleEvent {
         at,
         room_id: Some(rid(room)),
         kind,
         peer_count,
+        seq: 0,
     }
 }
 
@@ -359,4 +375,28 @@ fn a_stopping_single_server_closes_each_room_with_reason_shutdown() {
     quiet.auth(1, "alice", "r");
     quiet.core.handle_shutdown(T0);
     assert_eq!(events(&mut quiet), []);
+}
+
+#[test]
+fn seq_grows_across_calls_also_within_one_millisecond() {
+    let mut h = harness(true);
+    let mut all = Vec::new();
+    for (conn, user) in [(1, "alice"), (2, "bob"), (3, "carol")] {
+        h.auth(conn, user, "r");
+        all.extend(reported(h.drain()));
+    }
+    h.core.handle_disconnect(h.now, ConnId(2));
+    all.extend(reported(h.drain()));
+    h.skip(secs(1));
+    h.core.handle_disconnect(h.now, ConnId(3));
+    all.extend(reported(h.drain()));
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs.len(), 6, "{all:?}");
+    // Five events in the first millisecond: its time in µs, then one more each.
+    let first = T0 * 1000;
+    assert_eq!(
+        seqs[..5],
+        [first, first + 1, first + 2, first + 3, first + 4]
+    );
+    assert_eq!(seqs[5], (T0 + 1000) * 1000);
 }

@@ -135,6 +135,9 @@ end
 -- reported once per cluster, by one node.
 local HOOKS = { node = nil }
 local HOOKS_MAX = 10000
+-- The seq of the last event reported by any node: each event's is larger (Redis' clock in
+-- µs, or one more), also across a Redis restart that lost it.
+local K_HOOK_SEQ = P .. 'hookseq'
 local function hooks_for(node)
   if node and node ~= '' then HOOKS.node = node end
 end
@@ -143,9 +146,11 @@ local function hook(kind, r, user, reason, node)
   local key = P .. 'hooks:' .. HOOKS.node
   local count = 0
   if r then count = redis.call('HLEN', k_members(r)) end
+  local seq = num(math.max((tonumber(redis.call('GET', K_HOOK_SEQ)) or 0) + 1, now_us()))
+  redis.call('SET', K_HOOK_SEQ, seq)
   redis.call('RPUSH', key, cjson.encode({
     type = kind, room = r, user = user, reason = reason, node = node,
-    count = count, at = now_ms() }))
+    count = count, at = now_ms(), seq = seq }))
   redis.call('LTRIM', key, -HOOKS_MAX, -1)
 end
 -- Takes over a dead node's outbox: the events it committed but did not send yet go out

@@ -46,11 +46,13 @@ impl Core {
         }
         let kind = kind();
         let peer_count = self.rooms.get(room_id).map_or(0, |r| r.members.len());
+        self.lifecycle_seq = (self.lifecycle_seq + 1).max(now.saturating_mul(1000));
         self.outputs.push_back(Output::Lifecycle(LifecycleEvent {
             at: now,
             room_id: Some(room_id.clone()),
             kind,
             peer_count,
+            seq: self.lifecycle_seq,
         }));
     }
 

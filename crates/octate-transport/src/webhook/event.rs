@@ -36,6 +36,7 @@ struct Body<'a> {
     reason: Option<Reason>,
     #[serde(skip_serializing_if = "Option::is_none")]
     node_id: Option<&'a str>,
+    seq: u64,
 }
 
 #[derive(Serialize)]
@@ -63,6 +64,7 @@ impl EncodedEvent {
             peer_count: event.room_id.as_ref().map(|_| event.peer_count),
             reason,
             node_id: node_id.map(NodeId::as_str),
+            seq: event.seq,
         };
         // Invariant: the body holds only strings, numbers and unit enums.
         let json = serde_json::to_vec(&body).unwrap_or_default();
@@ -87,6 +89,7 @@ mod tests {
             room_id: Some(RoomId::new("r1").unwrap()),
             kind: LifecycleKind::PeerLeft(UserId::new("alice").unwrap(), LeaveReason::Timeout),
             peer_count: 2,
+            seq: 1_700_000_000_123_004,
         };
         let encoded = EncodedEvent::encode("evt_1".into(), &event, None);
         let json: serde_json::Value = serde_json::from_slice(&encoded.body).unwrap();
@@ -94,7 +97,8 @@ mod tests {
             json,
             serde_json::json!({
                 "id": "evt_1", "type": "peer.left", "createdAt": 1_700_000_000_123u64,
-                "roomId": "r1", "userId": "alice", "peerCount": 2, "reason": "timeout"
+                "roomId": "r1", "userId": "alice", "peerCount": 2, "reason": "timeout",
+                "seq": 1_700_000_000_123_004u64
             })
         );
     }
@@ -106,6 +110,7 @@ mod tests {
             room_id: Some(RoomId::new("r1").unwrap()),
             kind: LifecycleKind::RoomClosed(RoomCloseReason::Deleted),
             peer_count: 0,
+            seq: 5000,
         };
         let json: serde_json::Value =
             serde_json::from_slice(&EncodedEvent::encode("e".into(), &event, None).body).unwrap();
