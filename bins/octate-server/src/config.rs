@@ -276,6 +276,9 @@ pub(crate) struct Config {
     /// Longest wait before the first webhook retry, in milliseconds; it doubles after each.
     #[arg(long, env = "OCTATE_WEBHOOK_RETRY_BASE_MS", default_value_t = 5_000)]
     pub(crate) webhook_retry_base_ms: u64,
+    /// Most webhook requests in flight to one URL (each to a different room).
+    #[arg(long, env = "OCTATE_WEBHOOK_CONCURRENCY", default_value_t = 8)]
+    pub(crate) webhook_concurrency: usize,
     /// Cluster mode (with `--redis-url`).
     #[command(flatten)]
     pub(crate) cluster: crate::cluster::ClusterArgs,
@@ -493,6 +496,7 @@ impl Config {
         config.queue_capacity = self.webhook_queue;
         config.timeout = ms(self.webhook_timeout_ms);
         config.retry_base = ms(self.webhook_retry_base_ms);
+        config.max_in_flight = self.webhook_concurrency;
         config.validate().map_err(|e| e.to_string())?;
         Ok(Some(config))
     }
@@ -617,6 +621,8 @@ mod tests {
             "s3cret",
             "--webhook-retry-base-ms",
             "50",
+            "--webhook-concurrency",
+            "32",
         ])
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
@@ -624,6 +630,7 @@ mod tests {
         let hooks = built.transport.webhooks.expect("webhooks on");
         assert_eq!(hooks.retry_base, Duration::from_millis(50));
         assert_eq!(hooks.max_attempts, 8);
+        assert_eq!(hooks.max_in_flight, 32);
         let zero = parse(&[
             "--webhook-urls",
             "https://hooks.example/in",
@@ -636,6 +643,20 @@ mod tests {
         assert!(
             zero.err()
                 .is_some_and(|e| e.contains("OCTATE_WEBHOOK_MAX_ATTEMPTS"))
+        );
+        let no_slot = parse(&[
+            "--webhook-urls",
+            "https://hooks.example/in",
+            "--webhook-secret",
+            "s3cret",
+            "--webhook-concurrency",
+            "0",
+        ])
+        .build();
+        assert!(
+            no_slot
+                .err()
+                .is_some_and(|e| e.contains("OCTATE_WEBHOOK_CONCURRENCY"))
         );
     }
 

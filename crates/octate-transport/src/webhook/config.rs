@@ -82,6 +82,7 @@ impl WebhookConfig {
             ("OCTATE_WEBHOOK_QUEUE", self.queue_capacity == 0),
             ("OCTATE_WEBHOOK_TIMEOUT_MS", self.timeout.is_zero()),
             ("OCTATE_WEBHOOK_RETRY_BASE_MS", self.retry_base.is_zero()),
+            ("OCTATE_WEBHOOK_CONCURRENCY", self.max_in_flight == 0),
         ];
         match zero.into_iter().find(|(_, z)| *z) {
             Some((name, _)) => Err(WebhookConfigError::Zero(name)),
