@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use octate_client::{Client, ClientError};
-use octate_protocol::{ErrorCode, LeaveReason, ServerMessage, SignalKind};
+use octate_protocol::{ErrorCode, LeaveReason, RoomCloseReason, ServerMessage, SignalKind};
 use octate_test::cluster::{
     ClusterNode as Node, NODE_TTL as TTL, expect_resume_failed, join_with_ticket, resume_on,
 };
@@ -463,6 +463,67 @@ async fn sessions_and_tokens_survive_redis_restarting_empty() {
     assert_eq!(body(&resp), json!({"success": true, "tokenRevoked": true}));
     peers::expect_error(&mut bob.client, "bob", ErrorCode::Kicked).await;
     expect_close(&mut bob.client, "bob", 4005).await;
+}
+
+/// A room is closed for inactivity only once no node saw activity: two peers of node b
+/// that signal only each other keep it open for a silent peer of node a (whose node sees
+/// none of that traffic); once they stop too, it closes for everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_busy_on_one_node_is_not_closed_as_inactive_by_another() {
+    let redis = Redis::start();
+    let env = [
+        ("OCTATE_ROOM_INACTIVE_TIMEOUT_MS", "2000"),
+        ("OCTATE_ROOM_IDLE_AFTER_MS", "1000"),
+        ("OCTATE_CLEANUP_INTERVAL_MS", "100"),
+    ];
+    let (a, b) = (
+        Node::start_with(&redis, "a", &env),
+        Node::start_with(&redis, "b", &env),
+    );
+    let mut quiet = a.join("quiet", "doc").await;
+    let mut bob = b.join("bob", "doc").await;
+    let mut carol = b.join("carol", "doc").await;
+    expect_peer_joined(&mut quiet.client, "quiet", "bob").await;
+    expect_peer_joined(&mut quiet.client, "quiet", "carol").await;
+    expect_peer_joined(&mut bob.client, "bob", "carol").await;
+    // Twice the timeout of signals between bob and carol only.
+    let busy_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < busy_until {
+        bob.client
+            .signal(SignalKind::IceCandidate, "carol", json!({"c": 1}))
+            .await
+            .unwrap();
+        match next(&mut carol.client, "carol").await {
+            ServerMessage::Signal { from, .. } => assert_eq!(from.as_str(), "bob"),
+            other => panic!("carol: expected bob's signal, got {}", peers::brief(&other)),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drain_expect_no_departures(&mut quiet.client, "quiet").await;
+    // Now nobody says anything: the room closes as inactive, for the peers of both nodes.
+    for (client, who) in [
+        (&mut quiet.client, "quiet"),
+        (&mut bob.client, "bob"),
+        (&mut carol.client, "carol"),
+    ] {
+        expect_room_closed_inactive(client, who).await;
+    }
+}
+
+async fn expect_room_closed_inactive(client: &mut Client, who: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.recv_within(left).await {
+            Ok(ServerMessage::RoomClosed { reason, .. }) => {
+                assert_eq!(reason, RoomCloseReason::Inactive, "{who}");
+                return;
+            }
+            Ok(ServerMessage::Heartbeat) => {}
+            Ok(other) => panic!("{who}: expected room-closed, got {}", peers::brief(&other)),
+            Err(err) => panic!("{who}: no room-closed: {err}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,8 @@ pub struct ClusterConfig {
     pub max_rooms_per_user: usize,
     /// How long a room created over HTTP may stay empty.
     pub empty_room_grace: Duration,
+    /// How long no node may report activity in a room before it is closed as inactive.
+    pub room_inactive_timeout: Duration,
     /// How long a member whose connection was lost (or whose node died) stays suspended,
     /// waiting to be resumed on any node; zero removes it at once.
     pub resume_grace: Duration,
@@ -75,6 +77,7 @@ impl ClusterConfig {
             max_rooms: core.max_rooms,
             max_rooms_per_user: core.max_rooms_per_user,
             empty_room_grace: core.empty_room_grace,
+            room_inactive_timeout: core.room_inactive_timeout,
             resume_grace: core.resume_grace,
             lifecycle_events: false,
         }
@@ -86,6 +89,7 @@ impl ClusterConfig {
         self.max_rooms = core.max_rooms;
         self.max_rooms_per_user = core.max_rooms_per_user;
         self.empty_room_grace = core.empty_room_grace;
+        self.room_inactive_timeout = core.room_inactive_timeout;
         self.resume_grace = core.resume_grace;
         self.lifecycle_events = core.lifecycle_events;
         self

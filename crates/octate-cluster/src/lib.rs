@@ -388,6 +388,7 @@ impl ClusterLink for Cluster {
                 return;
             }
             ClusterCommand::CloseRoom { room_id, reason } => Job::Close { room_id, reason },
+            ClusterCommand::Activity { room_id } => Job::Activity { room_id },
             ClusterCommand::Ticket {
                 conn,
                 room_id,

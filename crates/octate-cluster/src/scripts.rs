@@ -24,6 +24,7 @@ pub(crate) struct Scripts {
     pub(crate) expire: Script,
     pub(crate) kick: Script,
     pub(crate) list_rooms: Script,
+    pub(crate) activity: Script,
 }
 
 fn with_prelude(body: &str) -> Script {
@@ -50,11 +51,12 @@ impl Scripts {
             expire: with_prelude(include_str!("lua/expire.lua")),
             kick: with_prelude(include_str!("lua/kick.lua")),
             list_rooms: with_prelude(include_str!("lua/list_rooms.lua")),
+            activity: with_prelude(include_str!("lua/activity.lua")),
         }
     }
 
     /// Every script, to load into Redis' script cache after connecting.
-    pub(crate) fn all(&self) -> [&Script; 17] {
+    pub(crate) fn all(&self) -> [&Script; 18] {
         [
             &self.join,
             &self.leave,
@@ -73,6 +75,7 @@ impl Scripts {
             &self.expire,
             &self.kick,
             &self.list_rooms,
+            &self.activity,
         ]
     }
 }

@@ -273,6 +273,7 @@ impl Shared {
                     .arg(&self.config.key_prefix)
                     .arg(room_id.as_str())
                     .arg(close_reason(reason))
+                    .arg("")
                     .arg(self.config.hooks_node()),
             )
             .await?;

@@ -89,11 +89,13 @@ pub(crate) enum Job {
     },
     /// A message for another node.
     Relay { node: NodeId, frame: RelayFrame },
-    /// Close a room everywhere.
+    /// Close a room everywhere (for inactivity: if no node reported activity meanwhile).
     Close {
         room_id: RoomId,
         reason: RoomCloseReason,
     },
+    /// Record that this node's peers were active in a room.
+    Activity { room_id: RoomId },
     /// Re-register this node's live members (after Redis lost them or reaped the node).
     Restore {
         reply: oneshot::Sender<Result<(), ClusterError>>,
@@ -302,6 +304,7 @@ impl Writer {
             }),
             Job::Leave { .. }
             | Job::Close { .. }
+            | Job::Activity { .. }
             | Job::Ticket { .. }
             | Job::Token { .. }
             | Job::Suspend { .. } => {
@@ -451,13 +454,21 @@ impl Writer {
                 );
             }
             Job::Close { room_id, reason } => {
+                let quiet = match reason {
+                    RoomCloseReason::Inactive => c.room_inactive_timeout.as_millis().to_string(),
+                    _ => String::new(),
+                };
                 pipe.invoke_script(
                     s.close_room
                         .arg(&c.key_prefix)
                         .arg(room_id.as_str())
                         .arg(close_reason(*reason))
+                        .arg(quiet)
                         .arg(c.hooks_node()),
                 );
+            }
+            Job::Activity { room_id } => {
+                pipe.invoke_script(s.activity.arg(&c.key_prefix).arg(room_id.as_str()));
             }
             // Sent in their own steps.
             Job::Relay { .. } | Job::Restore { .. } | Job::Flush { .. } | Job::Stop => {}

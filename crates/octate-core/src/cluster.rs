@@ -318,12 +318,19 @@ pub enum ClusterCommand {
         /// The message, ready to encode once.
         msg: ServerMessage,
     },
-    /// Close a room everywhere (inactivity, memory pressure).
+    /// Close a room everywhere (inactivity, memory pressure). For inactivity the store
+    /// closes it only if no node reported activity within the inactivity timeout.
     CloseRoom {
         /// The room.
         room_id: RoomId,
         /// Why.
         reason: RoomCloseReason,
+    },
+    /// This node's peers were active in a room that has members on other nodes (sent at
+    /// most every quarter of the idle time per room).
+    Activity {
+        /// The room.
+        room_id: RoomId,
     },
 }
 

@@ -179,6 +179,8 @@ pub struct Core {
     stopping: bool,
     /// The `seq` of the last lifecycle event reported.
     lifecycle_seq: u64,
+    /// On a cluster, how often (ms) a room's activity here is reported to the store.
+    activity_every: u64,
     /// This node, when the core is one node of a cluster; `None` on a single node.
     node: Option<NodeId>,
     /// Joins sent to the cluster and not answered yet (clustered cores only).
@@ -243,7 +245,12 @@ impl Core {
     pub fn new(config: CoreConfig, now: UnixMillis) -> Self {
         let next_heartbeat = now.saturating_add(millis(config.heartbeat_interval));
         let next_cleanup = now.saturating_add(millis(config.cleanup_interval));
+        // Often enough that the store's word on a room's activity is never a quarter of
+        // the idle time (or of the inactivity timeout) old.
+        let activity_every =
+            (millis(config.room_idle_after).min(millis(config.room_inactive_timeout)) / 4).max(1);
         Self {
+            activity_every,
             config,
             rooms: HashMap::new(),
             room_ids: BTreeSet::new(),

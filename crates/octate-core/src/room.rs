@@ -45,6 +45,10 @@ pub(crate) struct Room {
     pub(crate) ver: u64,
     /// Other nodes with members of this room (always empty on a single node).
     pub(crate) remote_nodes: Vec<NodeId>,
+    /// On a cluster: when this node last told the store its peers were active here.
+    pub(crate) activity_reported: UnixMillis,
+    /// On a cluster: when this node last asked the store to close the room as inactive.
+    pub(crate) inactive_close_asked: Option<UnixMillis>,
 }
 
 impl Room {
@@ -69,6 +73,8 @@ impl Room {
             members: Vec::new(),
             ver: 0,
             remote_nodes: Vec::new(),
+            activity_reported: 0,
+            inactive_close_asked: None,
         }
     }
 
@@ -84,6 +90,18 @@ impl Room {
     pub(crate) fn touch(&mut self, now: UnixMillis) {
         self.last_activity = self.last_activity.max(now);
         self.state = RoomState::Active;
+    }
+
+    /// Records activity of this node's own peers; true when the cluster's store should
+    /// hear of it: the room has members on other nodes, which do not see this traffic,
+    /// and the store was not told within `every`.
+    pub(crate) fn touch_local(&mut self, now: UnixMillis, every: u64) -> bool {
+        self.touch(now);
+        if self.remote_nodes.is_empty() || now.saturating_sub(self.activity_reported) < every {
+            return false;
+        }
+        self.activity_reported = now;
+        true
     }
 
     /// Adds a member; the first member of an empty room becomes its host.

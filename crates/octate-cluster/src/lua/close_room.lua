@@ -1,11 +1,13 @@
 -- Deletes a room and tells every node with members (the caller too). ARGV: prefix, room,
--- reason, node reporting lifecycle events ('' = none). Returns 1 if the room existed,
--- else 0.
-local r, reason = ARGV[2], ARGV[3]
-hooks_for(ARGV[4])
+-- reason, quiet ms ('' = close in any case; for inactivity: close only if no node
+-- reported activity, `act`, within it), node reporting lifecycle events ('' = none).
+-- Returns 1 if the room was closed, 0 if it did not exist, -1 if it is still active.
+local r, reason, quiet = ARGV[2], ARGV[3], tonumber(ARGV[4])
+hooks_for(ARGV[5])
 local meta = read_meta(r)
 local list = load_members(r)
 if not meta and #list == 0 then return 0 end
+if quiet and meta and meta.act and now_ms() - tonumber(meta.act) < quiet then return -1 end
 hook('room.closed', r, nil, reason)
 for _, m in ipairs(list) do
   redis.call('SREM', k_node_set(m.n), r .. ' ' .. m.user)

@@ -42,7 +42,12 @@ impl Core {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
-        room.touch(now);
+        if room.touch_local(now, self.activity_every) {
+            self.outputs
+                .push_back(Output::Cluster(ClusterCommand::Activity {
+                    room_id: room.id.clone(),
+                }));
+        }
         let conns = &self.conns;
         let mut subscribers = 0;
         let to: Vec<ConnId> = room
@@ -123,7 +128,12 @@ impl Core {
                 msg: build(user.clone(), room_id.clone()),
             }),
         };
-        room.touch(now);
+        if room.touch_local(now, self.activity_every) {
+            self.outputs
+                .push_back(Output::Cluster(ClusterCommand::Activity {
+                    room_id: room.id.clone(),
+                }));
+        }
         self.stats.messages_relayed += 1;
         self.outputs.push_back(out);
         Ok(())
@@ -141,7 +151,12 @@ impl Core {
             return Err(CoreError::NotInRoom);
         }
         let room = self.rooms.get_mut(room_id).ok_or(CoreError::NotInRoom)?;
-        room.touch(now);
+        if room.touch_local(now, self.activity_every) {
+            self.outputs
+                .push_back(Output::Cluster(ClusterCommand::Activity {
+                    room_id: room.id.clone(),
+                }));
+        }
         let to = room.conns_except(Some(user));
         let msg = build(user.clone(), room_id.clone());
         // Empty on a single node: cloning it allocates nothing.

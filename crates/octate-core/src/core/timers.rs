@@ -77,7 +77,11 @@ impl Core {
             self.remove_room(now, &room_id, RoomCloseReason::Empty);
         }
         for room_id in stale {
-            self.close_room_everywhere(now, &room_id, RoomCloseReason::Inactive);
+            if self.node.is_some() {
+                self.ask_to_close_inactive(now, &room_id);
+            } else {
+                self.close_room(now, &room_id, RoomCloseReason::Inactive);
+            }
         }
     }
 

@@ -733,7 +733,7 @@ impl FakeCluster {
                     );
                 }
             }
-            ClusterCommand::CloseRoom { .. } => {}
+            ClusterCommand::CloseRoom { .. } | ClusterCommand::Activity { .. } => {}
             ClusterCommand::Ticket {
                 conn,
                 room_id,
