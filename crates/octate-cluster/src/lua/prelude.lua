@@ -146,11 +146,15 @@ local function hook(kind, r, user, reason, node)
   local key = P .. 'hooks:' .. HOOKS.node
   local count = 0
   if r then count = redis.call('HLEN', k_members(r)) end
-  local seq = num(math.max((tonumber(redis.call('GET', K_HOOK_SEQ)) or 0) + 1, now_us()))
+  -- One reading of the clock for both, so that seq is never below createdAt in µs.
+  local secs, micros = now_parts()
+  local at = secs * 1000 + math.floor(micros / 1000)
+  local seq = num(math.max((tonumber(redis.call('GET', K_HOOK_SEQ)) or 0) + 1,
+    secs * 1000000 + micros))
   redis.call('SET', K_HOOK_SEQ, seq)
   redis.call('RPUSH', key, cjson.encode({
     type = kind, room = r, user = user, reason = reason, node = node,
-    count = count, at = now_ms(), seq = seq }))
+    count = count, at = at, seq = seq }))
   redis.call('LTRIM', key, -HOOKS_MAX, -1)
 end
 -- Takes over a dead node's outbox: the events it committed but did not send yet go out
