@@ -471,14 +471,9 @@ async fn sessions_and_tokens_survive_redis_restarting_empty() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_busy_on_one_node_is_not_closed_as_inactive_by_another() {
     let redis = Redis::start();
-    let env = [
-        ("OCTATE_ROOM_INACTIVE_TIMEOUT_MS", "2000"),
-        ("OCTATE_ROOM_IDLE_AFTER_MS", "1000"),
-        ("OCTATE_CLEANUP_INTERVAL_MS", "100"),
-    ];
     let (a, b) = (
-        Node::start_with(&redis, "a", &env),
-        Node::start_with(&redis, "b", &env),
+        Node::start_with(&redis, "a", &INACTIVE_SOON),
+        Node::start_with(&redis, "b", &INACTIVE_SOON),
     );
     let mut quiet = a.join("quiet", "doc").await;
     let mut bob = b.join("bob", "doc").await;
@@ -509,6 +504,24 @@ async fn a_room_busy_on_one_node_is_not_closed_as_inactive_by_another() {
         expect_room_closed_inactive(client, who).await;
     }
 }
+
+/// A room the store lost (as if its close never reached this node) is not kept open for
+/// ever: the node that finds it quiet closes its own copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_room_gone_from_the_store_is_closed_where_it_lingers() {
+    let redis = Redis::start();
+    let a = Node::start_with(&redis, "a", &INACTIVE_SOON);
+    let mut quiet = a.join("quiet", "doc").await;
+    redis.command(&["DEL", "oct:room:{doc}:meta", "oct:room:{doc}:m"]);
+    expect_room_closed_inactive(&mut quiet.client, "quiet").await;
+}
+
+/// Rooms closed as inactive after 2 s, idle after 1 s, looked at every 100 ms.
+const INACTIVE_SOON: [(&str, &str); 3] = [
+    ("OCTATE_ROOM_INACTIVE_TIMEOUT_MS", "2000"),
+    ("OCTATE_ROOM_IDLE_AFTER_MS", "1000"),
+    ("OCTATE_CLEANUP_INTERVAL_MS", "100"),
+];
 
 async fn expect_room_closed_inactive(client: &mut Client, who: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -278,6 +278,19 @@ impl Writer {
     }
 
     fn wait_for_link(&mut self, job: Job) {
+        if matches!(
+            job,
+            Job::Activity { .. }
+                | Job::Close {
+                    reason: RoomCloseReason::Inactive,
+                    ..
+                }
+        ) {
+            // Worth nothing later: an activity report would carry the time it is replayed,
+            // and an inactivity close would judge a room that may have woken meanwhile. The
+            // core reports and asks again.
+            return;
+        }
         if self.waiting.len() >= MAX_WAITING {
             // Counted and logged: a leave lost here stays in Redis until this node restarts.
             self.waiting.pop_front();
@@ -656,6 +669,25 @@ impl Writer {
                 };
                 self.sh.emit_core(event);
             }
+            Sent::Job(Job::Close {
+                room_id,
+                reason: RoomCloseReason::Inactive,
+            }) => match reply {
+                // The store has no such room any more (its close never reached this node):
+                // the replica goes too, as of the store's clock.
+                Ok(Value::Array(parts)) if parts.len() == 2 => {
+                    let ver: Option<u64> = redis::from_redis_value(parts[1].clone()).ok();
+                    if let Some(ver) = ver {
+                        self.sh.emit_core(ClusterEvent::RoomClosed {
+                            room_id,
+                            reason: RoomCloseReason::Inactive,
+                            ver,
+                        });
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, %room_id, "closing an inactive room failed"),
+            },
             Sent::Job(job) => {
                 if let Err(e) = reply {
                     tracing::error!(error = %e, ?job, "cluster script failed");

@@ -625,18 +625,18 @@ impl Core {
         true
     }
 
-    /// Closes a room here and, on a cluster, on every other node too.
     /// On a cluster, a room quiet here for the inactivity timeout may be busy on another
     /// node: the store closes it (and every node, this one too, hears `room-closed`) only
-    /// if no node reported activity within the timeout. Asked once per timeout.
+    /// if no node reported activity within the timeout. Asked again, while the room stays
+    /// quiet here, as often as nodes report activity.
     pub(super) fn ask_to_close_inactive(&mut self, now: UnixMillis, room_id: &RoomId) {
-        let inactive = crate::config::millis(self.config.room_inactive_timeout);
+        let every = self.activity_every;
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
         if room
             .inactive_close_asked
-            .is_some_and(|at| now.saturating_sub(at) <= inactive)
+            .is_some_and(|at| now.saturating_sub(at) <= every)
         {
             return;
         }
@@ -648,6 +648,7 @@ impl Core {
             }));
     }
 
+    /// Closes a room here and, on a cluster, on every other node too.
     pub(super) fn close_room_everywhere(
         &mut self,
         now: UnixMillis,
