@@ -245,8 +245,8 @@ impl Core {
     pub fn new(config: CoreConfig, now: UnixMillis) -> Self {
         let next_heartbeat = now.saturating_add(millis(config.heartbeat_interval));
         let next_cleanup = now.saturating_add(millis(config.cleanup_interval));
-        // Often enough that the store's word on a room's activity is never a quarter of
-        // the idle time (or of the inactivity timeout) old.
+        // Often enough that the store's word on a room's activity is never more than a
+        // quarter of the idle time (or of the inactivity timeout) old.
         let activity_every =
             (millis(config.room_idle_after).min(millis(config.room_inactive_timeout)) / 4).max(1);
         Self {
