@@ -1,9 +1,12 @@
 //! Relaying between peers: signals and updates to the room's other peers, and
 //! `y-webrtc` publishes to the topic's subscribers.
 
+use std::collections::VecDeque;
+
 use octate_protocol::{ErrorCode, RoomId, ServerMessage, UnixMillis, UserId};
 
 use super::{Core, MAX_HELD_BYTES, Protocol};
+use crate::room::Room;
 use crate::{ClusterCommand, ConnId, CoreError, Output, PeerLocation};
 
 impl Core {
@@ -42,12 +45,7 @@ impl Core {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
-        if room.touch_local(now, self.activity_every) {
-            self.outputs
-                .push_back(Output::Cluster(ClusterCommand::Activity {
-                    room_id: room.id.clone(),
-                }));
-        }
+        touch_local(room, now, self.activity_every, &mut self.outputs);
         let conns = &self.conns;
         let mut subscribers = 0;
         let to: Vec<ConnId> = room
@@ -128,12 +126,7 @@ impl Core {
                 msg: build(user.clone(), room_id.clone()),
             }),
         };
-        if room.touch_local(now, self.activity_every) {
-            self.outputs
-                .push_back(Output::Cluster(ClusterCommand::Activity {
-                    room_id: room.id.clone(),
-                }));
-        }
+        touch_local(room, now, self.activity_every, &mut self.outputs);
         self.stats.messages_relayed += 1;
         self.outputs.push_back(out);
         Ok(())
@@ -151,12 +144,7 @@ impl Core {
             return Err(CoreError::NotInRoom);
         }
         let room = self.rooms.get_mut(room_id).ok_or(CoreError::NotInRoom)?;
-        if room.touch_local(now, self.activity_every) {
-            self.outputs
-                .push_back(Output::Cluster(ClusterCommand::Activity {
-                    room_id: room.id.clone(),
-                }));
-        }
+        touch_local(room, now, self.activity_every, &mut self.outputs);
         let to = room.conns_except(Some(user));
         let msg = build(user.clone(), room_id.clone());
         // Empty on a single node: cloning it allocates nothing.
@@ -181,5 +169,15 @@ impl Core {
         self.stats.messages_relayed += to.len() as u64;
         self.outputs.push_back(Output::Broadcast { to, msg });
         Ok(())
+    }
+}
+
+/// Records activity of this node's own peers in `room`, and tells the cluster's store
+/// when [`Room::touch_local`] says it should hear of it.
+fn touch_local(room: &mut Room, now: UnixMillis, every: u64, outputs: &mut VecDeque<Output>) {
+    if room.touch_local(now, every) {
+        outputs.push_back(Output::Cluster(ClusterCommand::Activity {
+            room_id: room.id.clone(),
+        }));
     }
 }
